@@ -1,0 +1,144 @@
+"""The `devise` command: parse arguments, call the library, print. No logic of its own.
+
+Every mistake a user can make surfaces as a `DeviseError` and ends as one line on stderr with
+exit status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from devise import __version__
+from devise.errors import DeviseError
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per `TrainConfig` field (`batch_size` -> `--batch-size`), default None so that
+    only the flags a user typed override the TOML file and the defaults."""
+    from devise.config import TrainConfig
+
+    defaults = TrainConfig()
+    group = parser.add_argument_group("run settings (also accepted as keys of --config FILE)")
+    for field in fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        default = getattr(defaults, field.name)
+        if field.type in ("bool", bool):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                               help=f"default: {default}")
+        else:
+            kind = {"int": int, "float": float}.get(str(field.type), str)
+            group.add_argument(flag, type=kind, default=None, metavar=field.name.upper(), help=f"default: {default}")
+
+
+def config_from_args(args: argparse.Namespace):
+    """Defaults <- saved run config (on --resume) <- --config FILE <- flags typed."""
+    from devise.config import TrainConfig, read_toml
+
+    values: dict = {}
+    out = args.out
+    if args.resume:
+        if out is None:
+            raise DeviseError("--resume needs --out RUN_FOLDER")
+        saved = Path(out) / "config.toml"
+        if not saved.is_file():
+            raise DeviseError(f"cannot resume: {saved} does not exist")
+        values.update(read_toml(saved))
+    if args.config:
+        values.update(read_toml(args.config))
+    for field in fields(TrainConfig):
+        typed = getattr(args, field.name)
+        if typed is not None:
+            values[field.name] = typed
+    return TrainConfig.from_dict(values, args.config or "settings")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from devise.train import train
+
+    config = config_from_args(args)
+    run = train(config, resume=args.resume, progress=not args.quiet)
+    print(json.dumps(json.loads((run.folder / "summary.json").read_text())))
+    return 0
+
+
+def cmd_curves(args: argparse.Namespace) -> int:
+    from devise.plots import plot_learning_curves
+    from devise.train import read_metrics
+
+    runs = {}
+    for folder in args.runs:
+        rows = read_metrics(Path(folder) / "metrics.csv")
+        if not rows:
+            raise DeviseError(f"{folder}: no metrics.csv with any epoch in it")
+        runs[Path(folder).name] = rows
+    if args.labels:
+        if len(args.labels) != len(args.runs):
+            raise DeviseError("--labels needs one label per run")
+        runs = dict(zip(args.labels, runs.values()))
+    print(plot_learning_curves(runs, Path(args.out), args.title))
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from devise.data import load_dataset
+
+    for split in args.splits:
+        data = load_dataset(args.data, args.data_root, split, args.image_size, args.cache_dir, args.download,
+                            progress=not args.quiet)
+        means = data.images[:: max(1, len(data) // 20000)].float().mean(dim=(0, 2, 3))
+        print(json.dumps({"data": args.data, "split": split, "images": len(data), "classes": data.num_classes,
+                          "image_size": data.image_size, "channel_means": [round(m, 1) for m in means.tolist()],
+                          "first_classes": data.class_names[:3]}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from devise.data import DATASETS
+
+    parser = argparse.ArgumentParser(prog="devise", description=(
+        "Train and evaluate DeViSE-style visual-semantic embedding models."))
+    parser.add_argument("--version", action="version", version=f"devise {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    train = commands.add_parser("train", help="train a softmax or embedding model into a run folder",
+                                description="Train a model; settings from flags and/or a TOML file.")
+    train.add_argument("--config", help="TOML file of run settings (flags typed override it)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    add_config_flags(train)
+    train.set_defaults(func=cmd_train)
+
+    curves = commands.add_parser("curves", help="overlay the learning curves of several runs in one figure")
+    curves.add_argument("runs", nargs="+", help="run folders")
+    curves.add_argument("--out", default="curves.png", help="PNG file to write (default: curves.png)")
+    curves.add_argument("--labels", nargs="+", help="legend names, one per run (default: folder names)")
+    curves.add_argument("--title", help="figure title")
+    curves.set_defaults(func=cmd_curves)
+
+    data = commands.add_parser("data", help="load (and cache) a dataset and print what it holds")
+    data.add_argument("--data", default="tiny-imagenet", help=f"one of {', '.join(DATASETS)}")
+    data.add_argument("--data-root", help="zip, folder, ... of the dataset")
+    data.add_argument("--splits", nargs="+", default=["train", "val"])
+    data.add_argument("--image-size", type=int)
+    data.add_argument("--cache-dir")
+    data.add_argument("--download", action="store_true", help="fetch the dataset when it is not on disk")
+    data.add_argument("--quiet", action="store_true")
+    data.set_defaults(func=cmd_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except DeviseError as error:
+        print(f"devise: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("devise: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,107 @@
+"""Run settings as one flat dataclass: from defaults, a TOML file, and command-line flags.
+
+Flat on purpose (nanoGPT style): every setting is one name, the same in the TOML file, on the
+command line (`--batch-size` for `batch_size`) and in the run folder's saved `config.toml`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import tomli_w
+
+from devise.data.pipeline import Augment
+from devise.errors import DeviseError
+from devise.models import ModelSpec
+
+
+@dataclass
+class TrainConfig:
+    # data
+    data: str = "tiny-imagenet"  # tiny-imagenet, cifar100, folder or toy
+    data_root: str | None = None  # zip, folder, ...; none: the cache (or --download)
+    cache_dir: str | None = None  # where decoded datasets are kept; default ~/.cache/devise
+    download: bool = False  # fetch the dataset when it is not on disk
+    val_split: str = "val"
+    image_size: int = 32  # pixels; Tiny ImageNet's 64 px images are downsampled once at load
+    train_limit: int = 0  # use only the first N training images (0: all); for quick trials
+    # model
+    head: str = "softmax"  # softmax (class logits) or embedding (DeViSE)
+    model: str = "resnet9"  # cnn (plain, the paper's style) or resnet9
+    width: int = 32  # channels of the first conv block (x2, x4, x8 later); 32 suits a 2-core CPU
+    hidden: int = 512
+    dropout: float = 0.4
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 256
+    optimizer: str = "sgd"  # sgd (Nesterov momentum) or adam
+    lr: float = 0.2
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"  # onecycle, cosine, step or constant
+    warmup: float = 0.25  # fraction of training spent warming up (onecycle)
+    step_epochs: int = 5  # step schedule: multiply the rate by step_gamma every this many epochs
+    step_gamma: float = 0.1
+    label_smoothing: float = 0.0
+    # augmentation
+    crop_padding: int = 4
+    flip: bool = True
+    jitter: float = 0.0
+    # machinery
+    seed: int = 0
+    bf16: bool = True  # bfloat16 autocast (fast on CPUs with AVX-512 BF16 or AMX)
+    channels_last: bool = True
+    threads: int = 0  # torch threads; 0: torch's default
+    eval_batch_size: int = 1000
+    out: str = "runs/latest"
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(self.model, self.width, self.hidden, self.dropout)
+
+    @property
+    def augment(self) -> Augment:
+        return Augment(self.crop_padding, self.flip, self.jitter)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def save(self, path: Path) -> None:
+        path.write_text(tomli_w.dumps(self.to_dict()))
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "settings") -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise DeviseError(f"{source}: unknown setting(s) {', '.join(unknown)}")
+        return cls(**values)
+
+
+def read_toml(path: str | Path) -> dict:
+    """A TOML file's settings as a dict; errors name the file."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise DeviseError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as error:
+        raise DeviseError(f"{path}: not valid TOML ({error})") from None
+
+
+def validate(config: TrainConfig) -> None:
+    """Reject settings that cannot work before any data is loaded."""
+    choices = {"head": ("softmax", "embedding"), "optimizer": ("sgd", "adam"),
+               "schedule": ("onecycle", "cosine", "step", "constant")}
+    for name, allowed in choices.items():
+        if getattr(config, name) not in allowed:
+            raise DeviseError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, not {getattr(config, name)!r}")
+    for name in ("epochs", "batch_size", "image_size", "width", "hidden"):
+        if getattr(config, name) <= 0:
+            raise DeviseError(f"--{name.replace('_', '-')} must be positive")
+    if not 0 <= config.dropout < 1:
+        raise DeviseError("--dropout must be in [0, 1)")
+    if config.lr <= 0:
+        raise DeviseError("--lr must be positive")

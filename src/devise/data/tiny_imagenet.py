@@ -1,0 +1,150 @@
+"""Tiny ImageNet (200 classes, 64 x 64): from the official zip, its extracted folder, or the web.
+
+The whole set is decoded once (both splits, about 1.3 GB of uint8) into the cache; later loads
+memory-map that copy and take well under a second.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from devise.data.base import ImageSet
+from devise.data.cache import default_cache_dir, load_arrays, load_extra, save_arrays, source_fingerprint
+from devise.data.sources import FileSource, decode_image
+from devise.errors import DeviseError
+from devise.progress import progress_bar
+
+URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+MD5 = "90528d7ca1a48142e341f4ef8d21d0de"  # of the official archive
+FILENAME = "tiny-imagenet-200.zip"
+SPLITS = ("train", "val")
+
+
+def load_tiny_imagenet(
+    root: str | Path | None = None,
+    split: str = "train",
+    cache_dir: str | Path | None = None,
+    download: bool = False,
+    progress: bool = True,
+) -> ImageSet:
+    """One split of Tiny ImageNet as an `ImageSet`.
+
+    `root` is the official zip, its extracted `tiny-imagenet-200` folder, or a folder holding
+    either. Without `root`, the archive is looked for in the cache and, with `download=True`,
+    fetched from the official address and checked against its MD5.
+    """
+    if split not in SPLITS:
+        raise DeviseError(f"Tiny ImageNet has splits {', '.join(SPLITS)}, not {split!r}")
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    source, fingerprint_paths = open_source(root, cache_dir, download)
+    entry = cache_dir / f"tiny-imagenet-200-{source_fingerprint(*fingerprint_paths)}"
+    arrays = load_arrays(entry)
+    if arrays is None:
+        arrays, extra = decode_all(source, progress)
+        save_arrays(entry, arrays, extra)
+        arrays = load_arrays(entry)
+    extra = load_extra(entry)
+    return ImageSet(
+        arrays[f"{split}_images"], arrays[f"{split}_labels"], extra["class_names"], "tiny-imagenet",
+        class_ids=extra["wnids"],
+    )
+
+
+def open_source(root: str | Path | None, cache_dir: Path, download: bool) -> tuple[FileSource, list[Path]]:
+    """The dataset's files, and the paths whose size and date identify this copy."""
+    if root is None:
+        archive = cache_dir / "downloads" / FILENAME
+        if not archive.is_file():
+            if not download:
+                raise DeviseError("no Tiny ImageNet path given: pass --data-root PATH, or --download to fetch it")
+            download_archive(archive)
+        root = archive
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DeviseError(f"{root}: no such file or folder")
+    if root.is_dir():
+        for candidate in (root, root / "tiny-imagenet-200"):
+            if (candidate / "wnids.txt").is_file():
+                return FileSource(candidate), [candidate / "wnids.txt", candidate / "val" / "val_annotations.txt"]
+        if (root / FILENAME).is_file():
+            root = root / FILENAME
+        else:
+            raise DeviseError(f"{root} holds neither {FILENAME} nor a tiny-imagenet-200 folder with wnids.txt")
+    source = FileSource(root)
+    prefix = source.find_prefix("wnids.txt")
+    if prefix is None:
+        raise DeviseError(f"{root} is not a Tiny ImageNet archive: it has no wnids.txt")
+    source.prefix = prefix
+    return source, [root]
+
+
+def download_archive(archive: Path) -> None:
+    """Fetch the official archive (about 240 MB) and verify its MD5 checksum."""
+    from torchvision.datasets.utils import check_integrity, download_url
+
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        download_url(URL, str(archive.parent), FILENAME, MD5)
+    except Exception as error:  # network errors come in many types; the user needs one line
+        raise DeviseError(f"could not download {URL}: {error}") from None
+    if not check_integrity(str(archive), MD5):
+        archive.unlink(missing_ok=True)
+        raise DeviseError(f"downloaded {FILENAME} does not match its MD5 checksum; removed it, try again")
+
+
+def read_class_names(source: FileSource) -> tuple[list[str], list[str]]:
+    """The 200 wnids in their official order and each one's synonym list from words.txt."""
+    wnids = [line.strip() for line in source.read_text("wnids.txt").splitlines() if line.strip()]
+    words = {}
+    for line in source.read_text("words.txt").splitlines():
+        wnid, _, synonyms = line.partition("\t")
+        words[wnid.strip()] = synonyms.strip()
+    missing = [w for w in wnids if w not in words]
+    if missing:
+        raise DeviseError(f"words.txt has no entry for {', '.join(missing)}")
+    return wnids, [words[w] for w in wnids]
+
+
+def list_split(source: FileSource, wnids: list[str]) -> dict[str, tuple[list[str], list[int]]]:
+    """For each split, the image paths and their class indices, in a fixed order."""
+    index = {wnid: i for i, wnid in enumerate(wnids)}
+    train_files, train_labels = [], []
+    for wnid in wnids:
+        files = [f for f in source.list(f"train/{wnid}/images") if f.lower().endswith((".jpeg", ".jpg", ".png"))]
+        train_files += files
+        train_labels += [index[wnid]] * len(files)
+    val_files, val_labels = [], []
+    for line in source.read_text("val/val_annotations.txt").splitlines():
+        parts = line.split("\t")
+        if len(parts) < 2:
+            continue
+        if parts[1] not in index:
+            raise DeviseError(f"val_annotations.txt names {parts[1]}, which is not in wnids.txt")
+        val_files.append(f"val/images/{parts[0]}")
+        val_labels.append(index[parts[1]])
+    return {"train": (train_files, train_labels), "val": (val_files, val_labels)}
+
+
+def decode_all(source: FileSource, progress: bool) -> tuple[dict[str, torch.Tensor], dict]:
+    """Decode every image of both splits into uint8 tensors (greyscale becomes RGB)."""
+    wnids, class_names = read_class_names(source)
+    arrays = {}
+    for split, (files, labels) in list_split(source, wnids).items():
+        if not files:
+            raise DeviseError(f"{source.path} has no {split} images")
+        images = np.empty((len(files), 64, 64, 3), dtype=np.uint8)
+
+        def decode(i: int) -> None:
+            images[i] = decode_image(source.read(files[i]), 64, f"{source.path}: {files[i]}")
+
+        # Reading is serial (one zip handle); decoding releases the GIL, so two threads help.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(progress_bar(pool.map(decode, range(len(files)), chunksize=256), progress, total=len(files),
+                              desc=f"decoding {split}", unit="img"))
+        arrays[f"{split}_images"] = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+        arrays[f"{split}_labels"] = torch.tensor(labels, dtype=torch.int64)
+    return arrays, {"wnids": wnids, "class_names": class_names}

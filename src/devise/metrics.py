@@ -1,0 +1,17 @@
+"""Accuracy measures: top-k hits of class scores."""
+
+from __future__ import annotations
+
+import torch
+
+
+def topk_hits(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]) -> dict[int, int]:
+    """How many rows have their true label among the k highest scores, for each k.
+
+    Ties are broken by `torch.topk`'s order; k larger than the number of classes counts all.
+    """
+    k_max = min(max(ks), scores.shape[1])
+    top = scores.topk(k_max, dim=1).indices
+    found = top == labels[:, None]
+    cumulative = found.cumsum(dim=1).clamp_(max=1)
+    return {k: int(cumulative[:, min(k, k_max) - 1].sum()) for k in ks}

@@ -1,0 +1,34 @@
+"""Figures: learning curves of one run or several runs overlaid (the paper's Figures 2-4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no screen needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_learning_curves(runs: dict[str, list[dict]], path: Path, title: str | None = None) -> Path:
+    """Train (dashed) and val (solid) top-1 accuracy and loss per epoch, one colour per run."""
+    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, (name, rows) in enumerate(runs.items()):
+        colour = f"C{i}"
+        epochs = [r["epoch"] for r in rows]
+        acc_ax.plot(epochs, [r["train_top1"] for r in rows], "--", color=colour, label=f"{name} train")
+        acc_ax.plot(epochs, [r["val_top1"] for r in rows], "-o", color=colour, ms=3, label=f"{name} val")
+        loss_ax.plot(epochs, [r["train_loss"] for r in rows], "--", color=colour, label=f"{name} train")
+        loss_ax.plot(epochs, [r["val_loss"] for r in rows], "-o", color=colour, ms=3, label=f"{name} val")
+    acc_ax.set(xlabel="epoch", ylabel="top-1 accuracy", title="accuracy")
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
+    for ax in (acc_ax, loss_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

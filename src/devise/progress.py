@@ -1,0 +1,14 @@
+"""Progress bars that stay quiet when asked to, and when output is not a terminal."""
+
+from __future__ import annotations
+
+from typing import Iterable, TypeVar
+
+from tqdm.auto import tqdm
+
+T = TypeVar("T")
+
+
+def progress_bar(iterable: Iterable[T], enabled: bool = True, **options) -> Iterable[T]:
+    """`tqdm(iterable)` when `enabled` and stderr is a terminal, else the iterable as it is."""
+    return tqdm(iterable, disable=None if enabled else True, **options)

