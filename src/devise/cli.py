@@ -96,6 +96,45 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from devise.evaluation import evaluate_run
+    from devise.plots import plot_hit_at_k
+
+    results = {}
+    for folder in args.runs:
+        result = evaluate_run(folder, args.split, args.data_root, progress=not args.quiet)
+        name = args.labels[len(results)] if args.labels else Path(folder).name
+        results[name] = result
+        hits = " ".join(f"{key}={value:.4f}" for key, value in result.items() if key.startswith("hit@"))
+        print(f"{name}: {hits}")
+    if args.labels and len(args.labels) != len(args.runs):
+        raise DeviseError("--labels needs one label per run")
+    if args.plot:
+        chance = next(iter(results.values()))["chance"]
+        print(plot_hit_at_k(results, Path(args.plot), chance))
+    return 0
+
+
+def cmd_vectors_check(args: argparse.Namespace) -> int:
+    from devise.data import load_dataset
+    from devise.vectors import label_coverage, load_label_space, read_replacements
+
+    data = load_dataset(args.data, args.data_root, args.split, cache_dir=args.cache_dir, progress=not args.quiet)
+    space = load_label_space(args.vectors, args.vectors_path)
+    replacements = read_replacements(args.replacements) if args.replacements else None
+    rows = label_coverage(space, data.class_names, args.rule, replacements)
+    found = sum(row["found"] for row in rows)
+    for row in rows:
+        if args.json:
+            print(json.dumps(row))
+        else:
+            status = "ok" if row["found"] else "MISSING"
+            used = "; ".join(row["used"]) if row["found"] else "unknown: " + ", ".join(row["unknown"])
+            print(f"{status} {row['label']!r} -> {used}")
+    print(f"{found}/{len(rows)} labels have vectors in {space.name} (rule: {args.rule})", file=sys.stderr)
+    return 0 if found == len(rows) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     from devise.data import DATASETS
 
@@ -118,6 +157,32 @@ def build_parser() -> argparse.ArgumentParser:
     curves.add_argument("--labels", nargs="+", help="legend names, one per run (default: folder names)")
     curves.add_argument("--title", help="figure title")
     curves.set_defaults(func=cmd_curves)
+
+    evaluate = commands.add_parser("evaluate", help="hit@k of runs on their val split; metrics.json and a plot")
+    evaluate.add_argument("runs", nargs="+", help="run folders")
+    evaluate.add_argument("--split", help="split to evaluate (default: the run's val split)")
+    evaluate.add_argument("--data-root", help="dataset location, if not the one the run was trained from")
+    evaluate.add_argument("--plot", help="PNG of hit@k against k for all runs")
+    evaluate.add_argument("--labels", nargs="+", help="names of the runs in the output and plot")
+    evaluate.add_argument("--quiet", action="store_true")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    from devise.vectors import DEFAULT_RULE, RULES, SOURCES
+
+    vectors = commands.add_parser("vectors", help="word-vector tools")
+    vector_commands = vectors.add_subparsers(dest="vectors_command", metavar="COMMAND", required=True)
+    check = vector_commands.add_parser("check", help="which labels of a dataset have vectors, and from which words")
+    check.add_argument("--data", default="tiny-imagenet", help=f"one of {', '.join(DATASETS)}")
+    check.add_argument("--data-root")
+    check.add_argument("--split", default="val")
+    check.add_argument("--cache-dir")
+    check.add_argument("--vectors", default="glove-6b-50d", choices=SOURCES, help="label space (default: glove-6b-50d)")
+    check.add_argument("--vectors-path", help="vectors file for the file formats")
+    check.add_argument("--rule", default=DEFAULT_RULE, choices=RULES, help=f"synonym rule (default: {DEFAULT_RULE})")
+    check.add_argument("--replacements", help="file mapping labels to replacement words")
+    check.add_argument("--json", action="store_true", help="one JSON object per label")
+    check.add_argument("--quiet", action="store_true")
+    check.set_defaults(func=cmd_vectors_check)
 
     data = commands.add_parser("data", help="load (and cache) a dataset and print what it holds")
     data.add_argument("--data", default="tiny-imagenet", help=f"one of {', '.join(DATASETS)}")
@@ -142,3 +207,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("devise: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0

@@ -15,6 +15,7 @@ import tomli_w
 from devise.data.pipeline import Augment
 from devise.errors import DeviseError
 from devise.models import ModelSpec
+from devise.vectors import DEFAULT_RULE, RULES, SOURCES
 
 
 @dataclass
@@ -33,6 +34,17 @@ class TrainConfig:
     width: int = 32  # channels of the first conv block (x2, x4, x8 later); 32 suits a 2-core CPU
     hidden: int = 512
     dropout: float = 0.4
+    # embedding head (DeViSE)
+    loss: str = "hinge"  # cosine, hinge (one random wrong label) or rank (all wrong labels)
+    margin: float = 0.1
+    vectors: str = "glove-6b-50d"  # label space: glove-6b-50d, minilm, or a file format with --vectors-path
+    vectors_path: str | None = None
+    label_rule: str = DEFAULT_RULE  # synonym lists: "first" usable synonym or "mean" of all usable
+    replacements: str | None = None  # file mapping labels without vectors to other words
+    random_vectors: bool = False  # control: random unit label vectors of the same size
+    embed_hidden: int = 0  # 0: one linear layer to the embedding (the paper); N: an MLP with N units
+    init: str | None = None  # a softmax run folder to warm-start the body from
+    freeze_epochs: int = 0  # keep the warm-started body frozen for this many epochs
     # optimisation
     epochs: int = 10
     batch_size: int = 256
@@ -93,8 +105,11 @@ def read_toml(path: str | Path) -> dict:
 
 def validate(config: TrainConfig) -> None:
     """Reject settings that cannot work before any data is loaded."""
+    from devise.losses import LOSSES
+
     choices = {"head": ("softmax", "embedding"), "optimizer": ("sgd", "adam"),
-               "schedule": ("onecycle", "cosine", "step", "constant")}
+               "schedule": ("onecycle", "cosine", "step", "constant"), "loss": tuple(LOSSES),
+               "vectors": SOURCES, "label_rule": RULES}
     for name, allowed in choices.items():
         if getattr(config, name) not in allowed:
             raise DeviseError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, not {getattr(config, name)!r}")
@@ -105,3 +120,5 @@ def validate(config: TrainConfig) -> None:
         raise DeviseError("--dropout must be in [0, 1)")
     if config.lr <= 0:
         raise DeviseError("--lr must be positive")
+    if config.freeze_epochs and not config.init:
+        raise DeviseError("--freeze-epochs needs --init RUN (a trained body to keep frozen)")

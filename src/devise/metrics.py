@@ -15,3 +15,17 @@ def topk_hits(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]) -
     found = top == labels[:, None]
     cumulative = found.cumsum(dim=1).clamp_(max=1)
     return {k: int(cumulative[:, min(k, k_max) - 1].sum()) for k in ks}
+
+
+HIT_KS = (1, 2, 3, 5, 10, 20)
+
+
+def hit_at_k(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = HIT_KS) -> dict[str, float]:
+    """Fraction of rows whose true label is among the k best-scored classes ("hit@k")."""
+    hits = topk_hits(scores, labels, ks)
+    return {f"hit@{k}": hits[k] / len(labels) for k in ks}
+
+
+def chance_hit_at_k(num_classes: int, ks: tuple[int, ...] = HIT_KS) -> dict[str, float]:
+    """hit@k of a model that ranks classes at random: k / C."""
+    return {f"hit@{k}": min(k, num_classes) / num_classes for k in ks}

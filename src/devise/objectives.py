@@ -9,9 +9,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from devise.losses import get_loss
+
 
 class SoftmaxObjective:
-    """Cross-entropy over class logits, optionally with label smoothing."""
+    """Cross-entropy over class logits, optionally with label smoothing; scores are logits."""
 
     def __init__(self, label_smoothing: float = 0.0):
         self.label_smoothing = label_smoothing
@@ -21,3 +23,20 @@ class SoftmaxObjective:
 
     def class_scores(self, outputs: torch.Tensor) -> torch.Tensor:
         return outputs.float()
+
+
+class EmbeddingObjective:
+    """A named embedding loss against the training classes' label vectors; scores are cosine
+    similarities to those vectors, so top-k is the paper's ranked lookup."""
+
+    def __init__(self, label_vectors: torch.Tensor, loss: str = "hinge", margin: float = 0.1):
+        self.label_vectors = F.normalize(label_vectors.float(), dim=1)
+        self.loss_name = loss
+        self.loss_fn = get_loss(loss)
+        self.margin = margin
+
+    def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(outputs.float(), self.label_vectors, labels, self.margin)
+
+    def class_scores(self, outputs: torch.Tensor) -> torch.Tensor:
+        return outputs.float() @ self.label_vectors.T

@@ -32,3 +32,23 @@ def plot_learning_curves(runs: dict[str, list[dict]], path: Path, title: str | N
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_hit_at_k(results: dict[str, dict], path: Path, chance: dict[str, float] | None = None) -> Path:
+    """hit@k against k, one line per run (and chance), as in the paper's comparison."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for i, (name, result) in enumerate(results.items()):
+        ks = sorted(int(key[4:]) for key in result if key.startswith("hit@"))
+        ax.plot(ks, [result[f"hit@{k}"] for k in ks], "-o", color=f"C{i}", ms=4, label=name)
+    if chance:
+        ks = sorted(int(key[4:]) for key in chance)
+        ax.plot(ks, [chance[f"hit@{k}"] for k in ks], ":", color="grey", label="chance")
+    ax.set(xlabel="k", ylabel="hit@k", xscale="log", title="true label among the k nearest")
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -13,18 +13,19 @@ import math
 import os
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from devise.config import TrainConfig, validate
 from devise.data import BatchLoader, ImageSet, Normalizer, load_dataset
 from devise.data.pipeline import NO_AUGMENT
 from devise.errors import DeviseError
 from devise.metrics import topk_hits
-from devise.models import VisualNet, create_model
-from devise.objectives import SoftmaxObjective
+from devise.models import EmbeddingHead, VisualNet, create_model
+from devise.objectives import EmbeddingObjective, SoftmaxObjective
 from devise.progress import progress_bar
 
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_top1", "train_top5", "val_loss", "val_top1", "val_top5",
@@ -39,7 +40,7 @@ class Run:
     model: VisualNet
     normalizer: Normalizer
     class_names: list[str]
-    objective: SoftmaxObjective
+    objective: SoftmaxObjective | EmbeddingObjective
     folder: Path
 
 
@@ -126,13 +127,62 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def label_vectors_for(config: TrainConfig, class_names: list[str]) -> torch.Tensor:
+    """Unit vectors of the training classes in the chosen label space, or, for the control,
+    random unit vectors of the same size (seeded, so the control is reproducible)."""
+    from devise.vectors import load_label_space, read_replacements
+
+    space = load_label_space(config.vectors, config.vectors_path)
+    if config.random_vectors:
+        generator = torch.Generator().manual_seed(config.seed + 12345)
+        return F.normalize(torch.randn(len(class_names), space.dim, generator=generator), dim=1)
+    replacements = read_replacements(config.replacements) if config.replacements else None
+    return space.embed(class_names, config.label_rule, replacements)
+
+
+def build_model(config: TrainConfig, num_classes: int, label_vectors: torch.Tensor | None):
+    """The network and its objective: class logits, or unit vectors in the label space."""
+    model = create_model(config.model_spec, num_classes)
+    if label_vectors is None:
+        return model, SoftmaxObjective(config.label_smoothing)
+    model.head = EmbeddingHead(model.feature_dim, label_vectors.shape[1], config.embed_hidden or None)
+    return model, EmbeddingObjective(label_vectors, config.loss, config.margin)
+
+
+def inherit_architecture(config: TrainConfig) -> TrainConfig:
+    """With --init, the body's shape comes from the run it is warm-started from."""
+    if not config.init:
+        return config
+    source = load_run_config(Path(config.init))
+    return replace(config, model=source.model, width=source.width, hidden=source.hidden)
+
+
+def warm_start(model: VisualNet, folder: Path) -> None:
+    """Copy the body (convolutions and FC layers) of a trained run; the head stays new."""
+    state = load_checkpoint(folder / "checkpoint.pt")["model"]
+    body = {key[len("body."):]: value for key, value in state.items() if key.startswith("body.")}
+    try:
+        model.body.load_state_dict(body)
+    except RuntimeError:
+        raise DeviseError(f"{folder} holds a network of another shape; cannot warm-start from it") from None
+
+
+def set_body_frozen(model: VisualNet, frozen: bool) -> None:
+    """Freeze the body's weights and batch-norm statistics, or release them."""
+    model.body.requires_grad_(not frozen)
+    if frozen:
+        model.body.eval()
+
+
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Run:
     """Train a model as `config` says, writing everything into the run folder `config.out`.
 
     With `resume`, the run continues from its last checkpoint: same weights, optimiser state,
-    epoch and batch order, so the result matches an uninterrupted run.
+    epoch and batch order, so the result matches an uninterrupted run. With `config.init`, an
+    embedding model starts from the body of a trained softmax run (the paper's warm start).
     """
     validate(config)
+    config = inherit_architecture(config)
     folder = Path(config.out)
     checkpoint_path = folder / "checkpoint.pt"
     if resume and not checkpoint_path.is_file():
@@ -144,9 +194,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     torch.manual_seed(config.seed)
 
     train_set, val_set = load_data(config, progress)
+    label_vectors = label_vectors_for(config, train_set.class_names) if config.head == "embedding" else None
     normalizer = Normalizer.fit(train_set.images)
-    model = create_model(config.model_spec, train_set.num_classes)
-    objective = SoftmaxObjective(config.label_smoothing)
+    model, objective = build_model(config, train_set.num_classes, label_vectors)
+    if config.init and not resume:
+        warm_start(model, Path(config.init))
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model)
@@ -167,9 +219,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     steps_per_epoch = len(train_loader)
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
-        torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout draws, reproducible on resume
+        torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout and negatives, reproducible on resume
         train_loader.set_epoch(epoch)
         model.train()
+        set_body_frozen(model, epoch < config.freeze_epochs)
         total_loss, hits, seen = 0.0, {1: 0, 5: 0}, 0
         bar = progress_bar(train_loader, progress, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, unit="batch")
         for step, (images, labels) in enumerate(bar):
@@ -194,10 +247,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
                      "val_top5": val["top5"], "epoch_seconds": time.perf_counter() - started,
                      "images_per_second": seen / train_seconds})
         write_metrics(folder / "metrics.csv", rows)
-        save_checkpoint(checkpoint_path, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-            "class_names": train_set.class_names, "normalizer": [list(normalizer.mean), list(normalizer.std)],
-        })
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                 "class_names": train_set.class_names, "normalizer": [list(normalizer.mean), list(normalizer.std)]}
+        if label_vectors is not None:
+            state["label_vectors"] = label_vectors
+        save_checkpoint(checkpoint_path, state)
         plot_run(folder, rows)
         if progress:
             print(f"epoch {epoch + 1}/{config.epochs}: train loss {rows[-1]['train_loss']:.3f} "
@@ -226,18 +280,21 @@ def write_summary(folder: Path, config: TrainConfig, rows: list[dict]) -> None:
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
-def load_run(folder: str | Path) -> Run:
-    """A run folder's model, ready for evaluation (weights from its last checkpoint)."""
+def load_run_config(folder: Path) -> TrainConfig:
     from devise.config import read_toml
 
-    folder = Path(folder)
     if not folder.is_dir():
         raise DeviseError(f"{folder}: no such run folder")
-    config = TrainConfig.from_dict(read_toml(folder / "config.toml"), str(folder / "config.toml"))
+    return TrainConfig.from_dict(read_toml(folder / "config.toml"), str(folder / "config.toml"))
+
+
+def load_run(folder: str | Path) -> Run:
+    """A run folder's model, ready for evaluation (weights from its last checkpoint)."""
+    folder = Path(folder)
+    config = load_run_config(folder)
     state = load_checkpoint(folder / "checkpoint.pt")
-    model = create_model(config.model_spec, len(state["class_names"]))
+    model, objective = build_model(config, len(state["class_names"]), state.get("label_vectors"))
     model.load_state_dict(state["model"])
     model.eval()
     mean, std = state["normalizer"]
-    return Run(config, model, Normalizer(tuple(mean), tuple(std)), list(state["class_names"]),
-               SoftmaxObjective(config.label_smoothing), folder)
+    return Run(config, model, Normalizer(tuple(mean), tuple(std)), list(state["class_names"]), objective, folder)

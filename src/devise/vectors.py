@@ -35,14 +35,16 @@ import string
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from gensim.models import KeyedVectors
 
 from devise.errors import DeviseError
+
+if TYPE_CHECKING:  # gensim takes a second to import: only where vectors are loaded
+    from gensim.models import KeyedVectors
 
 RULES = ("first", "mean")
 DEFAULT_RULE = "first"
@@ -119,6 +121,8 @@ def keyed_vectors(words: list[str], vectors: np.ndarray) -> KeyedVectors:
     """`KeyedVectors` from a word list and its matrix in one call (no per-word Python loop)."""
     if len(words) != len(vectors):
         raise DeviseError(f"{len(words)} words but {len(vectors)} vectors")
+    from gensim.models import KeyedVectors
+
     kv = KeyedVectors(vector_size=vectors.shape[1], count=0, dtype=np.float32)
     kv.add_vectors(words, vectors)
     return kv
@@ -129,6 +133,8 @@ def load_vector_file(source: str, path: str, mtime_ns: int, size: int) -> KeyedV
     """One vectors file read by gensim; the file's time and size are in the cache key."""
     binary, no_header = FILE_FORMATS[source]
     try:
+        from gensim.models import KeyedVectors
+
         kv = KeyedVectors.load_word2vec_format(path, binary=binary, no_header=no_header)
     except Exception as error:  # gensim raises many kinds on a malformed file
         raise DeviseError(f"cannot read {path} as {source} vectors: {one_line(error)}") from error

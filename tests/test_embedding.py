@@ -1,0 +1,77 @@
+"""DeViSE on the toy set: the embedding head learns, warm-starts from softmax, and evaluates."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import devise.train as training
+from devise.config import TrainConfig
+from devise.evaluation import evaluate_run
+from devise.errors import DeviseError
+
+SMALL = dict(data="toy", image_size=32, model="cnn", width=16, hidden=64, dropout=0.1, batch_size=32,
+             optimizer="adam", lr=3e-3, crop_padding=2, bf16=False)
+
+
+@pytest.fixture(scope="module")
+def softmax_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("runs") / "softmax"
+    return training.train(TrainConfig(**SMALL, epochs=5, out=str(folder)), progress=False)
+
+
+def test_the_embedding_head_learns_the_toy_set_from_a_warm_start(softmax_run, tmp_path):
+    config = TrainConfig(**SMALL, head="embedding", loss="rank", epochs=3, init=str(softmax_run.folder),
+                         freeze_epochs=1, out=str(tmp_path / "devise"))
+    run = training.train(config, progress=False)
+    result = evaluate_run(run.folder, progress=False)
+    assert result["hit@1"] > 10 * result["chance"]["hit@1"], result
+    assert result["hit@5"] >= result["hit@1"]
+    assert json.loads((run.folder / "metrics.json").read_text())["head"] == "embedding"
+    outputs = run.model(torch.zeros(2, 3, 32, 32))
+    assert torch.allclose(outputs.norm(dim=1), torch.ones(2), atol=1e-4), "embedding outputs are unit vectors"
+
+
+def test_warm_start_copies_the_body_and_freezing_keeps_it(softmax_run, tmp_path):
+    config = TrainConfig(**SMALL, head="embedding", epochs=1, init=str(softmax_run.folder), freeze_epochs=1,
+                         out=str(tmp_path / "frozen"))
+    run = training.train(config, progress=False)
+    before = softmax_run.model.body.state_dict()
+    after = run.model.body.state_dict()
+    for name, tensor in before.items():
+        assert torch.equal(tensor, after[name]), name
+
+
+@pytest.mark.parametrize("loss", ["cosine", "hinge"])
+def test_each_loss_trains_and_the_random_vector_control_runs(tmp_path, loss):
+    config = TrainConfig(**SMALL, head="embedding", loss=loss, epochs=1, random_vectors=(loss == "hinge"),
+                         out=str(tmp_path / loss))
+    run = training.train(config, progress=False)
+    assert run.objective.label_vectors.shape == (40, 50)
+
+
+def test_warm_start_from_a_missing_run_is_an_error(tmp_path):
+    config = TrainConfig(**SMALL, head="embedding", epochs=1, init=str(tmp_path / "nope"), out=str(tmp_path / "r"))
+    with pytest.raises(DeviseError, match="no such run folder"):
+        training.train(config, progress=False)
+
+
+def test_evaluate_command_writes_metrics_and_a_hit_at_k_plot(softmax_run, tmp_path):
+    plot = tmp_path / "hitk.png"
+    result = subprocess.run([sys.executable, "-m", "devise", "evaluate", str(softmax_run.folder), "--plot", str(plot),
+                             "--quiet"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "hit@1=" in result.stdout and "hit@20=" in result.stdout
+    assert plot.stat().st_size > 1000
+
+
+def test_vectors_check_prints_the_rule_used_for_each_label():
+    result = subprocess.run([sys.executable, "-m", "devise", "vectors", "check", "--data", "toy", "--quiet"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "'red square' -> red square" in result.stdout
+    assert "40/40 labels have vectors in glove-6b-50d (rule: first)" in result.stderr

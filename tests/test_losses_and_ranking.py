@@ -1,0 +1,94 @@
+"""Embedding losses against hand-computed values, and ranking against brute force."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from devise.losses import cosine_loss, get_loss, hinge_loss, random_wrong_labels, rank_loss
+from devise.metrics import chance_hit_at_k, hit_at_k
+from devise.errors import DeviseError
+from devise.rank import rank_topk
+
+# Three label vectors on the unit circle of a 2-d space: at 0, 90 and 180 degrees.
+LABELS = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+
+
+def unit(degrees: float) -> torch.Tensor:
+    radians = math.radians(degrees)
+    return torch.tensor([[math.cos(radians), math.sin(radians)]])
+
+
+def test_cosine_loss_is_one_minus_cosine():
+    assert cosine_loss(unit(0), LABELS, torch.tensor([0])) == pytest.approx(0.0, abs=1e-6)
+    assert cosine_loss(unit(60), LABELS, torch.tensor([0])) == pytest.approx(0.5, abs=1e-6)
+    assert cosine_loss(unit(0), LABELS, torch.tensor([2])) == pytest.approx(2.0, abs=1e-6)
+
+
+def test_hinge_loss_adds_the_wrong_label_only_inside_the_margin():
+    # Prediction at 60 degrees, true label 0 (cos 0.5); the only wrong label drawn is 1 (cos(30) = 0.866).
+    generator = torch.Generator().manual_seed(0)
+    two = LABELS[:2]
+    loss = hinge_loss(unit(60), two, torch.tensor([0]), margin=0.1, generator=generator)
+    assert loss == pytest.approx(1 - 0.5 + (math.cos(math.radians(30)) - 0.1), abs=1e-5)
+    # A wrong label whose cosine is exactly the margin adds nothing; just above it adds the excess.
+    angle = math.degrees(math.acos(0.1))  # cos(prediction, label 1) = 0.1
+    at_margin = hinge_loss(unit(90 - angle), two, torch.tensor([0]), margin=0.1)
+    assert at_margin == pytest.approx(1 - math.cos(math.radians(90 - angle)), abs=1e-6)
+    past = hinge_loss(unit(90 - angle + 1), two, torch.tensor([0]), margin=0.1)
+    assert past > 1 - math.cos(math.radians(90 - angle + 1)) + 1e-4
+
+
+def test_random_wrong_labels_are_never_the_true_label_and_cover_the_rest():
+    labels = torch.zeros(3000, dtype=torch.int64)
+    wrong = random_wrong_labels(labels, 4, torch.Generator().manual_seed(1))
+    assert (wrong != labels).all()
+    assert set(wrong.tolist()) == {1, 2, 3}
+
+
+def test_rank_loss_sums_margin_violations_over_wrong_labels():
+    # Prediction at 60 degrees, true label 1 (cos 0.866); wrong: 0 (cos 0.5), 2 (cos -0.5).
+    right, wrong0, wrong2 = math.cos(math.radians(30)), 0.5, -0.5
+    for margin in (0.1, 0.5, 1.0):
+        expected = max(0, margin - right + wrong0) + max(0, margin - right + wrong2)
+        assert rank_loss(unit(60), LABELS, torch.tensor([1]), margin=margin) == pytest.approx(expected, abs=1e-5)
+    # Zero exactly when every wrong label is at least the margin below the right one.
+    assert rank_loss(unit(90), LABELS, torch.tensor([1]), margin=0.999) == pytest.approx(0.0, abs=1e-6)
+    assert rank_loss(unit(90), LABELS, torch.tensor([1]), margin=1.01) > 0
+
+
+def test_losses_are_averaged_over_the_batch_and_differentiable():
+    predicted = F.normalize(torch.randn(8, 2), dim=1).requires_grad_()
+    labels = torch.randint(0, 3, (8,))
+    for name in ("cosine", "hinge", "rank"):
+        loss = get_loss(name)(predicted, LABELS, labels, margin=0.1)
+        loss.backward()
+        assert loss.dim() == 0 and predicted.grad is not None
+    with pytest.raises(DeviseError, match="unknown loss"):
+        get_loss("triplet")
+
+
+def test_hit_at_k_matches_a_brute_force_argsort():
+    generator = torch.Generator().manual_seed(3)
+    scores = torch.randn(500, 37, generator=generator)
+    labels = torch.randint(0, 37, (500,), generator=generator)
+    result = hit_at_k(scores, labels, (1, 2, 3, 5, 10, 20))
+    ranks = (scores.argsort(dim=1, descending=True) == labels[:, None]).float().argmax(dim=1)
+    for k in (1, 2, 3, 5, 10, 20):
+        assert result[f"hit@{k}"] == pytest.approx(float((ranks < k).float().mean()))
+    assert chance_hit_at_k(200)["hit@5"] == 0.025
+
+
+@pytest.mark.parametrize("chunk_size", [7, 100, 5000])
+def test_chunked_ranking_equals_brute_force(chunk_size):
+    generator = torch.Generator().manual_seed(4)
+    queries = torch.randn(50, 16, generator=generator)
+    vocabulary = torch.randn(1234, 16, generator=generator)
+    scores, index = rank_topk(queries, vocabulary, k=10, chunk_size=chunk_size)
+    brute = F.normalize(queries, dim=1) @ F.normalize(vocabulary, dim=1).T
+    expected = brute.topk(10, dim=1)
+    assert torch.equal(index, expected.indices)
+    assert torch.allclose(scores, expected.values, atol=1e-6)
