@@ -135,6 +135,23 @@ def cmd_vectors_check(args: argparse.Namespace) -> int:
     return 0 if found == len(rows) else 1
 
 
+def cmd_zeroshot(args: argparse.Namespace) -> int:
+    from devise.zeroshot import run_zero_shot
+
+    results = run_zero_shot(args.runs, args.target, args.target_root, args.vocabulary, args.vectors, args.conse_top,
+                            args.out, progress=not args.quiet)
+    print(f"target {results['target']}: {results['images']} images, {results['target_classes']} classes, "
+          f"label space {results['label_space']}, vocabulary {results['vocabulary']}")
+    for name, entry in results["models"].items():
+        hits = " ".join(f"{k}={entry[k]:.3f}" for k in entry if k.startswith("hit@"))
+        extra = "".join(f" {k[5:]}={entry[k]:.3f}" for k in ("gzsl_seen", "gzsl_unseen", "gzsl_harmonic") if k in entry)
+        print(f"{name}: {hits} per-class-top1={entry['per_class_top1']:.3f} similarity={entry['similarity']:.3f} "
+              f"lift={entry['lift']:.3f}{extra}")
+    print(f"control similarity (random pairs): {results['control_similarity']:.3f}")
+    print(f"written to {results['folder']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from devise.data import DATASETS
 
@@ -166,6 +183,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--labels", nargs="+", help="names of the runs in the output and plot")
     evaluate.add_argument("--quiet", action="store_true")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    zeroshot = commands.add_parser("zeroshot", help="zero-shot hit@k and semantic similarity: DeViSE, ConSE, softmax",
+                                   description="Embedding runs are evaluated as DeViSE; softmax runs as themselves "
+                                               "and as ConSE.")
+    zeroshot.add_argument("runs", nargs="+", help="run folders (embedding and/or softmax)")
+    zeroshot.add_argument("--target", required=True,
+                          help="unseen (the classes the runs held out), cifar100, folder, tiny-imagenet or toy")
+    zeroshot.add_argument("--target-root", help="where the target dataset is (folder, CIFAR-100 root, ...)")
+    zeroshot.add_argument("--vocabulary", default="target,train",
+                          help="comma list of target, train, words:N, file:PATH (default: target,train)")
+    zeroshot.add_argument("--vectors", help="label space when no embedding run is given (default: glove-6b-50d)")
+    zeroshot.add_argument("--conse-top", type=int, default=10, help="ConSE's T (default: 10)")
+    zeroshot.add_argument("--out", help="output folder (default: RUN/zeroshot-TARGET)")
+    zeroshot.add_argument("--quiet", action="store_true")
+    zeroshot.set_defaults(func=cmd_zeroshot)
 
     from devise.vectors import DEFAULT_RULE, RULES, SOURCES
 

@@ -28,6 +28,8 @@ class TrainConfig:
     val_split: str = "val"
     image_size: int = 32  # pixels; Tiny ImageNet's 64 px images are downsampled once at load
     train_limit: int = 0  # use only the first N training images (0: all); for quick trials
+    unseen: int = 0  # hold out this many classes (seeded draw) from training, for zero-shot tests
+    unseen_seed: int = 0
     # model
     head: str = "softmax"  # softmax (class logits) or embedding (DeViSE)
     model: str = "resnet9"  # cnn (plain, the paper's style) or resnet9

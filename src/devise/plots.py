@@ -52,3 +52,21 @@ def plot_hit_at_k(results: dict[str, dict], path: Path, chance: dict[str, float]
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_similarity(results: dict, path: Path) -> Path:
+    """The paper's Figure 8: mean similarity of top-3 predictions to the true label, per model,
+    beside the random-pair control."""
+    names = list(results["models"]) + ["control (random pairs)"]
+    values = [m["similarity"] for m in results["models"].values()] + [results["control_similarity"]]
+    colours = [f"C{i}" for i in range(len(names) - 1)] + ["grey"]
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(names)), 4))
+    bars = ax.bar(range(len(names)), values, color=colours)
+    ax.bar_label(bars, fmt="%.3f", fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=15, ha="right", fontsize=8)
+    ax.set(ylabel="mean cosine similarity", title=f"semantic similarity of top-3 ({results['label_space']})")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from devise.config import TrainConfig, validate
 from devise.data import BatchLoader, ImageSet, Normalizer, load_dataset
 from devise.data.pipeline import NO_AUGMENT
+from devise.data.splits import choose_unseen, keep_classes, seen_classes
 from devise.errors import DeviseError
 from devise.metrics import topk_hits
 from devise.models import EmbeddingHead, VisualNet, create_model
@@ -45,13 +46,24 @@ class Run:
 
 
 def load_data(config: TrainConfig, progress: bool) -> tuple[ImageSet, ImageSet]:
+    """The training and validation sets a run sees (held-out classes removed from both)."""
     common = dict(root=config.data_root, image_size=config.image_size, cache_dir=config.cache_dir,
                   download=config.download, progress=progress)
-    train = load_dataset(config.data, split="train", **common)
-    val = load_dataset(config.data, split=config.val_split, **common)
+    train = seen_only(config, load_dataset(config.data, split="train", **common))
+    val = seen_only(config, load_dataset(config.data, split=config.val_split, **common))
     if config.train_limit:
         train = train.subset(torch.arange(min(config.train_limit, len(train))))
     return train, val
+
+
+def unseen_classes(config: TrainConfig, data: ImageSet) -> list[str]:
+    """Ids of the classes held out of training by `--unseen K` (empty without it)."""
+    return choose_unseen(data.class_ids, config.unseen, config.unseen_seed) if config.unseen else []
+
+
+def seen_only(config: TrainConfig, data: ImageSet) -> ImageSet:
+    unseen = unseen_classes(config, data)
+    return keep_classes(data, seen_classes(data, unseen)) if unseen else data
 
 
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -208,6 +220,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
 
     folder.mkdir(parents=True, exist_ok=True)
     config.save(folder / "config.toml")
+    if config.unseen:
+        write_unseen(folder, config)
     start_epoch, rows = 0, []
     if resume:
         state = load_checkpoint(checkpoint_path)
@@ -259,6 +273,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
                   f"top5 {val['top5']:.3f} | {rows[-1]['epoch_seconds']:.0f}s", flush=True)
     write_summary(folder, config, rows)
     return Run(config, model, normalizer, train_set.class_names, objective, folder)
+
+
+def write_unseen(folder: Path, config: TrainConfig) -> None:
+    """List the held-out classes in the run folder, so anyone can check none was trained on."""
+    full = load_dataset(config.data, config.data_root, config.val_split, cache_dir=config.cache_dir, progress=False)
+    unseen = unseen_classes(config, full)
+    names = [full.class_names[full.class_ids.index(c)] for c in unseen]
+    (folder / "unseen.json").write_text(json.dumps({"ids": unseen, "names": names}, indent=2) + "\n")
 
 
 def plot_run(folder: Path, rows: list[dict]) -> None:
