@@ -100,6 +100,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from devise.evaluation import evaluate_run
     from devise.plots import plot_hit_at_k
 
+    if args.labels and len(args.labels) != len(args.runs):
+        raise DeviseError("--labels needs one label per run")
     results = {}
     for folder in args.runs:
         result = evaluate_run(folder, args.split, args.data_root, progress=not args.quiet)
@@ -107,8 +109,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         results[name] = result
         hits = " ".join(f"{key}={value:.4f}" for key, value in result.items() if key.startswith("hit@"))
         print(f"{name}: {hits}")
-    if args.labels and len(args.labels) != len(args.runs):
-        raise DeviseError("--labels needs one label per run")
     if args.plot:
         chance = next(iter(results.values()))["chance"]
         print(plot_hit_at_k(results, Path(args.plot), chance))
@@ -149,6 +149,19 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
               f"lift={entry['lift']:.3f}{extra}")
     print(f"control similarity (random pairs): {results['control_similarity']:.3f}")
     print(f"written to {results['folder']}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from devise.predict import Predictor
+
+    predictor = Predictor.load(args.run, args.vocabulary, conse=args.conse)
+    results = predictor.predict(args.images, top=args.top)
+    for image, ranked in zip(args.images, results):
+        if args.json:
+            print(json.dumps({"image": image, "labels": [{"label": l, "score": round(s, 5)} for l, s in ranked]}))
+        else:
+            print(f"{image}: " + ", ".join(f"{label} ({score:.3f})" for label, score in ranked))
     return 0
 
 
@@ -198,6 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
     zeroshot.add_argument("--out", help="output folder (default: RUN/zeroshot-TARGET)")
     zeroshot.add_argument("--quiet", action="store_true")
     zeroshot.set_defaults(func=cmd_zeroshot)
+
+    predict = commands.add_parser("predict", help="ranked labels with scores for image files")
+    predict.add_argument("run", help="run folder")
+    predict.add_argument("images", nargs="+", help="image files (any size; greyscale and RGBA are fine)")
+    predict.add_argument("--vocabulary", default="train",
+                         help="comma list of train, words:N, file:PATH (default: train); embedding or --conse runs")
+    predict.add_argument("--top", type=int, default=5)
+    predict.add_argument("--conse", action="store_true", help="for a softmax run: rank the vocabulary through ConSE")
+    predict.add_argument("--json", action="store_true", help="one JSON object per image")
+    predict.set_defaults(func=cmd_predict)
 
     from devise.vectors import DEFAULT_RULE, RULES, SOURCES
 

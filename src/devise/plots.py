@@ -70,3 +70,33 @@ def plot_similarity(results: dict, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_examples(images, true_labels: list[str], predictions: dict[str, list[list[tuple[str, float]]]],
+                  path: Path) -> Path:
+    """The paper's Figures 6-7: each image beside every model's top-5, each label with its cosine
+    similarity to the true label."""
+    rows, columns = len(images), 1 + len(predictions)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 + 3.3 * len(predictions), 2.0 * rows), squeeze=False)
+    for r in range(rows):
+        axes[r][0].imshow(images[r].permute(1, 2, 0).numpy(), interpolation="nearest")
+        axes[r][0].set_title(f"true: {shorten(true_labels[r], 28)}", fontsize=8)
+        for c, (model, lists) in enumerate(predictions.items(), start=1):
+            lines = [f"{i + 1}. {shorten(label, 30)}  ({sim:+.2f})" for i, (label, sim) in enumerate(lists[r])]
+            axes[r][c].text(0.0, 0.95, "\n".join(lines), va="top", ha="left", fontsize=7.5, family="monospace")
+            if r == 0:
+                axes[r][c].set_title(model, fontsize=9)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        for c in range(1, columns):
+            axes[r][c].axis("off")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

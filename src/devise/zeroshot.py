@@ -188,11 +188,13 @@ def label_space_of(runs: list, vectors: str | None = None, vectors_path: str | N
 
 def evaluate_zero_shot(models: list[ZeroShotModel], target: ImageSet, space: LabelSpace, vocabulary_spec: str,
                        outputs: dict[str, torch.Tensor], rule: str = DEFAULT_RULE, replacements: dict | None = None,
-                       conse_top: int = 10, gzsl: tuple[ImageSet, dict[str, torch.Tensor], list[str]] | None = None
-                       ) -> dict:
+                       conse_top: int = 10, gzsl: tuple[ImageSet, dict[str, torch.Tensor], list[str]] | None = None,
+                       examples: list[int] = ()) -> dict:
     """Every zero-shot metric for every model on one target set.
 
     `outputs[name]` holds the model's raw outputs on `target.images` (logits or unit vectors).
+    For the images indexed by `examples`, each model's top-5 with each label's similarity to the
+    true label goes into `results["examples"]` (the side-by-side figure).
     With `gzsl` = (all images of the dataset, the models' outputs on them, the seen class ids),
     for a held-out split of the training dataset, the generalised zero-shot figures S, U and H
     are added: top-1 over all labels on seen-class and on unseen-class images.
@@ -201,7 +203,9 @@ def evaluate_zero_shot(models: list[ZeroShotModel], target: ImageSet, space: Lab
     true_vectors = target_vectors[target.labels]
     target_vocabulary = Vocabulary(target.class_names, target_vectors, "target")
     results: dict = {"target": target.name, "images": len(target), "target_classes": target.num_classes,
-                     "label_space": space.name, "vocabulary": vocabulary_spec, "models": {}}
+                     "label_space": space.name, "vocabulary": vocabulary_spec, "models": {},
+                     "examples": {"index": list(examples), "true": [target.class_names[target.labels[i]] for i in examples],
+                                  "predictions": {}}}
     control = None
     for model in models:
         training_labels = model.run.class_names
@@ -212,8 +216,8 @@ def evaluate_zero_shot(models: list[ZeroShotModel], target: ImageSet, space: Lab
                                       vocabulary_spec, rule, replacements)
         predicted = predicted_vectors(model, outputs[model.name], training_vectors, conse_top)
         k = max(ZERO_SHOT_KS)
+        train_vocabulary = Vocabulary(training_labels, training_vectors, "train")
         if predicted is None:  # softmax: only its own training labels
-            train_vocabulary = Vocabulary(training_labels, training_vectors, "train")
             top = rank_softmax(outputs[model.name], k)
             over_target = ranking_metrics(top, train_vocabulary, target.class_names, target.labels, true_vectors)
             over_vocabulary = over_target
@@ -223,6 +227,11 @@ def evaluate_zero_shot(models: list[ZeroShotModel], target: ImageSet, space: Lab
             top_vocabulary = rank_vectors(predicted, vocabulary, k)
             over_vocabulary = ranking_metrics(top_vocabulary, vocabulary, target.class_names, target.labels,
                                               true_vectors)
+        shown_vocabulary = train_vocabulary if predicted is None else vocabulary
+        shown_top = top if predicted is None else top_vocabulary
+        results["examples"]["predictions"][model.name] = [
+            [(shown_vocabulary.labels[j], float(shown_vocabulary.vectors[j] @ true_vectors[i])) for j in shown_top[i, :5].tolist()]
+            for i in examples]
         entry = {"kind": model.kind, **{key: over_target[key] for key in over_target if key != "similarity"},
                  "similarity": over_vocabulary["similarity"],
                  "lift": over_vocabulary["similarity"] - control,
@@ -295,13 +304,14 @@ def load_target(kind: str, root: str | None, runs: list, image_size: int, progre
 
 def run_zero_shot(run_folders: list[str | Path], target: str, target_root: str | None = None,
                   vocabulary: str = "target,train", vectors: str | None = None, conse_top: int = 10,
-                  out: str | Path | None = None, progress: bool = True) -> dict:
-    """Load runs, run them on the target images, compute every metric, write `zeroshot.json`
-    and the similarity bar chart into `out` (default: `<first run>/zeroshot-<target>`)."""
+                  out: str | Path | None = None, examples: int = 6, seed: int = 0, progress: bool = True) -> dict:
+    """Load runs, run them on the target images, compute every metric, and write into `out`
+    (default: `<first run>/zeroshot-<target>`): `zeroshot.json`, the similarity bar chart and
+    the side-by-side top-5 figure of `examples` images drawn with `seed`."""
     import json
 
     from devise.evaluation import model_outputs
-    from devise.plots import plot_similarity
+    from devise.plots import plot_examples, plot_similarity
     from devise.train import load_run
 
     runs = [load_run(folder) for folder in run_folders]
@@ -322,11 +332,16 @@ def run_zero_shot(run_folders: list[str | Path], target: str, target_root: str |
         gzsl = (everything, all_outputs, seen_ids)
     else:
         outputs = all_outputs
-    results = evaluate_zero_shot(models, targets, space, vocabulary, outputs, conse_top=conse_top, gzsl=gzsl)
+    chosen = torch.randperm(len(targets), generator=torch.Generator().manual_seed(seed))[:examples].tolist()
+    results = evaluate_zero_shot(models, targets, space, vocabulary, outputs, conse_top=conse_top, gzsl=gzsl,
+                                 examples=chosen)
     results["target"] = target
     folder = Path(out) if out else Path(run_folders[0]) / f"zeroshot-{target}"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "zeroshot.json").write_text(json.dumps(results, indent=2) + "\n")
     plot_similarity(results, folder / "similarity.png")
+    if chosen:
+        shown = results["examples"]
+        plot_examples([targets.images[i] for i in chosen], shown["true"], shown["predictions"], folder / "examples.png")
     results["folder"] = str(folder)
     return results
