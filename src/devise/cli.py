@@ -165,6 +165,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from devise.report import write_report
+
+    print(write_report(args.runs, args.out, args.title, args.zeroshot or ()))
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from devise.reproduce import reproduce, summary_table
+
+    summary = reproduce(args.preset, args.data_root, args.out, args.target, args.target_root, args.download,
+                        args.cache_dir, progress=not args.quiet)
+    print(summary_table(summary))
+    print(f"report: {Path(args.out) / 'report.html'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    args.preset, args.data_root, args.target, args.target_root, args.download, args.cache_dir = (
+        "demo", None, "unseen", None, False, None)
+    return cmd_reproduce(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from devise.data import DATASETS
 
@@ -221,6 +244,32 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--conse", action="store_true", help="for a softmax run: rank the vocabulary through ConSE")
     predict.add_argument("--json", action="store_true", help="one JSON object per image")
     predict.set_defaults(func=cmd_predict)
+
+    report = commands.add_parser("report", help="one self-contained HTML page about runs and zero-shot results")
+    report.add_argument("runs", nargs="+", help="run folders")
+    report.add_argument("--zeroshot", nargs="+", help="zero-shot output folders (default: RUN/zeroshot-* found)")
+    report.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
+    report.add_argument("--title", default="devise report")
+    report.set_defaults(func=cmd_report)
+
+    from devise.reproduce import PRESETS
+
+    reproduce = commands.add_parser("reproduce", help="the whole experiment: train, evaluate, zero-shot, report")
+    reproduce.add_argument("--preset", default="cpu", choices=list(PRESETS), help="settings (default: cpu)")
+    reproduce.add_argument("--data-root", help="Tiny ImageNet zip or folder")
+    reproduce.add_argument("--target", default="unseen",
+                           help="zero-shot target: unseen (held-out classes, default), cifar100, folder")
+    reproduce.add_argument("--target-root", help="where the target dataset is")
+    reproduce.add_argument("--download", action="store_true", help="fetch datasets that are not on disk")
+    reproduce.add_argument("--cache-dir")
+    reproduce.add_argument("--out", default="runs/reproduce", help="output folder (default: runs/reproduce)")
+    reproduce.add_argument("--quiet", action="store_true")
+    reproduce.set_defaults(func=cmd_reproduce)
+
+    demo = commands.add_parser("demo", help="the whole pipeline on the generated toy set, in about a minute")
+    demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    demo.add_argument("--quiet", action="store_true")
+    demo.set_defaults(func=cmd_demo)
 
     from devise.vectors import DEFAULT_RULE, RULES, SOURCES
 

@@ -1,0 +1,151 @@
+"""The whole experiment in one call: softmax CNN, DeViSE, hit@k, zero-shot, report, summary.
+
+Presets hold the settings. "cpu" is tuned for a 2-core CPU; "paper" follows the student paper
+(the plain CNN at 64 px, dropout 0.4 with augmentation, Adam with decay, hinge loss with margin
+0.1); "demo" runs the same pipeline on the generated toy set in about a minute.
+
+Without a separate target dataset, zero-shot runs on a held-out split: `unseen` classes of the
+training dataset are removed from training and named afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from devise.config import TrainConfig
+from devise.errors import DeviseError
+from devise.evaluation import evaluate_run
+from devise.report import write_report
+from devise.train import train
+from devise.zeroshot import run_zero_shot
+
+PRESETS: dict[str, dict] = {
+    "cpu": {
+        "common": dict(data="tiny-imagenet", image_size=32, model="resnet9", width=32, hidden=512, dropout=0.2,
+                       batch_size=256, crop_padding=4, flip=True),
+        "softmax": dict(epochs=8, optimizer="sgd", lr=0.2, weight_decay=5e-4, schedule="onecycle",
+                        label_smoothing=0.1),
+        "devise": dict(epochs=3, freeze_epochs=1, loss="rank", margin=0.1, optimizer="adam", lr=1e-3,
+                       weight_decay=5e-5, schedule="cosine"),
+        "unseen": 20, "vocabulary": "target,train",
+    },
+    "paper": {
+        "common": dict(data="tiny-imagenet", image_size=64, model="cnn", width=32, hidden=512, dropout=0.4,
+                       batch_size=128, crop_padding=8, flip=True, jitter=0.2),
+        "softmax": dict(epochs=20, optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="step", step_epochs=7,
+                        step_gamma=0.3),
+        "devise": dict(epochs=10, loss="hinge", margin=0.1, optimizer="adam", lr=1e-4, weight_decay=0.0,
+                       schedule="step", step_epochs=4, step_gamma=0.3),
+        "unseen": 20, "vocabulary": "target,train",
+    },
+    "demo": {
+        "common": dict(data="toy", image_size=32, model="cnn", width=16, hidden=64, dropout=0.1, batch_size=32,
+                       crop_padding=2, flip=True, bf16=False),
+        "softmax": dict(epochs=5, optimizer="adam", lr=3e-3, weight_decay=0.0, schedule="cosine"),
+        "devise": dict(epochs=4, freeze_epochs=1, loss="rank", margin=0.1, optimizer="adam", lr=3e-3,
+                       weight_decay=0.0, schedule="cosine"),
+        "unseen": 8, "vocabulary": "target,train",
+    },
+}
+
+# The student paper's reported figures, to print beside ours (never as ours).
+PAPER = {"softmax top-1": 0.25, "DeViSE hit@5": 0.31, "DeViSE similarity": 0.63, "softmax similarity": 0.31,
+         "control similarity": 0.1}
+
+
+def preset_configs(preset: str, out: Path, data_root: str | None, target: str, download: bool,
+                   cache_dir: str | None = None) -> tuple[TrainConfig, TrainConfig]:
+    if preset not in PRESETS:
+        raise DeviseError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    settings = PRESETS[preset]
+    unseen = settings["unseen"] if target == "unseen" else 0
+    common = dict(settings["common"], data_root=data_root, download=download, cache_dir=cache_dir, unseen=unseen)
+    softmax = TrainConfig(**common, **settings["softmax"], head="softmax", out=str(out / "softmax"))
+    devise = TrainConfig(**common, **settings["devise"], head="embedding", init=softmax.out, out=str(out / "devise"))
+    return softmax, devise
+
+
+def train_or_continue(config: TrainConfig, progress: bool) -> None:
+    """Train, or resume a run an earlier call left unfinished, or keep a finished one."""
+    folder = Path(config.out)
+    if (folder / "summary.json").is_file() and json.loads((folder / "summary.json").read_text())["epochs"] >= config.epochs:
+        return
+    train(config, resume=(folder / "checkpoint.pt").is_file(), progress=progress)
+
+
+def reproduce(preset: str = "cpu", data_root: str | None = None, out: str | Path = "runs/reproduce",
+              target: str = "unseen", target_root: str | None = None, download: bool = False,
+              cache_dir: str | None = None, progress: bool = True) -> dict:
+    """Train both models, evaluate everything, write `report.html`, `summary.json` and
+    `summary.md` into `out`; returns the summary."""
+    started = time.perf_counter()
+    out = Path(out)
+    softmax, devise = preset_configs(preset, out, data_root, target, download, cache_dir)
+    train_or_continue(softmax, progress)
+    train_or_continue(devise, progress)
+    hits = {name: evaluate_run(out / name, progress=progress) for name in ("softmax", "devise")}
+    zero_shot = run_zero_shot([out / "devise", out / "softmax"], target, target_root, PRESETS[preset]["vocabulary"],
+                              out=out / f"zeroshot-{target}", progress=progress)
+    minutes = (time.perf_counter() - started) / 60
+    write_report([out / "softmax", out / "devise"], out / "report.html", f"devise reproduce --preset {preset}",
+                 [out / f"zeroshot-{target}"])
+    summary = summarise(preset, hits, zero_shot, minutes)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "summary.md").write_text(summary_table(summary))
+    return summary
+
+
+def summarise(preset: str, hits: dict, zero_shot: dict, minutes: float) -> dict:
+    models = {m["kind"]: m for m in zero_shot["models"].values()}
+    return {
+        "preset": preset, "wall_minutes": round(minutes, 1),
+        "classes_trained": hits["softmax"]["classes"],
+        "softmax top-1": hits["softmax"]["hit@1"], "softmax top-5": hits["softmax"]["hit@5"],
+        "DeViSE hit@1": hits["devise"]["hit@1"], "DeViSE hit@5": hits["devise"]["hit@5"],
+        "DeViSE hit@10": hits["devise"]["hit@10"], "softmax hit@10": hits["softmax"]["hit@10"],
+        "zero-shot target": zero_shot["target"], "zero-shot classes": zero_shot["target_classes"],
+        "zero-shot": {kind: {k: m[k] for k in m if k.startswith("hit@") or k in (
+            "per_class_top1", "similarity", "lift", "gzsl_seen", "gzsl_unseen", "gzsl_harmonic")}
+            for kind, m in models.items()},
+        "control similarity": zero_shot["control_similarity"], "label space": zero_shot["label_space"],
+    }
+
+
+def summary_table(summary: dict) -> str:
+    """A Markdown table: our figures beside the paper's, which are labelled as the paper's."""
+    zs = summary["zero-shot"]
+    rows = [
+        ("softmax top-1 (val, trained classes)", summary["softmax top-1"], PAPER["softmax top-1"]),
+        ("DeViSE hit@5 (val, trained classes)", summary["DeViSE hit@5"], PAPER["DeViSE hit@5"]),
+        ("softmax hit@5 / hit@10", f"{summary['softmax top-5']:.3f} / {summary['softmax hit@10']:.3f}", "-"),
+        ("DeViSE hit@1 / hit@10", f"{summary['DeViSE hit@1']:.3f} / {summary['DeViSE hit@10']:.3f}", "-"),
+    ]
+    for kind in ("DeViSE", "ConSE", "softmax"):
+        if kind in zs:
+            m = zs[kind]
+            rows.append((f"zero-shot {kind} hit@1 / 2 / 5 / 10 / 20",
+                         " / ".join(f"{m[f'hit@{k}']:.3f}" for k in (1, 2, 5, 10, 20)), "-"))
+    for kind in ("DeViSE", "ConSE", "softmax"):
+        if kind in zs:
+            paper = PAPER.get(f"{kind} similarity", "-")
+            rows.append((f"zero-shot similarity {kind} (lift)", f"{zs[kind]['similarity']:.3f} ({zs[kind]['lift']:+.3f})",
+                         paper))
+    rows.append(("control similarity (random label pairs)", summary["control similarity"], PAPER["control similarity"]))
+    if "gzsl_harmonic" in zs.get("DeViSE", {}):
+        for kind in ("DeViSE", "ConSE", "softmax"):
+            m = zs[kind]
+            rows.append((f"GZSL {kind} S / U / H", f"{m['gzsl_seen']:.3f} / {m['gzsl_unseen']:.3f} / "
+                                                   f"{m['gzsl_harmonic']:.3f}", "-"))
+    rows.append(("wall time, minutes", summary["wall_minutes"], "-"))
+
+    def fmt(value) -> str:
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    lines = [f"| measure (preset {summary['preset']}, label space {summary['label space']}, zero-shot on "
+             f"{summary['zero-shot target']}: {summary['zero-shot classes']} classes) | ours | the paper's |",
+             "|---|---|---|"]
+    lines += [f"| {name} | {fmt(ours)} | {fmt(paper)} |" for name, ours, paper in rows]
+    return "\n".join(lines) + "\n"
