@@ -1,0 +1,65 @@
+"""End to end: `devise demo` trains, evaluates and reports; the report opens in a real browser."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+# Injected into a copy of the report: counts loaded images and any script error or console.error.
+PROBE = """<script>
+window.__errors = [];
+window.addEventListener('error', e => window.__errors.push(String(e.message || e)));
+const realError = console.error; console.error = (...a) => { window.__errors.push(a.join(' ')); realError(...a); };
+window.addEventListener('load', () => {
+  const images = Array.from(document.images);
+  const loaded = images.filter(i => i.complete && i.naturalWidth > 0).length;
+  document.body.setAttribute('data-probe', loaded + '/' + images.length + '/' + window.__errors.length);
+});
+</script>"""
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "run"
+    result = subprocess.run([sys.executable, "-m", "devise", "demo", "--out", str(out), "--quiet"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "| softmax top-1 (val, trained classes) |" in result.stdout
+    return out
+
+
+def test_demo_runs_the_whole_pipeline(demo):
+    for name in ("softmax/metrics.csv", "devise/metrics.json", "zeroshot-unseen/zeroshot.json",
+                 "zeroshot-unseen/similarity.png", "zeroshot-unseen/examples.png", "report.html", "summary.md"):
+        assert (demo / name).is_file(), name
+    summary = json.loads((demo / "summary.json").read_text())
+    assert summary["softmax top-1"] > 0.5  # 32 toy classes: chance is 0.03
+    assert summary["zero-shot"]["softmax"]["hit@20"] == 0.0
+    assert summary["zero-shot"]["DeViSE"]["hit@1"] > 1 / 8  # above chance over the 8 unseen classes
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_the_report_opens_in_a_headless_browser_with_every_image_and_no_error(demo, tmp_path):
+    page = (demo / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page, "the report must not load anything from the web"
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.replace("</body>", PROBE + "</body>"))
+    result = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                             "--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000", "--dump-dom",
+                             probed.as_uri()], capture_output=True, text=True, timeout=120)
+    match = re.search(r'data-probe="(\d+)/(\d+)/(\d+)"', result.stdout)
+    assert match, result.stderr[-2000:]
+    loaded, total, errors = map(int, match.groups())
+    assert total >= 4 and loaded == total, f"{loaded} of {total} images loaded"
+    assert errors == 0
+    assert not re.search(r"CONSOLE.*(Uncaught|Error)", result.stderr)
