@@ -12,7 +12,8 @@ def devise(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "devise", *args], capture_output=True, text=True, cwd=cwd)
 
 
-@pytest.mark.parametrize("command", ["train", "curves", "data"])
+@pytest.mark.parametrize("command", ["train", "curves", "data", "evaluate", "zeroshot", "predict", "report",
+                                     "reproduce", "demo", "vectors"])
 def test_every_subcommand_has_help(command):
     result = devise(command, "--help")
     assert result.returncode == 0 and "usage: devise" in result.stdout

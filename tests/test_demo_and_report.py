@@ -63,3 +63,44 @@ def test_the_report_opens_in_a_headless_browser_with_every_image_and_no_error(de
     assert total >= 4 and loaded == total, f"{loaded} of {total} images loaded"
     assert errors == 0
     assert not re.search(r"CONSOLE.*(Uncaught|Error)", result.stderr)
+
+
+def odd_images(folder: Path) -> list[Path]:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = {"grey.png": Image.fromarray(rng.integers(0, 256, (50, 120), dtype=np.uint8), "L"),
+              "rgba.png": Image.fromarray(rng.integers(0, 256, (300, 200, 4), dtype=np.uint8), "RGBA"),
+              "tiny.jpg": Image.fromarray(rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)),
+              "palette.gif": Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).convert("P")}
+    for name, image in images.items():
+        image.save(folder / name)
+    return [folder / name for name in images]
+
+
+def test_predict_names_odd_images_from_the_command_line_and_from_python(demo, tmp_path):
+    paths = odd_images(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "devise", "predict", str(demo / "devise"), *map(str, paths),
+                             "--vocabulary", "train,words:1000", "--top", "3", "--json"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [Path(line["image"]).name for line in lines] == [p.name for p in paths]
+    assert all(len(line["labels"]) == 3 for line in lines)
+    scores = [label["score"] for label in lines[0]["labels"]]
+    assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
+
+    from devise.predict import Predictor
+    predictor = Predictor.load(demo / "softmax")
+    ranked = predictor.predict(paths, top=2)
+    assert len(ranked) == 4 and all(len(r) == 2 and 0 <= r[0][1] <= 1 for r in ranked)
+    assert all(label in predictor.run.class_names for r in ranked for label, _ in r)
+
+
+def test_predict_on_a_file_that_is_not_an_image_is_one_clear_error(demo, tmp_path):
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("hello")
+    result = subprocess.run([sys.executable, "-m", "devise", "predict", str(demo / "devise"), str(bad)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"devise: error: {bad} is not a readable image (UnidentifiedImageError)"

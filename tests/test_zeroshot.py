@@ -109,3 +109,25 @@ def test_zeroshot_command_on_the_unseen_toy_classes(held_out_runs, tmp_path):
         assert entry["lift"] == pytest.approx(entry["similarity"] - results["control_similarity"])
     devise_entry = next(m for m in models.values() if m["kind"] == "DeViSE")
     assert devise_entry["lift"] > softmax_entry["lift"]
+
+
+def test_zeroshot_on_an_image_folder_target(held_out_runs, tmp_path):
+    from PIL import Image
+
+    from devise.data import load_dataset
+    from devise.zeroshot import run_zero_shot
+
+    softmax, devise = held_out_runs
+    unseen = json.loads((softmax.folder / "unseen.json").read_text())["names"][:3]
+    toy = load_dataset("toy", split="test")
+    for name in unseen:
+        (tmp_path / "target" / name).mkdir(parents=True)
+        index = toy.class_names.index(name)
+        for i, image in enumerate(toy.images[toy.labels == index][:5]):
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp_path / "target" / name / f"{i}.png")
+    results = run_zero_shot([devise.folder, softmax.folder], "folder", str(tmp_path / "target"),
+                            vocabulary="target,train,words:200", out=tmp_path / "zs", examples=2, progress=False)
+    assert results["images"] == 15 and results["target_classes"] == 3
+    entry = next(m for m in results["models"].values() if m["kind"] == "DeViSE")
+    assert entry["vocabulary_size"] > 3 + 32 and 0 <= entry["vocabulary_hit@5"] <= entry["hit@5"]
+    assert (tmp_path / "zs" / "examples.png").is_file()

@@ -173,19 +173,26 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from devise.reproduce import reproduce, summary_table
+    from devise.reproduce import reproduce
 
     summary = reproduce(args.preset, args.data_root, args.out, args.target, args.target_root, args.download,
                         args.cache_dir, progress=not args.quiet)
-    print(summary_table(summary))
-    print(f"report: {Path(args.out) / 'report.html'}")
+    print_summary(summary, Path(args.out))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    args.preset, args.data_root, args.target, args.target_root, args.download, args.cache_dir = (
-        "demo", None, "unseen", None, False, None)
-    return cmd_reproduce(args)
+    from devise.reproduce import reproduce
+
+    print_summary(reproduce("demo", out=args.out, progress=not args.quiet), Path(args.out))
+    return 0
+
+
+def print_summary(summary: dict, out: Path) -> None:
+    from devise.reproduce import summary_table
+
+    print(summary_table(summary))
+    print(f"report: {out / 'report.html'}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,15 @@ matplotlib.use("Agg")  # files only, no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
+    """Lay out, write and close a figure; returns the path written."""
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def plot_learning_curves(runs: dict[str, list[dict]], path: Path, title: str | None = None) -> Path:
     """Train (dashed) and val (solid) top-1 accuracy and loss per epoch, one colour per run."""
     fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -27,11 +36,7 @@ def plot_learning_curves(runs: dict[str, list[dict]], path: Path, title: str | N
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_hit_at_k(results: dict[str, dict], path: Path, chance: dict[str, float] | None = None) -> Path:
@@ -47,11 +52,7 @@ def plot_hit_at_k(results: dict[str, dict], path: Path, chance: dict[str, float]
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_similarity(results: dict, path: Path) -> Path:
@@ -65,11 +66,7 @@ def plot_similarity(results: dict, path: Path) -> Path:
     ax.bar_label(bars, fmt="%.3f", fontsize=8)
     ax.set_xticks(range(len(names)), names, rotation=15, ha="right", fontsize=8)
     ax.set(ylabel="mean cosine similarity", title=f"semantic similarity of top-3 ({results['label_space']})")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_examples(images, true_labels: list[str], predictions: dict[str, list[list[tuple[str, float]]]],
@@ -91,11 +88,7 @@ def plot_examples(images, true_labels: list[str], predictions: dict[str, list[li
             ax.set_yticks([])
         for c in range(1, columns):
             axes[r][c].axis("off")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def shorten(text: str, width: int) -> str:

@@ -1,7 +1,8 @@
 """Cosine ranking of predicted vectors against a vocabulary, top-k, in bounded memory.
 
 Ranking 10,000 images against 400,000 words at once would need a 16 GB score matrix; instead
-the vocabulary is scanned in chunks and only the running top k of each query is kept.
+queries and vocabulary are taken in blocks, and only the running top k of each query is kept,
+so memory stays near `max_scores` floats whatever the sizes.
 """
 
 from __future__ import annotations
@@ -11,22 +12,37 @@ import torch.nn.functional as F
 
 
 def rank_topk(queries: torch.Tensor, vocabulary: torch.Tensor, k: int, chunk_size: int = 65536,
-              normalized: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+              normalized: bool = False, max_scores: int = 2**25) -> tuple[torch.Tensor, torch.Tensor]:
     """The k vocabulary rows most cosine-similar to each query: (scores, indices), best first.
 
     `queries` is N x D, `vocabulary` V x D. Rows are L2-normalised here unless `normalized`.
-    Memory is O(N x (chunk_size + k)) whatever V is.
+    At most `max_scores` similarities (128 MiB of float32 by default) exist at any time.
     """
     if not normalized:
         queries, vocabulary = F.normalize(queries.float(), dim=1), F.normalize(vocabulary.float(), dim=1)
     k = min(k, vocabulary.shape[0])
-    best_scores = torch.full((queries.shape[0], 0), -float("inf"))
-    best_index = torch.zeros((queries.shape[0], 0), dtype=torch.int64)
+    chunk_size = min(chunk_size, vocabulary.shape[0])
+    query_block = max(1, max_scores // chunk_size)
+    scores, index = [], []
+    for q in range(0, queries.shape[0], query_block):
+        block_scores, block_index = top_of_block(queries[q : q + query_block], vocabulary, k, chunk_size)
+        scores.append(block_scores)
+        index.append(block_index)
+    if not scores:
+        return torch.zeros(0, k), torch.zeros(0, k, dtype=torch.int64)
+    return torch.cat(scores), torch.cat(index)
+
+
+def top_of_block(queries: torch.Tensor, vocabulary: torch.Tensor, k: int, chunk_size: int):
+    """Running top k of one block of queries over the vocabulary, one chunk at a time."""
+    best_scores = torch.empty((queries.shape[0], 0))
+    best_index = torch.empty((queries.shape[0], 0), dtype=torch.int64)
     for start in range(0, vocabulary.shape[0], chunk_size):
         scores = queries @ vocabulary[start : start + chunk_size].T
         top = scores.topk(min(k, scores.shape[1]), dim=1)
         best_scores = torch.cat([best_scores, top.values], dim=1)
         best_index = torch.cat([best_index, top.indices + start], dim=1)
-        keep = best_scores.topk(min(k, best_scores.shape[1]), dim=1)
-        best_scores, best_index = keep.values, best_index.gather(1, keep.indices)
+        if start > 0:  # merge this chunk with the best so far
+            keep = best_scores.topk(k, dim=1)
+            best_scores, best_index = keep.values, best_index.gather(1, keep.indices)
     return best_scores, best_index
