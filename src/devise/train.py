@@ -186,6 +186,34 @@ def set_body_frozen(model: VisualNet, frozen: bool) -> None:
         model.body.eval()
 
 
+def train_one_epoch(model: VisualNet, loader: BatchLoader, objective, optimizer: torch.optim.Optimizer,
+                    config: TrainConfig, epoch: int, progress: bool) -> dict[str, float]:
+    """One pass over the training batches; returns mean loss, top-1, top-5, images and last rate."""
+    torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout and negatives, reproducible on resume
+    loader.set_epoch(epoch)
+    model.train()
+    set_body_frozen(model, epoch < config.freeze_epochs)
+    steps_per_epoch = len(loader)
+    total_loss, hits, seen, lr = 0.0, {1: 0, 5: 0}, 0, config.lr
+    bar = progress_bar(loader, progress, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, unit="batch")
+    for step, (images, labels) in enumerate(bar):
+        lr = learning_rate(config, epoch * steps_per_epoch + step, steps_per_epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            outputs = model(images)
+        loss = objective.loss(outputs, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += float(loss.detach()) * len(labels)
+        for k, n in topk_hits(objective.class_scores(outputs.detach()), labels, (1, 5)).items():
+            hits[k] += n
+        seen += len(labels)
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}", top1=f"{hits[1] / seen:.3f}")
+    return {"loss": total_loss / seen, "top1": hits[1] / seen, "top5": hits[5] / seen, "images": seen, "lr": lr}
+
+
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Run:
     """Train a model as `config` says, writing everything into the run folder `config.out`.
 
@@ -230,36 +258,15 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
         start_epoch = int(state["epoch"])
         rows = [r for r in read_metrics(folder / "metrics.csv") if r["epoch"] <= start_epoch]
 
-    steps_per_epoch = len(train_loader)
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
-        torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout and negatives, reproducible on resume
-        train_loader.set_epoch(epoch)
-        model.train()
-        set_body_frozen(model, epoch < config.freeze_epochs)
-        total_loss, hits, seen = 0.0, {1: 0, 5: 0}, 0
-        bar = progress_bar(train_loader, progress, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, unit="batch")
-        for step, (images, labels) in enumerate(bar):
-            lr = learning_rate(config, epoch * steps_per_epoch + step, steps_per_epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-                outputs = model(images)
-            loss = objective.loss(outputs, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_loss += float(loss.detach()) * len(labels)
-            for k, n in topk_hits(objective.class_scores(outputs.detach()), labels, (1, 5)).items():
-                hits[k] += n
-            seen += len(labels)
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", top1=f"{hits[1] / seen:.3f}")
+        fit = train_one_epoch(model, train_loader, objective, optimizer, config, epoch, progress)
         train_seconds = time.perf_counter() - started
         val = evaluate(model, val_loader, objective, config.bf16)
-        rows.append({"epoch": epoch + 1, "lr": lr, "train_loss": total_loss / seen, "train_top1": hits[1] / seen,
-                     "train_top5": hits[5] / seen, "val_loss": val["loss"], "val_top1": val["top1"],
+        rows.append({"epoch": epoch + 1, "lr": fit["lr"], "train_loss": fit["loss"], "train_top1": fit["top1"],
+                     "train_top5": fit["top5"], "val_loss": val["loss"], "val_top1": val["top1"],
                      "val_top5": val["top5"], "epoch_seconds": time.perf_counter() - started,
-                     "images_per_second": seen / train_seconds})
+                     "images_per_second": fit["images"] / train_seconds})
         write_metrics(folder / "metrics.csv", rows)
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
                  "class_names": train_set.class_names, "normalizer": [list(normalizer.mean), list(normalizer.std)]}
