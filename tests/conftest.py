@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+
+# Toy-sized models gain nothing from a second thread, and a second thread fighting another process
+# for two cores slows everything down: one thread here and in every `devise` subprocess.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pickle
 from pathlib import Path
 

@@ -35,10 +35,13 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    """Defaults <- saved run config (on --resume) <- --config FILE <- flags typed."""
+    """Defaults <- --preset <- saved run config (on --resume) <- --config FILE <- flags typed."""
     from devise.config import TrainConfig, read_toml
+    from devise.reproduce import preset_settings
 
     values: dict = {}
+    if args.preset:
+        values.update(preset_settings(args.preset, args.head or "softmax"))
     out = args.out
     if args.resume:
         if out is None:
@@ -206,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a softmax or embedding model into a run folder",
                                 description="Train a model; settings from flags and/or a TOML file.")
     train.add_argument("--config", help="TOML file of run settings (flags typed override it)")
+    train.add_argument("--preset", help="start from a preset's settings for --head: cpu, paper or demo "
+                                        "(the ones `devise reproduce` uses)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     add_config_flags(train)

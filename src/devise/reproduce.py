@@ -56,15 +56,25 @@ PAPER = {"softmax top-1": 0.25, "DeViSE hit@5": 0.31, "DeViSE similarity": 0.63,
          "control similarity": 0.1}
 
 
+def get_preset(name: str) -> dict:
+    if name not in PRESETS:
+        raise DeviseError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def preset_settings(preset: str, head: str) -> dict:
+    """A preset's training settings for one head ("softmax" or "embedding"), as TrainConfig fields;
+    also what `devise train --preset NAME` starts from."""
+    settings = get_preset(preset)
+    return dict(settings["common"], **settings["devise" if head == "embedding" else "softmax"], head=head)
+
+
 def preset_configs(preset: str, out: Path, data_root: str | None, target: str, download: bool,
                    cache_dir: str | None = None) -> tuple[TrainConfig, TrainConfig]:
-    if preset not in PRESETS:
-        raise DeviseError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    settings = PRESETS[preset]
-    unseen = settings["unseen"] if target == "unseen" else 0
-    common = dict(settings["common"], data_root=data_root, download=download, cache_dir=cache_dir, unseen=unseen)
-    softmax = TrainConfig(**common, **settings["softmax"], head="softmax", out=str(out / "softmax"))
-    devise = TrainConfig(**common, **settings["devise"], head="embedding", init=softmax.out, out=str(out / "devise"))
+    unseen = get_preset(preset)["unseen"] if target == "unseen" else 0
+    where = dict(data_root=data_root, download=download, cache_dir=cache_dir, unseen=unseen)
+    softmax = TrainConfig(**preset_settings(preset, "softmax"), **where, out=str(out / "softmax"))
+    devise = TrainConfig(**preset_settings(preset, "embedding"), **where, init=softmax.out, out=str(out / "devise"))
     return softmax, devise
 
 
@@ -139,7 +149,7 @@ def summary_table(summary: dict) -> str:
             m = zs[kind]
             rows.append((f"GZSL {kind} S / U / H", f"{m['gzsl_seen']:.3f} / {m['gzsl_unseen']:.3f} / "
                                                    f"{m['gzsl_harmonic']:.3f}", "-"))
-    rows.append(("wall time, minutes", summary["wall_minutes"], "-"))
+    rows.append(("wall time, minutes", f"{summary['wall_minutes']:.1f}", "-"))
 
     def fmt(value) -> str:
         return f"{value:.3f}" if isinstance(value, float) else str(value)
