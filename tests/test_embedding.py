@@ -74,4 +74,4 @@ def test_vectors_check_prints_the_rule_used_for_each_label():
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "'red square' -> red square" in result.stdout
-    assert "40/40 labels have vectors in glove-6b-50d (rule: first)" in result.stderr
+    assert "40/40 labels have vectors in glove-6b-50d (rule: mean)" in result.stderr

@@ -203,7 +203,7 @@ def test_every_missing_label_is_named_at_once(space):
 
 def test_coverage_reports_used_tokens_and_missing_labels(space):
     rows = label_coverage(space, ["fire ant", "fire xyzzy"])
-    assert rows[0] == {"label": "fire ant", "used": ["fire ant"], "tokens": [["fire", "ant"]], "rule": "first",
+    assert rows[0] == {"label": "fire ant", "used": ["fire ant"], "tokens": [["fire", "ant"]], "rule": DEFAULT_RULE,
                        "found": True, "replacement": None, "unknown": []}
     assert rows[1]["found"] is False and rows[1]["used"] == [] and rows[1]["unknown"] == ["xyzzy"]
 
