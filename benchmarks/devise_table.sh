@@ -5,13 +5,13 @@
 set -euo pipefail
 data_root=${1:?data root}; softmax=${2:?softmax run}; out=${3:?output folder}; epochs=${4:-2}
 mkdir -p "$out"
-common=(--config configs/devise-cpu.toml --data-root "$data_root" --init "$softmax" --epochs "$epochs" --quiet)
+common=(--preset cpu --head embedding --data-root "$data_root" --init "$softmax" --epochs "$epochs" --quiet)
 train() { name=$1; shift; [ -f "$out/$name/summary.json" ] || devise train "${common[@]}" --out "$out/$name" "$@"; }
-train devise-rank --loss rank
-train devise-hinge --loss hinge
-train devise-cosine --loss cosine
+train devise-rank --loss rank --label-rule first
+train devise-hinge --loss hinge --label-rule first
+train devise-cosine --loss cosine --label-rule first
 train devise-rank-mean --loss rank --label-rule mean
-train devise-minilm --loss rank --vectors minilm
+train devise-minilm --loss rank --vectors minilm --label-rule first
 train devise-random --loss rank --random-vectors
 devise evaluate "$softmax" "$out"/devise-{rank,hinge,cosine,rank-mean,minilm,random} --quiet \
   --labels softmax "DeViSE rank" "DeViSE hinge" "DeViSE cosine" "DeViSE rank, mean rule" "DeViSE MiniLM" \
