@@ -31,17 +31,18 @@ def private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("DEVISE_CACHE", str(tmp_path_factory.getbasetemp() / "devise-cache"))
 
 
-def write_cifar100(root: Path, per_split: dict[str, int], seed: int = 0) -> Path:
+def write_cifar100(root: Path, per_split: dict[str, int], seed: int = 0, names: list[str] | None = None) -> Path:
     """A CIFAR-100 folder in the official pickle layout (bytes keys, uint8 rows of 3072)."""
     rng = np.random.default_rng(seed)
     folder = root / "cifar-100-python"
     folder.mkdir(parents=True)
-    names = [f"class_{i}".encode() for i in range(97)] + [b"aquarium_fish", b"maple_tree", b"lawn_mower"]
+    names = [n.encode() for n in names] if names else (
+        [f"class_{i}".encode() for i in range(97)] + [b"aquarium_fish", b"maple_tree", b"lawn_mower"])
     with open(folder / "meta", "wb") as handle:
         pickle.dump({b"fine_label_names": names, b"coarse_label_names": [b"x"] * 20}, handle, protocol=2)
     for split, count in per_split.items():
         batch = {b"filenames": [b"img.png"] * count, b"batch_label": split.encode(),
-                 b"fine_labels": rng.integers(0, 100, count).tolist(),
+                 b"fine_labels": rng.integers(0, len(names), count).tolist(),
                  b"coarse_labels": rng.integers(0, 20, count).tolist(),
                  b"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8)}
         with open(folder / split, "wb") as handle:

@@ -131,3 +131,15 @@ def test_zeroshot_on_an_image_folder_target(held_out_runs, tmp_path):
     entry = next(m for m in results["models"].values() if m["kind"] == "DeViSE")
     assert entry["vocabulary_size"] > 3 + 32 and 0 <= entry["vocabulary_hit@5"] <= entry["hit@5"]
     assert (tmp_path / "zs" / "examples.png").is_file()
+
+
+def test_zeroshot_on_a_cifar100_target(held_out_runs, tmp_path):
+    from conftest import write_cifar100
+    from devise.zeroshot import run_zero_shot
+
+    softmax, devise = held_out_runs
+    write_cifar100(tmp_path, {"test": 40}, names=["aquarium_fish", "maple_tree", "lawn_mower", "tiger", "shark"])
+    results = run_zero_shot([devise.folder, softmax.folder], "cifar100", str(tmp_path), out=tmp_path / "zs",
+                            examples=0, progress=False)
+    assert results["images"] == 40 and results["target_classes"] == 5
+    assert {m["kind"] for m in results["models"].values()} == {"DeViSE", "ConSE", "softmax"}

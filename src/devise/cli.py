@@ -142,7 +142,7 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
     from devise.zeroshot import run_zero_shot
 
     results = run_zero_shot(args.runs, args.target, args.target_root, args.vocabulary, args.vectors, args.conse_top,
-                            args.out, progress=not args.quiet)
+                            args.out, progress=not args.quiet, download=args.download)
     print(f"target {results['target']}: {results['images']} images, {results['target_classes']} classes, "
           f"label space {results['label_space']}, vocabulary {results['vocabulary']}")
     for name, entry in results["models"].items():
@@ -244,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     zeroshot.add_argument("--vectors", help="label space when no embedding run is given (default: glove-6b-50d)")
     zeroshot.add_argument("--conse-top", type=int, default=10, help="ConSE's T (default: 10)")
     zeroshot.add_argument("--out", help="output folder (default: RUN/zeroshot-TARGET)")
+    zeroshot.add_argument("--download", action="store_true", help="fetch the target dataset (CIFAR-100) if missing")
     zeroshot.add_argument("--quiet", action="store_true")
     zeroshot.set_defaults(func=cmd_zeroshot)
 

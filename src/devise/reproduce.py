@@ -98,7 +98,7 @@ def reproduce(preset: str = "cpu", data_root: str | None = None, out: str | Path
     train_or_continue(devise, progress)
     hits = {name: evaluate_run(out / name, progress=progress) for name in ("softmax", "devise")}
     zero_shot = run_zero_shot([out / "devise", out / "softmax"], target, target_root, PRESETS[preset]["vocabulary"],
-                              out=out / f"zeroshot-{target}", progress=progress)
+                              out=out / f"zeroshot-{target}", progress=progress, download=download)
     minutes = (time.perf_counter() - started) / 60
     write_report([out / "softmax", out / "devise"], out / "report.html", f"devise reproduce --preset {preset}",
                  [out / f"zeroshot-{target}"])

@@ -279,7 +279,8 @@ def generalised_zero_shot(target: ImageSet, space: LabelSpace, outputs: torch.Te
     return {"gzsl_seen": seen, "gzsl_unseen": unseen, "gzsl_harmonic": harmonic_mean(seen, unseen)}
 
 
-def load_target(kind: str, root: str | None, runs: list, image_size: int, progress: bool = True):
+def load_target(kind: str, root: str | None, runs: list, image_size: int, progress: bool = True,
+                download: bool = False):
     """The target images, and for a held-out split also (all images, seen class ids).
 
     `kind` is "unseen" (the classes the runs held out of training with --unseen), or a dataset
@@ -291,7 +292,7 @@ def load_target(kind: str, root: str | None, runs: list, image_size: int, progre
 
     if kind != "unseen":
         split = {"cifar100": "test", "tiny-imagenet": "val", "toy": "test"}.get(kind)
-        return load_dataset(kind, root, split, image_size, progress=progress), None
+        return load_dataset(kind, root, split, image_size, download=download, progress=progress), None
     settings = {(r.config.data, r.config.unseen, r.config.unseen_seed) for r in runs}
     if len(settings) != 1 or next(iter(settings))[1] == 0:
         raise DeviseError("--target unseen needs runs trained with the same --unseen K and --unseen-seed")
@@ -304,7 +305,8 @@ def load_target(kind: str, root: str | None, runs: list, image_size: int, progre
 
 def run_zero_shot(run_folders: list[str | Path], target: str, target_root: str | None = None,
                   vocabulary: str = "target,train", vectors: str | None = None, conse_top: int = 10,
-                  out: str | Path | None = None, examples: int = 6, seed: int = 0, progress: bool = True) -> dict:
+                  out: str | Path | None = None, examples: int = 6, seed: int = 0, progress: bool = True,
+                  download: bool = False) -> dict:
     """Load runs, run them on the target images, compute every metric, and write into `out`
     (default: `<first run>/zeroshot-<target>`): `zeroshot.json`, the similarity bar chart and
     the side-by-side top-5 figure of `examples` images drawn with `seed`."""
@@ -318,7 +320,7 @@ def run_zero_shot(run_folders: list[str | Path], target: str, target_root: str |
     sizes = {r.config.image_size for r in runs}
     if len(sizes) != 1:
         raise DeviseError("the runs were trained at different image sizes; evaluate them separately")
-    targets, gzsl_all = load_target(target, target_root, runs, sizes.pop(), progress)
+    targets, gzsl_all = load_target(target, target_root, runs, sizes.pop(), progress, download)
     models = models_from_runs(runs, conse_top)
     space = label_space_of(runs, vectors)
     source = gzsl_all[0] if gzsl_all else targets
