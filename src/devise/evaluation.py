@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from devise.data import BatchLoader, ImageSet, load_dataset
+from devise.data import BatchLoader, ImageSet
 from devise.data.pipeline import NO_AUGMENT
 from devise.metrics import HIT_KS, chance_hit_at_k, hit_at_k
 from devise.progress import progress_bar
-from devise.train import Run, load_run, seen_only
+from devise.train import Run, load_run, load_split
 
 
 def model_outputs(run: Run, data: ImageSet, batch_size: int = 1000, progress: bool = True) -> torch.Tensor:
@@ -27,10 +27,7 @@ def model_outputs(run: Run, data: ImageSet, batch_size: int = 1000, progress: bo
 
 def load_eval_data(run: Run, split: str | None = None, data_root: str | None = None, progress: bool = True) -> ImageSet:
     """The split a run is evaluated on, from the run's own dataset settings unless overridden."""
-    config = run.config
-    data = load_dataset(config.data, data_root or config.data_root, split or config.val_split, config.image_size,
-                        config.cache_dir, config.download, progress)
-    return seen_only(config, data)
+    return load_split(run.config, split or run.config.val_split, data_root, progress)
 
 
 def evaluate_run(folder: str | Path, split: str | None = None, data_root: str | None = None,

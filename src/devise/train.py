@@ -47,13 +47,17 @@ class Run:
 
 def load_data(config: TrainConfig, progress: bool) -> tuple[ImageSet, ImageSet]:
     """The training and validation sets a run sees (held-out classes removed from both)."""
-    common = dict(root=config.data_root, image_size=config.image_size, cache_dir=config.cache_dir,
-                  download=config.download, progress=progress)
-    train = seen_only(config, load_dataset(config.data, split="train", **common))
-    val = seen_only(config, load_dataset(config.data, split=config.val_split, **common))
+    train = load_split(config, "train", progress=progress)
     if config.train_limit:
         train = train.subset(torch.arange(min(config.train_limit, len(train))))
-    return train, val
+    return train, load_split(config, config.val_split, progress=progress)
+
+
+def load_split(config: TrainConfig, split: str, data_root: str | None = None, progress: bool = True) -> ImageSet:
+    """One split of a run's dataset at the run's image size, without its held-out classes."""
+    data = load_dataset(config.data, data_root or config.data_root, split, config.image_size, config.cache_dir,
+                        config.download, progress)
+    return seen_only(config, data)
 
 
 def unseen_classes(config: TrainConfig, data: ImageSet) -> list[str]:

@@ -53,7 +53,7 @@ class Normalizer:
         return (images - mean) / std
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 batch -> normalised float32, channels_last; the eval-time transform."""
+        """A batch (uint8, or float on the 0-255 scale) -> normalised float32, channels_last."""
         return self(images.float()).contiguous(memory_format=torch.channels_last)
 
 
@@ -128,4 +128,4 @@ class BatchLoader:
             images = self.data.images[index].float()
             if self.augment.enabled:
                 images = augment_batch(images, self.augment, generator)
-            yield self.normalizer(images).contiguous(memory_format=torch.channels_last), self.data.labels[index]
+            yield self.normalizer.prepare(images), self.data.labels[index]
