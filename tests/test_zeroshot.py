@@ -95,11 +95,12 @@ def test_the_held_out_split_never_lets_an_unseen_class_into_training(held_out_ru
 def test_zeroshot_command_on_the_unseen_toy_classes(held_out_runs, tmp_path):
     softmax, devise = held_out_runs
     result = subprocess.run([sys.executable, "-m", "devise", "zeroshot", str(devise.folder), str(softmax.folder),
-                             "--target", "unseen", "--out", str(tmp_path / "zs"), "--quiet"],
+                             "--target", "unseen", "--out", str(tmp_path / "zs"), "--example-images", "0,5,7", "--quiet"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "zs" / "zeroshot.json").read_text())
     assert (tmp_path / "zs" / "similarity.png").stat().st_size > 1000
+    assert results["examples"]["index"] == [0, 5, 7] and (tmp_path / "zs" / "examples.png").is_file()
     models = results["models"]
     assert {m["kind"] for m in models.values()} == {"DeViSE", "ConSE", "softmax"}
     softmax_entry = next(m for m in models.values() if m["kind"] == "softmax")

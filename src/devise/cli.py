@@ -141,8 +141,14 @@ def cmd_vectors_check(args: argparse.Namespace) -> int:
 def cmd_zeroshot(args: argparse.Namespace) -> int:
     from devise.zeroshot import run_zero_shot
 
+    examples = args.examples
+    if args.example_images:
+        try:
+            examples = [int(i) for i in args.example_images.split(",")]
+        except ValueError:
+            raise DeviseError(f"--example-images takes comma-separated numbers, not {args.example_images!r}") from None
     results = run_zero_shot(args.runs, args.target, args.target_root, args.vocabulary, args.vectors, args.conse_top,
-                            args.out, progress=not args.quiet, download=args.download)
+                            args.out, examples, progress=not args.quiet, download=args.download)
     print(f"target {results['target']}: {results['images']} images, {results['target_classes']} classes, "
           f"label space {results['label_space']}, vocabulary {results['vocabulary']}")
     for name, entry in results["models"].items():
@@ -245,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     zeroshot.add_argument("--conse-top", type=int, default=10, help="ConSE's T (default: 10)")
     zeroshot.add_argument("--out", help="output folder (default: RUN/zeroshot-TARGET)")
     zeroshot.add_argument("--download", action="store_true", help="fetch the target dataset (CIFAR-100) if missing")
+    zeroshot.add_argument("--examples", type=int, default=6, help="random target images in examples.png (default: 6)")
+    zeroshot.add_argument("--example-images", help="chosen target image indices for examples.png, e.g. 3,17,42")
     zeroshot.add_argument("--quiet", action="store_true")
     zeroshot.set_defaults(func=cmd_zeroshot)
 

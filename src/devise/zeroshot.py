@@ -305,11 +305,12 @@ def load_target(kind: str, root: str | None, runs: list, image_size: int, progre
 
 def run_zero_shot(run_folders: list[str | Path], target: str, target_root: str | None = None,
                   vocabulary: str = "target,train", vectors: str | None = None, conse_top: int = 10,
-                  out: str | Path | None = None, examples: int = 6, seed: int = 0, progress: bool = True,
+                  out: str | Path | None = None, examples: int | list[int] = 6, seed: int = 0, progress: bool = True,
                   download: bool = False) -> dict:
     """Load runs, run them on the target images, compute every metric, and write into `out`
     (default: `<first run>/zeroshot-<target>`): `zeroshot.json`, the similarity bar chart and
-    the side-by-side top-5 figure of `examples` images drawn with `seed`."""
+    the side-by-side top-5 figure of `examples` images: that many drawn with `seed`, or a list of
+    chosen image indices into the target set."""
     import json
 
     from devise.evaluation import model_outputs
@@ -334,7 +335,7 @@ def run_zero_shot(run_folders: list[str | Path], target: str, target_root: str |
         gzsl = (everything, all_outputs, seen_ids)
     else:
         outputs = all_outputs
-    chosen = torch.randperm(len(targets), generator=torch.Generator().manual_seed(seed))[:examples].tolist()
+    chosen = choose_examples(examples, len(targets), seed)
     results = evaluate_zero_shot(models, targets, space, vocabulary, outputs, conse_top=conse_top, gzsl=gzsl,
                                  examples=chosen)
     results["target"] = target
@@ -347,3 +348,13 @@ def run_zero_shot(run_folders: list[str | Path], target: str, target_root: str |
         plot_examples([targets.images[i] for i in chosen], shown["true"], shown["predictions"], folder / "examples.png")
     results["folder"] = str(folder)
     return results
+
+
+def choose_examples(examples: int | list[int], count: int, seed: int) -> list[int]:
+    """Image indices for the side-by-side figure: `examples` random ones, or the ones listed."""
+    if isinstance(examples, int):
+        return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:examples].tolist()
+    wrong = [i for i in examples if not 0 <= i < count]
+    if wrong:
+        raise DeviseError(f"example image index {wrong[0]} is outside the target's {count} images")
+    return list(examples)
