@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from devise.config import TrainConfig
 from devise.data import BatchLoader, Normalizer, load_dataset
 from devise.data.sources import FileSource
-from devise.data.tiny_imagenet import list_split, open_source, read_class_names
+from devise.data.tiny_imagenet import list_split, locate, open_source, read_class_names
 from devise.models import create_model
 
 
@@ -35,7 +35,7 @@ class PlainTinyImageNet(torch.utils.data.Dataset):
     def __init__(self, root: str, size: int):
         from torchvision import transforms
 
-        source, _ = open_source(root, None, False)
+        source = open_source(locate(root, None, False))
         self.path, self.prefix = source.path, source.prefix
         wnids, _ = read_class_names(source)
         self.files, self.labels = list_split(source, wnids)["train"]

@@ -40,11 +40,11 @@ def load_tiny_imagenet(
     if split not in SPLITS:
         raise DeviseError(f"Tiny ImageNet has splits {', '.join(SPLITS)}, not {split!r}")
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    source, fingerprint_paths = open_source(root, cache_dir, download)
-    entry = cache_dir / f"tiny-imagenet-200-{source_fingerprint(*fingerprint_paths)}"
+    located = locate(root, cache_dir, download)
+    entry = cache_dir / f"tiny-imagenet-200-{source_fingerprint(*identifying_files(located))}"
     arrays = load_arrays(entry)
-    if arrays is None:
-        arrays, extra = decode_all(source, progress)
+    if arrays is None:  # only now open the source: listing a 110,000-entry zip takes a second
+        arrays, extra = decode_all(open_source(located), progress)
         save_arrays(entry, arrays, extra)
         arrays = load_arrays(entry)
     extra = load_extra(entry)
@@ -54,8 +54,8 @@ def load_tiny_imagenet(
     )
 
 
-def open_source(root: str | Path | None, cache_dir: Path, download: bool) -> tuple[FileSource, list[Path]]:
-    """The dataset's files, and the paths whose size and date identify this copy."""
+def locate(root: str | Path | None, cache_dir: Path, download: bool) -> Path:
+    """The official zip, or the extracted folder holding wnids.txt, that `root` points to."""
     if root is None:
         archive = cache_dir / "downloads" / FILENAME
         if not archive.is_file():
@@ -66,20 +66,32 @@ def open_source(root: str | Path | None, cache_dir: Path, download: bool) -> tup
     root = Path(root).expanduser()
     if not root.exists():
         raise DeviseError(f"{root}: no such file or folder")
-    if root.is_dir():
-        for candidate in (root, root / "tiny-imagenet-200"):
-            if (candidate / "wnids.txt").is_file():
-                return FileSource(candidate), [candidate / "wnids.txt", candidate / "val" / "val_annotations.txt"]
-        if (root / FILENAME).is_file():
-            root = root / FILENAME
-        else:
-            raise DeviseError(f"{root} holds neither {FILENAME} nor a tiny-imagenet-200 folder with wnids.txt")
-    source = FileSource(root)
-    prefix = source.find_prefix("wnids.txt")
-    if prefix is None:
-        raise DeviseError(f"{root} is not a Tiny ImageNet archive: it has no wnids.txt")
-    source.prefix = prefix
-    return source, [root]
+    if root.is_file():
+        return root
+    for candidate in (root, root / "tiny-imagenet-200"):
+        if (candidate / "wnids.txt").is_file():
+            return candidate
+    if (root / FILENAME).is_file():
+        return root / FILENAME
+    raise DeviseError(f"{root} holds neither {FILENAME} nor a tiny-imagenet-200 folder with wnids.txt")
+
+
+def identifying_files(located: Path) -> list[Path]:
+    """The files whose size and date identify this copy of the dataset, for the cache key."""
+    if located.is_dir():
+        return [located / "wnids.txt", located / "val" / "val_annotations.txt"]
+    return [located]
+
+
+def open_source(located: Path) -> FileSource:
+    """The dataset's files, read from the zip (wherever wnids.txt sits in it) or the folder."""
+    source = FileSource(located)
+    if source.is_zip:
+        prefix = source.find_prefix("wnids.txt")
+        if prefix is None:
+            raise DeviseError(f"{located} is not a Tiny ImageNet archive: it has no wnids.txt")
+        source.prefix = prefix
+    return source
 
 
 def download_archive(archive: Path) -> None:
