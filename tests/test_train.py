@@ -106,8 +106,6 @@ def test_learning_rate_schedules():
 
 def test_evaluation_counts_top1_and_top5():
     model = torch.nn.Identity()
-    images = torch.eye(6)[None].repeat(4, 1, 1).view(4, 36)[:, :6] * torch.arange(1, 7.0)
     loader = [(torch.tensor([[0, 1, 2, 3, 4, 9.0], [9, 0, 0, 0, 0, 0.0]]), torch.tensor([5, 1]))]
     result = training.evaluate(model, loader, SoftmaxObjective(), bf16=False)
     assert result["top1"] == 0.5 and result["top5"] == 0.5
-    del images

@@ -143,11 +143,6 @@ def harmonic_mean(seen: float, unseen: float) -> float:
     return 2 * seen * unseen / (seen + unseen) if seen + unseen > 0 else 0.0
 
 
-def check_target(target: ImageSet, space: LabelSpace, rule: str, replacements: dict | None) -> torch.Tensor:
-    """The target's label vectors; every target label must have one."""
-    return space.embed(target.class_names, rule, replacements)
-
-
 @dataclass
 class ZeroShotModel:
     """One model under test: its name, kind ("DeViSE", "ConSE" or "softmax") and its run."""
@@ -199,7 +194,7 @@ def evaluate_zero_shot(models: list[ZeroShotModel], target: ImageSet, space: Lab
     for a held-out split of the training dataset, the generalised zero-shot figures S, U and H
     are added: top-1 over all labels on seen-class and on unseen-class images.
     """
-    target_vectors = check_target(target, space, rule, replacements)
+    target_vectors = space.embed(target.class_names, rule, replacements)
     true_vectors = target_vectors[target.labels]
     target_vocabulary = Vocabulary(target.class_names, target_vectors, "target")
     results: dict = {"target": target.name, "images": len(target), "target_classes": target.num_classes,
@@ -207,35 +202,37 @@ def evaluate_zero_shot(models: list[ZeroShotModel], target: ImageSet, space: Lab
                      "examples": {"index": list(examples), "true": [target.class_names[target.labels[i]] for i in examples],
                                   "predictions": {}}}
     control = None
+    embedded: dict[tuple[str, ...], torch.Tensor] = {}  # ConSE and softmax of one run share labels
+    k = max(ZERO_SHOT_KS)
     for model in models:
         training_labels = model.run.class_names
-        training_vectors = space.embed(training_labels, rule, replacements)
+        key = tuple(training_labels)
+        if key not in embedded:
+            embedded[key] = space.embed(training_labels, rule, replacements)
+        training_vectors = embedded[key]
         if control is None:
             control = similarity_control(target_vectors, training_vectors)
-        vocabulary = build_vocabulary(space, {"target": target.class_names, "train": training_labels},
-                                      vocabulary_spec, rule, replacements)
         predicted = predicted_vectors(model, outputs[model.name], training_vectors, conse_top)
-        k = max(ZERO_SHOT_KS)
-        train_vocabulary = Vocabulary(training_labels, training_vectors, "train")
-        if predicted is None:  # softmax: only its own training labels
-            top = rank_softmax(outputs[model.name], k)
-            over_target = ranking_metrics(top, train_vocabulary, target.class_names, target.labels, true_vectors)
-            over_vocabulary = over_target
+        if predicted is None:  # softmax: ranks only its own training labels, whatever the vocabulary
+            vocabulary = Vocabulary(training_labels, training_vectors, "train")
+            top = top_vocabulary = rank_softmax(outputs[model.name], k)
+            over_target = over_vocabulary = ranking_metrics(top, vocabulary, target.class_names, target.labels,
+                                                            true_vectors)
         else:
+            vocabulary = build_vocabulary(space, {"target": target.class_names, "train": training_labels},
+                                          vocabulary_spec, rule, replacements)
             top = rank_vectors(predicted, target_vocabulary, k)
             over_target = ranking_metrics(top, target_vocabulary, target.class_names, target.labels, true_vectors)
             top_vocabulary = rank_vectors(predicted, vocabulary, k)
             over_vocabulary = ranking_metrics(top_vocabulary, vocabulary, target.class_names, target.labels,
                                               true_vectors)
-        shown_vocabulary = train_vocabulary if predicted is None else vocabulary
-        shown_top = top if predicted is None else top_vocabulary
         results["examples"]["predictions"][model.name] = [
-            [(shown_vocabulary.labels[j], float(shown_vocabulary.vectors[j] @ true_vectors[i])) for j in shown_top[i, :5].tolist()]
+            [(vocabulary.labels[j], float(vocabulary.vectors[j] @ true_vectors[i])) for j in top_vocabulary[i, :5].tolist()]
             for i in examples]
         entry = {"kind": model.kind, **{key: over_target[key] for key in over_target if key != "similarity"},
                  "similarity": over_vocabulary["similarity"],
                  "lift": over_vocabulary["similarity"] - control,
-                 "vocabulary_size": len(vocabulary) if predicted is not None else len(training_labels),
+                 "vocabulary_size": len(vocabulary),
                  **{f"vocabulary_{key}": over_vocabulary[key] for key in over_vocabulary if key.startswith("hit@")}}
         if gzsl is not None:
             everything, all_outputs, seen_ids = gzsl
