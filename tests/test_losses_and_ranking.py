@@ -82,12 +82,13 @@ def test_hit_at_k_matches_a_brute_force_argsort():
     assert chance_hit_at_k(200)["hit@5"] == 0.025
 
 
+@pytest.mark.parametrize("group", [3, 64])
 @pytest.mark.parametrize("chunk_size", [7, 100, 5000])
-def test_chunked_ranking_equals_brute_force(chunk_size):
+def test_chunked_ranking_equals_brute_force(chunk_size, group):
     generator = torch.Generator().manual_seed(4)
     queries = torch.randn(50, 16, generator=generator)
     vocabulary = torch.randn(1234, 16, generator=generator)
-    scores, index = rank_topk(queries, vocabulary, k=10, chunk_size=chunk_size)
+    scores, index = rank_topk(queries, vocabulary, k=10, chunk_size=chunk_size, group=group)
     brute = F.normalize(queries, dim=1) @ F.normalize(vocabulary, dim=1).T
     expected = brute.topk(10, dim=1)
     assert torch.equal(index, expected.indices)

@@ -24,13 +24,13 @@ from devise.zeroshot import run_zero_shot
 
 PRESETS: dict[str, dict] = {
     "cpu": {
-        "common": dict(data="tiny-imagenet", image_size=32, model="resnet9", width=32, hidden=512, dropout=0.2,
+        "common": dict(data="tiny-imagenet", image_size=32, model="cnn", width=32, hidden=512, dropout=0.2,
                        batch_size=256, crop_padding=4, flip=True),
-        "softmax": dict(epochs=8, optimizer="sgd", lr=0.2, weight_decay=5e-4, schedule="onecycle",
+        "softmax": dict(epochs=10, optimizer="sgd", lr=0.2, weight_decay=5e-4, schedule="onecycle",
                         label_smoothing=0.1),
-        "devise": dict(epochs=3, freeze_epochs=1, loss="rank", margin=0.1, optimizer="adam", lr=1e-3,
+        "devise": dict(epochs=6, freeze_epochs=1, loss="rank", margin=0.1, optimizer="adam", lr=1e-3,
                        weight_decay=5e-5, schedule="cosine"),
-        "unseen": 20, "vocabulary": "target,train",
+        "unseen": 20, "vocabulary": "target",
     },
     "paper": {
         "common": dict(data="tiny-imagenet", image_size=64, model="cnn", width=32, hidden=512, dropout=0.4,
