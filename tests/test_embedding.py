@@ -46,12 +46,25 @@ def test_warm_start_copies_the_body_and_freezing_keeps_it(softmax_run, tmp_path)
         assert torch.equal(tensor, after[name]), name
 
 
-@pytest.mark.parametrize("loss", ["cosine", "hinge"])
+@pytest.mark.parametrize("loss", ["cosine", "hinge", "crossentropy"])
 def test_each_loss_trains_and_the_random_vector_control_runs(tmp_path, loss):
     config = TrainConfig(**SMALL, head="embedding", loss=loss, epochs=1, random_vectors=(loss == "hinge"),
                          out=str(tmp_path / loss))
     run = training.train(config, progress=False)
     assert run.objective.label_vectors.shape == (40, 50)
+
+
+def test_a_warm_start_inherits_the_body_shape_including_the_pooled_stem(tmp_path):
+    softmax = TrainConfig(**dict(SMALL, model="resnet9", image_size=64, width=8), stem_pool=True, epochs=1,
+                          out=str(tmp_path / "softmax"))
+    training.train(softmax, progress=False)
+    devise = TrainConfig(**dict(SMALL, image_size=64), head="embedding", epochs=1, init=softmax.out,
+                         out=str(tmp_path / "devise"))
+    run = training.train(devise, progress=False)
+    assert (run.config.model, run.config.width, run.config.stem_pool) == ("resnet9", 8, True)
+    # The pooled stem halves the first feature map: a 64 px image costs what 32 px costs without it.
+    stem = run.model.body[0][0]
+    assert stem(torch.zeros(1, 3, 64, 64)).shape[-1] == 32
 
 
 def test_warm_start_from_a_missing_run_is_an_error(tmp_path):

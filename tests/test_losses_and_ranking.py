@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from devise.losses import cosine_loss, get_loss, hinge_loss, random_wrong_labels, rank_loss
+from devise.losses import cosine_loss, crossentropy_loss, get_loss, hinge_loss, random_wrong_labels, rank_loss
 from devise.metrics import chance_hit_at_k, hit_at_k
 from devise.errors import DeviseError
 from devise.rank import rank_topk
@@ -40,6 +40,19 @@ def test_hinge_loss_adds_the_wrong_label_only_inside_the_margin():
     assert at_margin == pytest.approx(1 - math.cos(math.radians(90 - angle)), abs=1e-6)
     past = hinge_loss(unit(90 - angle + 1), two, torch.tensor([0]), margin=0.1)
     assert past > 1 - math.cos(math.radians(90 - angle + 1)) + 1e-4
+
+
+def test_crossentropy_loss_is_the_softmax_loss_of_cosines_over_temperature():
+    # Prediction at 60 degrees, true label 1: cosines 0.5, 0.866, -0.5 to the three labels.
+    cosines = [0.5, math.cos(math.radians(30)), -0.5]
+    for temperature in (1.0, 0.1):
+        logits = [c / temperature for c in cosines]
+        expected = -logits[1] + math.log(sum(math.exp(x) for x in logits))
+        loss = crossentropy_loss(unit(60), LABELS, torch.tensor([1]), temperature=temperature)
+        assert loss == pytest.approx(expected, abs=1e-5)
+    # A lower temperature makes a correctly ranked prediction cheaper and a wrong one dearer.
+    assert crossentropy_loss(unit(60), LABELS, torch.tensor([1]), temperature=0.05) < 0.001
+    assert crossentropy_loss(unit(60), LABELS, torch.tensor([0]), temperature=0.05) > 7
 
 
 def test_random_wrong_labels_are_never_the_true_label_and_cover_the_rest():

@@ -34,11 +34,13 @@ class TrainConfig:
     head: str = "softmax"  # softmax (class logits) or embedding (DeViSE)
     model: str = "resnet9"  # cnn (plain, the paper's style) or resnet9
     width: int = 32  # channels of the first conv block (x2, x4, x8 later); 32 suits a 2-core CPU
+    stem_pool: bool = False  # resnet9: max-pool after the first conv, so 64 px images cost what 32 px ones do
     hidden: int = 512
     dropout: float = 0.4
     # embedding head (DeViSE)
-    loss: str = "hinge"  # cosine, hinge (one random wrong label) or rank (all wrong labels)
-    margin: float = 0.1
+    loss: str = "hinge"  # cosine, hinge (one random wrong label), rank (all wrong labels) or crossentropy
+    margin: float = 0.1  # of the hinge and rank losses
+    temperature: float = 0.05  # of the crossentropy loss: cosines are divided by it
     vectors: str = "glove-6b-50d"  # label space: glove-6b-50d, minilm, or a file format with --vectors-path
     vectors_path: str | None = None
     label_rule: str = DEFAULT_RULE  # synonym lists: "first" usable synonym or "mean" of all usable
@@ -73,7 +75,7 @@ class TrainConfig:
 
     @property
     def model_spec(self) -> ModelSpec:
-        return ModelSpec(self.model, self.width, self.hidden, self.dropout)
+        return ModelSpec(self.model, self.width, self.hidden, self.dropout, self.stem_pool)
 
     @property
     def augment(self) -> Augment:
@@ -122,5 +124,7 @@ def validate(config: TrainConfig) -> None:
         raise DeviseError("--dropout must be in [0, 1)")
     if config.lr <= 0:
         raise DeviseError("--lr must be positive")
+    if config.temperature <= 0:
+        raise DeviseError("--temperature must be positive")
     if config.freeze_epochs and not config.init:
         raise DeviseError("--freeze-epochs needs --init RUN (a trained body to keep frozen)")

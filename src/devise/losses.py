@@ -2,18 +2,20 @@
 
 `predicted` holds unit vectors (N x D), `label_vectors` the unit vectors of all training
 classes (C x D), `labels` the true class of each row (N). Cosine similarity of unit vectors is
-their dot product.
+their dot product. Every loss takes the same keywords (`margin`, `temperature`, `generator`)
+and ignores those it has no use for, so that the objective can call any of them alike.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from devise.errors import DeviseError
 
 
 def cosine_loss(predicted: torch.Tensor, label_vectors: torch.Tensor, labels: torch.Tensor,
-                margin: float = 0.1, generator: torch.Generator | None = None) -> torch.Tensor:
+                margin: float = 0.1, generator: torch.Generator | None = None, temperature: float = 0.05) -> torch.Tensor:
     """1 - cos(v, t): pull each prediction towards its label's vector (the paper's first loss)."""
     return (1 - (predicted * label_vectors[labels]).sum(dim=1)).mean()
 
@@ -25,7 +27,7 @@ def random_wrong_labels(labels: torch.Tensor, num_classes: int, generator: torch
 
 
 def hinge_loss(predicted: torch.Tensor, label_vectors: torch.Tensor, labels: torch.Tensor,
-               margin: float = 0.1, generator: torch.Generator | None = None) -> torch.Tensor:
+               margin: float = 0.1, generator: torch.Generator | None = None, temperature: float = 0.05) -> torch.Tensor:
     """1 - cos(v, t) + max(0, cos(v, t') - margin), t' the vector of one random wrong label.
 
     The paper's second loss: besides pulling towards the right label it pushes away from a
@@ -38,7 +40,7 @@ def hinge_loss(predicted: torch.Tensor, label_vectors: torch.Tensor, labels: tor
 
 
 def rank_loss(predicted: torch.Tensor, label_vectors: torch.Tensor, labels: torch.Tensor,
-              margin: float = 0.1, generator: torch.Generator | None = None) -> torch.Tensor:
+              margin: float = 0.1, generator: torch.Generator | None = None, temperature: float = 0.05) -> torch.Tensor:
     """Frome et al.'s hinge rank loss: sum over wrong labels j of max(0, margin - t.v + t_j.v).
 
     Every wrong label that scores within `margin` of the right one contributes, so the loss
@@ -51,7 +53,19 @@ def rank_loss(predicted: torch.Tensor, label_vectors: torch.Tensor, labels: torc
     return violations.sum(dim=1).mean()
 
 
-LOSSES = {"cosine": cosine_loss, "hinge": hinge_loss, "rank": rank_loss}
+def crossentropy_loss(predicted: torch.Tensor, label_vectors: torch.Tensor, labels: torch.Tensor,
+                      margin: float = 0.1, generator: torch.Generator | None = None,
+                      temperature: float = 0.05) -> torch.Tensor:
+    """Cross-entropy of the cosines to every label, divided by `temperature`.
+
+    Like the rank loss it compares the right label with all wrong ones, but smoothly: every
+    wrong label pushes in proportion to its softmax weight, so the gradient never vanishes
+    while the ranking can still improve. CLIP-style zero-shot models train this way.
+    """
+    return F.cross_entropy(predicted @ label_vectors.T / temperature, labels)
+
+
+LOSSES = {"cosine": cosine_loss, "hinge": hinge_loss, "rank": rank_loss, "crossentropy": crossentropy_loss}
 
 
 def get_loss(name: str):

@@ -39,17 +39,23 @@ class Residual(nn.Module):
         return x + self.inner(x)
 
 
-def cnn_layers(width: int) -> nn.Sequential:
-    """The paper's style: four plain conv blocks, each halving the resolution."""
+def cnn_layers(width: int, stem_pool: bool = False) -> nn.Sequential:
+    """The paper's style: four plain conv blocks, each halving the resolution (the first
+    already pools, so `stem_pool` changes nothing)."""
     w = width
     return nn.Sequential(conv_bn(3, w, pool=True), conv_bn(w, 2 * w, pool=True),
                          conv_bn(2 * w, 4 * w, pool=True), conv_bn(4 * w, 8 * w, pool=True))
 
 
-def resnet9_layers(width: int) -> nn.Sequential:
-    """The 9-layer residual network of the DAWNBench CIFAR-10 entries, which trains in minutes."""
+def resnet9_layers(width: int, stem_pool: bool = False) -> nn.Sequential:
+    """The 9-layer residual network of the DAWNBench CIFAR-10 entries, which trains in minutes.
+
+    With `stem_pool`, the first conv sees the full image and is max-pooled at once, as in
+    ImageNet ResNets: a 64 px image then costs little more than a 32 px one, but the network
+    learns its own downsampling instead of getting a pre-shrunk image.
+    """
     w = width
-    return nn.Sequential(conv_bn(3, w), conv_bn(w, 2 * w, pool=True), Residual(2 * w),
+    return nn.Sequential(conv_bn(3, w, pool=stem_pool), conv_bn(w, 2 * w, pool=True), Residual(2 * w),
                          conv_bn(2 * w, 4 * w, pool=True), conv_bn(4 * w, 8 * w, pool=True), Residual(8 * w))
 
 
@@ -64,6 +70,7 @@ class ModelSpec:
     width: int = 32  # channels of the first conv block; later blocks use 2x, 4x, 8x
     hidden: int = 512  # units of the fully connected layer between the convolutions and the head
     dropout: float = 0.4  # between the conv body and the FC layers, and before the head
+    stem_pool: bool = False  # max-pool right after the first conv (resnet9)
 
 
 class VisualNet(nn.Module):
@@ -75,7 +82,7 @@ class VisualNet(nn.Module):
             raise DeviseError(f"unknown model {spec.name!r}; choose one of {', '.join(ARCHITECTURES)}")
         conv_out = 8 * spec.width
         self.body = nn.Sequential(
-            ARCHITECTURES[spec.name](spec.width),
+            ARCHITECTURES[spec.name](spec.width, spec.stem_pool),
             nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(spec.dropout),
             nn.Linear(conv_out, spec.hidden), nn.ReLU(inplace=True), nn.Dropout(spec.dropout),
         )

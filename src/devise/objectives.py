@@ -29,14 +29,17 @@ class EmbeddingObjective:
     """A named embedding loss against the training classes' label vectors; scores are cosine
     similarities to those vectors, so top-k is the paper's ranked lookup."""
 
-    def __init__(self, label_vectors: torch.Tensor, loss: str = "hinge", margin: float = 0.1):
+    def __init__(self, label_vectors: torch.Tensor, loss: str = "hinge", margin: float = 0.1,
+                 temperature: float = 0.05):
         self.label_vectors = F.normalize(label_vectors.float(), dim=1)
         self.loss_name = loss
         self.loss_fn = get_loss(loss)
         self.margin = margin
+        self.temperature = temperature
 
     def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.loss_fn(outputs.float(), self.label_vectors, labels, self.margin)
+        return self.loss_fn(outputs.float(), self.label_vectors, labels, margin=self.margin,
+                            temperature=self.temperature)
 
     def class_scores(self, outputs: torch.Tensor) -> torch.Tensor:
         return outputs.float() @ self.label_vectors.T

@@ -162,7 +162,7 @@ def build_model(config: TrainConfig, num_classes: int, label_vectors: torch.Tens
     if label_vectors is None:
         return model, SoftmaxObjective(config.label_smoothing)
     model.head = EmbeddingHead(model.feature_dim, label_vectors.shape[1], config.embed_hidden or None)
-    return model, EmbeddingObjective(label_vectors, config.loss, config.margin)
+    return model, EmbeddingObjective(label_vectors, config.loss, config.margin, config.temperature)
 
 
 def inherit_architecture(config: TrainConfig) -> TrainConfig:
@@ -170,7 +170,7 @@ def inherit_architecture(config: TrainConfig) -> TrainConfig:
     if not config.init:
         return config
     source = load_run_config(Path(config.init))
-    return replace(config, model=source.model, width=source.width, hidden=source.hidden)
+    return replace(config, model=source.model, width=source.width, hidden=source.hidden, stem_pool=source.stem_pool)
 
 
 def warm_start(model: VisualNet, folder: Path) -> None:

@@ -1,0 +1,134 @@
+"""Where a training step's time goes, and which settings make it faster: measured, not guessed.
+
+(1) torch.profiler over a few real training steps of a preset's softmax model: the operators
+    with the most self CPU time, and the share of the step spent making the batch;
+(2) the same step under each setting, A/B in rounds, median images/s: bf16 autocast on/off,
+    channels_last on/off, 1 or 2 threads, torch.compile, and image size (what progressive
+    resizing would save per epoch).
+Prints one JSON line per result.
+Usage: python benchmarks/profile_training.py --data-root ../shared/data [--preset cpu] [--model resnet9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import replace
+
+import torch
+from torch.profiler import ProfilerActivity, profile, record_function
+
+from devise.config import TrainConfig
+from devise.data import BatchLoader, Normalizer
+from devise.reproduce import preset_settings
+from devise.train import build_model, load_split, make_optimizer
+
+
+def training_step(config: TrainConfig, num_classes: int, compiled: bool = False):
+    """A fresh model's step function, as train_one_epoch runs it."""
+    torch.manual_seed(0)
+    model, objective = build_model(config, num_classes, None)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    optimizer = make_optimizer(config, model)
+    forward = torch.compile(model) if compiled else model
+
+    def step(images: torch.Tensor, labels: torch.Tensor) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            outputs = forward(images)
+        loss = objective.loss(outputs, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def batches(config: TrainConfig, data, normalizer: Normalizer):
+    while True:
+        yield from BatchLoader(data, config.batch_size, normalizer, shuffle=True, augment=config.augment)
+
+
+def images_per_second(step, source, steps: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        step(*next(source))
+    started, images = time.perf_counter(), 0
+    for _ in range(steps):
+        batch = next(source)
+        step(*batch)
+        images += len(batch[1])
+    return images / (time.perf_counter() - started)
+
+
+def profile_steps(config: TrainConfig, data, normalizer: Normalizer, steps: int) -> None:
+    step = training_step(config, data.num_classes)
+    source = batches(config, data, normalizer)
+    step(*next(source))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            with record_function("make batch"):
+                images, labels = next(source)
+            with record_function("train step"):
+                step(images, labels)
+    events = {e.key: e for e in prof.key_averages()}
+    batch_ms, step_ms = (events[name].cpu_time_total / 1e3 / steps for name in ("make batch", "train step"))
+    print(json.dumps({"benchmark": "profile", "model": config.model, "image_size": config.image_size,
+                      "ms_per_step_making_batch": round(batch_ms, 1), "ms_per_step_training": round(step_ms, 1),
+                      "batch_share": round(batch_ms / (batch_ms + step_ms), 3)}))
+    ops = sorted((e for e in prof.key_averages() if not e.key.startswith(("make batch", "train step", "ProfilerStep"))),
+                 key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops)
+    for e in ops[:12]:
+        print(json.dumps({"benchmark": "profile_op", "op": e.key, "self_ms_per_step": round(e.self_cpu_time_total / 1e3 / steps, 2),
+                          "share": round(e.self_cpu_time_total / total, 3)}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data-root", required=True)
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--model", help="override the preset's model (cnn or resnet9)")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (its first call compiles for minutes)")
+    args = parser.parse_args()
+    config = TrainConfig(**preset_settings(args.preset, "softmax"), data_root=args.data_root)
+    if args.model:
+        config = replace(config, model=args.model)
+    data = load_split(config, "train", progress=False)
+    normalizer = Normalizer.fit(data.images)
+    profile_steps(config, data, normalizer, args.steps)
+
+    threads = torch.get_num_threads()
+    variants = {
+        "as configured": (config, threads, False),
+        "fp32 (no bf16 autocast)": (replace(config, bf16=False), threads, False),
+        "no channels_last": (replace(config, channels_last=False), threads, False),
+        "1 thread": (config, 1, False),
+    }
+    if not args.no_compile:
+        variants["torch.compile"] = (config, threads, True)
+    smaller = max(8, config.image_size * 3 // 4)
+    variants[f"{smaller} px images"] = (replace(config, image_size=smaller), threads, False)
+    data_at = {config.image_size: data}
+    results = {name: [] for name in variants}
+    for _ in range(args.rounds):
+        for name, (variant, n_threads, compiled) in variants.items():
+            if variant.image_size not in data_at:
+                data_at[variant.image_size] = load_split(variant, "train", progress=False)
+            torch.set_num_threads(n_threads)
+            step = training_step(variant, data.num_classes, compiled)
+            results[name].append(images_per_second(step, batches(variant, data_at[variant.image_size], normalizer), args.steps))
+    torch.set_num_threads(threads)
+    baseline = statistics.median(results["as configured"])
+    for name, rates in results.items():
+        print(json.dumps({"benchmark": "setting", "model": config.model, "setting": name,
+                          "images_per_s": [round(r, 1) for r in rates],
+                          "ratio_to_configured": round(statistics.median(rates) / baseline, 2)}))
+
+
+if __name__ == "__main__":
+    main()
