@@ -12,6 +12,7 @@ import devise.train as training
 from devise.config import TrainConfig
 from devise.data import BatchLoader, Normalizer, load_dataset
 from devise.data.pipeline import NO_AUGMENT
+from devise.errors import DeviseError
 from devise.models import ModelSpec, create_model
 from devise.objectives import SoftmaxObjective
 
@@ -109,3 +110,22 @@ def test_evaluation_counts_top1_and_top5():
     loader = [(torch.tensor([[0, 1, 2, 3, 4, 9.0], [9, 0, 0, 0, 0, 0.0]]), torch.tensor([5, 1]))]
     result = training.evaluate(model, loader, SoftmaxObjective(), bf16=False)
     assert result["top1"] == 0.5 and result["top5"] == 0.5
+
+
+def test_progressive_resizing_trains_the_first_epochs_on_small_images(tmp_path, monkeypatch):
+    sizes = []
+    original = training.train_one_epoch
+
+    def spy(model, loader, *args, **kwargs):
+        sizes.append(next(iter(loader))[0].shape[-1])
+        return original(model, loader, *args, **kwargs)
+
+    monkeypatch.setattr(training, "train_one_epoch", spy)
+    run = training.train(toy_config(tmp_path, epochs=3, small_epochs=2, small_size=16), progress=False)
+    assert sizes == [16, 16, 32]
+    assert run.model(torch.zeros(1, 3, 32, 32)).shape == (1, 40), "evaluation stays at the full size"
+
+
+def test_progressive_resizing_needs_a_smaller_size(tmp_path):
+    with pytest.raises(DeviseError, match="--small-size"):
+        training.train(toy_config(tmp_path, small_epochs=1, small_size=32), progress=False)

@@ -61,6 +61,8 @@ class TrainConfig:
     step_epochs: int = 5  # step schedule: multiply the rate by step_gamma every this many epochs
     step_gamma: float = 0.1
     label_smoothing: float = 0.0
+    small_epochs: int = 0  # progressive resizing: the first N epochs train on --small-size images
+    small_size: int = 0  # ... this many pixels square (cheaper per image); 0: off
     # augmentation
     crop_padding: int = 4
     flip: bool = True
@@ -80,6 +82,11 @@ class TrainConfig:
     @property
     def augment(self) -> Augment:
         return Augment(self.crop_padding, self.flip, self.jitter)
+
+    @property
+    def small_augment(self) -> Augment:
+        """The augmentation of the small-image epochs, its crop padding scaled down with the images."""
+        return Augment(round(self.crop_padding * self.small_size / self.image_size), self.flip, self.jitter)
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -124,6 +131,8 @@ def validate(config: TrainConfig) -> None:
         raise DeviseError("--dropout must be in [0, 1)")
     if config.lr <= 0:
         raise DeviseError("--lr must be positive")
+    if config.small_epochs and not 0 < config.small_size < config.image_size:
+        raise DeviseError("--small-epochs needs --small-size between 0 and --image-size")
     if config.temperature <= 0:
         raise DeviseError("--temperature must be positive")
     if config.freeze_epochs and not config.init:

@@ -248,6 +248,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     optimizer = make_optimizer(config, model)
     train_loader = BatchLoader(train_set, config.batch_size, normalizer, shuffle=True, augment=config.augment,
                                seed=config.seed, drop_last=len(train_set) > config.batch_size)
+    small_loader = (BatchLoader(train_set.resized(config.small_size), config.batch_size, normalizer, shuffle=True,
+                                augment=config.small_augment, seed=config.seed, drop_last=train_loader.drop_last)
+                    if config.small_epochs else None)
     val_loader = BatchLoader(val_set, config.eval_batch_size, normalizer, augment=NO_AUGMENT)
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -264,7 +267,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
 
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
-        fit = train_one_epoch(model, train_loader, objective, optimizer, config, epoch, progress)
+        loader = small_loader if epoch < config.small_epochs else train_loader  # progressive resizing
+        fit = train_one_epoch(model, loader, objective, optimizer, config, epoch, progress)
         train_seconds = time.perf_counter() - started
         val = evaluate(model, val_loader, objective, config.bf16)
         rows.append({"epoch": epoch + 1, "lr": fit["lr"], "train_loss": fit["loss"], "train_top1": fit["top1"],
