@@ -104,3 +104,15 @@ def test_predict_on_a_file_that_is_not_an_image_is_one_clear_error(demo, tmp_pat
                             capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == f"devise: error: {bad} is not a readable image (UnidentifiedImageError)"
+
+
+@pytest.mark.parametrize("preset", ["cpu", "cpu-long", "paper", "demo"])
+def test_every_preset_gives_valid_settings_and_warm_starts_devise_from_its_softmax(tmp_path, preset):
+    from devise.config import validate
+    from devise.reproduce import preset_configs
+
+    softmax, devise = preset_configs(preset, tmp_path, None, "unseen", False)
+    for config in (softmax, devise):
+        validate(config)
+    assert (softmax.head, devise.head) == ("softmax", "embedding")
+    assert devise.init == softmax.out and softmax.unseen == devise.unseen > 0

@@ -206,6 +206,7 @@ def print_summary(summary: dict, out: Path) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from devise.data import DATASETS
+    from devise.reproduce import PRESETS
 
     parser = argparse.ArgumentParser(prog="devise", description=(
         "Train and evaluate DeViSE-style visual-semantic embedding models."))
@@ -215,8 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a softmax or embedding model into a run folder",
                                 description="Train a model; settings from flags and/or a TOML file.")
     train.add_argument("--config", help="TOML file of run settings (flags typed override it)")
-    train.add_argument("--preset", help="start from a preset's settings for --head: cpu, paper or demo "
-                                        "(the ones `devise reproduce` uses)")
+    train.add_argument("--preset", choices=list(PRESETS),
+                       help="start from a preset's settings for --head (the ones `devise reproduce` uses)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     add_config_flags(train)
@@ -273,10 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--title", default="devise report")
     report.set_defaults(func=cmd_report)
 
-    from devise.reproduce import PRESETS
-
     reproduce = commands.add_parser("reproduce", help="the whole experiment: train, evaluate, zero-shot, report")
-    reproduce.add_argument("--preset", default="cpu", choices=list(PRESETS), help="settings (default: cpu)")
+    reproduce.add_argument("--preset", default="cpu", choices=list(PRESETS),
+                           help="settings: cpu (about 10 min on 2 cores), cpu-long (under an hour), paper, demo "
+                                "(default: cpu)")
     reproduce.add_argument("--data-root", help="Tiny ImageNet zip or folder")
     reproduce.add_argument("--target", default="unseen",
                            help="zero-shot target: unseen (held-out classes, default), cifar100, folder")
