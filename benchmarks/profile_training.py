@@ -3,8 +3,8 @@
 (1) torch.profiler over a few real training steps of a preset's softmax model: the operators
     with the most self CPU time, and the share of the step spent making the batch;
 (2) the same step under each setting, A/B in rounds, median images/s: bf16 autocast on/off,
-    channels_last on/off, 1 or 2 threads, torch.compile, and image size (what progressive
-    resizing would save per epoch).
+    channels_last on/off, 1 or 2 threads, torch.compile, and the smaller images that progressive
+    resizing trains on first (the preset's --small-size, else half the size).
 Prints one JSON line per result.
 Usage: python benchmarks/profile_training.py --data-root ../shared/data [--preset cpu] [--model resnet9]
 """
@@ -111,7 +111,7 @@ def main() -> None:
     }
     if not args.no_compile:
         variants["torch.compile"] = (config, threads, True)
-    smaller = max(8, config.image_size * 3 // 4)
+    smaller = config.small_size or config.image_size // 2  # what progressive resizing trains on first
     variants[f"{smaller} px images"] = (replace(config, image_size=smaller), threads, False)
     data_at = {config.image_size: data}
     results = {name: [] for name in variants}
