@@ -83,6 +83,22 @@ def test_tiny_imagenet_cache_is_rebuilt_when_the_source_changes(tmp_path):
     assert len(first) == 2 and len(second) == 1
 
 
+def test_tiny_imagenet_resized_copies_are_cached_and_match_a_fresh_resize(tmp_path, monkeypatch):
+    import devise.data.tiny_imagenet as tiny
+
+    base = write_tiny_imagenet_folder(tmp_path / "src")
+    full = load_dataset("tiny-imagenet", base, "train", cache_dir=tmp_path / "cache", progress=False)
+    small = load_dataset("tiny-imagenet", base, "train", image_size=32, cache_dir=tmp_path / "cache", progress=False)
+    assert torch.equal(small.images, full.resized(32).images)
+
+    def no_resize(*args, **kwargs):
+        raise AssertionError("the second load at 32 px should come from the cache")
+
+    monkeypatch.setattr(tiny, "resize_uint8", no_resize)
+    again = load_dataset("tiny-imagenet", base, "train", image_size=32, cache_dir=tmp_path / "cache", progress=False)
+    assert torch.equal(again.images, small.images)
+
+
 def test_cifar100_from_the_official_pickle_format(tmp_path):
     write_cifar100(tmp_path, {"train": 30, "test": 12})
     test = load_dataset("cifar100", tmp_path, "test")

@@ -30,7 +30,7 @@ def load_dataset(
     "folder" (`root/<class>/<image>`), "toy" (generated coloured shapes, no files needed).
     """
     if name == "tiny-imagenet":
-        images = load_tiny_imagenet(root, split, cache_dir, download, progress)
+        images = load_tiny_imagenet(root, split, cache_dir, download, progress, image_size)
     elif name == "cifar100":
         images = load_cifar100(root, split, download)
     elif name == "folder":

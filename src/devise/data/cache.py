@@ -61,5 +61,23 @@ def save_arrays(entry: Path, arrays: dict[str, torch.Tensor], extra: dict) -> No
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def derived_array(entry: Path, name: str, make) -> torch.Tensor:
+    """`entry/name.npy` memory-mapped, made by `make()` and saved (atomically) the first time.
+
+    For arrays computed from a cache entry, such as its images resized to a training size:
+    paying for the resize once instead of at every start."""
+    path = entry / f"{name}.npy"
+    if not path.is_file():
+        fd, tmp = tempfile.mkstemp(prefix=name, suffix=".npy.tmp", dir=entry)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                np.save(file, make().numpy())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return torch.from_numpy(np.load(path, mmap_mode="c"))
+
+
 def load_extra(entry: Path) -> dict:
     return json.loads((entry / "extra.json").read_text())

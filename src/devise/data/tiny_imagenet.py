@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from devise.data.base import ImageSet
-from devise.data.cache import default_cache_dir, load_arrays, load_extra, save_arrays, source_fingerprint
+from devise.data.base import ImageSet, resize_uint8
+from devise.data.cache import default_cache_dir, derived_array, load_arrays, load_extra, save_arrays, source_fingerprint
 from devise.data.sources import FileSource, decode_image
 from devise.errors import DeviseError
 from devise.progress import progress_bar
@@ -30,12 +30,14 @@ def load_tiny_imagenet(
     cache_dir: str | Path | None = None,
     download: bool = False,
     progress: bool = True,
+    image_size: int | None = None,
 ) -> ImageSet:
-    """One split of Tiny ImageNet as an `ImageSet`.
+    """One split of Tiny ImageNet as an `ImageSet`, at `image_size` pixels (default: 64).
 
     `root` is the official zip, its extracted `tiny-imagenet-200` folder, or a folder holding
     either. Without `root`, the archive is looked for in the cache and, with `download=True`,
-    fetched from the official address and checked against its MD5.
+    fetched from the official address and checked against its MD5. Resized copies are cached
+    beside the decoded images, so a second load at the same size is as quick as the first.
     """
     if split not in SPLITS:
         raise DeviseError(f"Tiny ImageNet has splits {', '.join(SPLITS)}, not {split!r}")
@@ -48,10 +50,10 @@ def load_tiny_imagenet(
         save_arrays(entry, arrays, extra)
         arrays = load_arrays(entry)
     extra = load_extra(entry)
-    return ImageSet(
-        arrays[f"{split}_images"], arrays[f"{split}_labels"], extra["class_names"], "tiny-imagenet",
-        class_ids=extra["wnids"],
-    )
+    images = arrays[f"{split}_images"]
+    if image_size and image_size != images.shape[-1]:
+        images = derived_array(entry, f"{split}_images_{image_size}px", lambda: resize_uint8(images, image_size))
+    return ImageSet(images, arrays[f"{split}_labels"], extra["class_names"], "tiny-imagenet", class_ids=extra["wnids"])
 
 
 def locate(root: str | Path | None, cache_dir: Path, download: bool) -> Path:
