@@ -23,10 +23,10 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from devise.config import TrainConfig
 from devise.data import BatchLoader, Normalizer
 from devise.reproduce import preset_settings
-from devise.train import build_model, load_split, make_optimizer
+from devise.train import build_model, load_split, make_optimizer, training_step
 
 
-def training_step(config: TrainConfig, num_classes: int, compiled: bool = False):
+def step_function(config: TrainConfig, num_classes: int, compiled: bool = False):
     """A fresh model's step function, as train_one_epoch runs it."""
     torch.manual_seed(0)
     model, objective = build_model(config, num_classes, None)
@@ -37,12 +37,7 @@ def training_step(config: TrainConfig, num_classes: int, compiled: bool = False)
     forward = torch.compile(model) if compiled else model
 
     def step(images: torch.Tensor, labels: torch.Tensor) -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-            outputs = forward(images)
-        loss = objective.loss(outputs, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        training_step(forward, objective, optimizer, images, labels, config.bf16)
 
     return step
 
@@ -64,7 +59,7 @@ def images_per_second(step, source, steps: int, warmup: int = 2) -> float:
 
 
 def profile_steps(config: TrainConfig, data, normalizer: Normalizer, steps: int) -> None:
-    step = training_step(config, data.num_classes)
+    step = step_function(config, data.num_classes)
     source = batches(config, data, normalizer)
     step(*next(source))
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -120,7 +115,7 @@ def main() -> None:
             if variant.image_size not in data_at:
                 data_at[variant.image_size] = load_split(variant, "train", progress=False)
             torch.set_num_threads(n_threads)
-            step = training_step(variant, data.num_classes, compiled)
+            step = step_function(variant, data.num_classes, compiled)
             results[name].append(images_per_second(step, batches(variant, data_at[variant.image_size], normalizer), args.steps))
     torch.set_num_threads(threads)
     baseline = statistics.median(results["as configured"])

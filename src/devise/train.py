@@ -190,6 +190,18 @@ def set_body_frozen(model: VisualNet, frozen: bool) -> None:
         model.body.eval()
 
 
+def training_step(model: torch.nn.Module, objective, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+                  labels: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on one batch (forward under bf16 autocast if asked); (outputs, loss)."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        outputs = model(images)
+    loss = objective.loss(outputs, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return outputs, loss
+
+
 def train_one_epoch(model: VisualNet, loader: BatchLoader, objective, optimizer: torch.optim.Optimizer,
                     config: TrainConfig, epoch: int, progress: bool) -> dict[str, float]:
     """One pass over the training batches; returns mean loss, top-1, top-5, images and last rate."""
@@ -204,12 +216,7 @@ def train_one_epoch(model: VisualNet, loader: BatchLoader, objective, optimizer:
         lr = learning_rate(config, epoch * steps_per_epoch + step, steps_per_epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-            outputs = model(images)
-        loss = objective.loss(outputs, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        outputs, loss = training_step(model, objective, optimizer, images, labels, config.bf16)
         total_loss += float(loss.detach()) * len(labels)
         for k, n in topk_hits(objective.class_scores(outputs.detach()), labels, (1, 5)).items():
             hits[k] += n
