@@ -46,6 +46,18 @@ def test_warm_start_copies_the_body_and_freezing_keeps_it(softmax_run, tmp_path)
         assert torch.equal(tensor, after[name]), name
 
 
+def test_the_body_learns_at_its_own_fraction_of_the_rate(softmax_run, tmp_path):
+    # With --body-lr-scale 0 the unfrozen body keeps its weights while the new head learns.
+    config = TrainConfig(**SMALL, head="embedding", epochs=1, init=str(softmax_run.folder), body_lr_scale=0.0,
+                         out=str(tmp_path / "still"))
+    run = training.train(config, progress=False)
+    before = dict(softmax_run.model.body.named_parameters())
+    for name, weight in run.model.body.named_parameters():
+        assert torch.equal(weight, before[name]), name
+    optimizer = training.make_optimizer(TrainConfig(**SMALL, body_lr_scale=0.25), run.model)
+    assert sorted({group["lr_scale"] for group in optimizer.param_groups}) == [0.25, 1.0]
+
+
 @pytest.mark.parametrize("loss", ["cosine", "hinge", "crossentropy"])
 def test_each_loss_trains_and_the_random_vector_control_runs(tmp_path, loss):
     config = TrainConfig(**SMALL, head="embedding", loss=loss, epochs=1, random_vectors=(loss == "hinge"),

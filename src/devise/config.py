@@ -49,6 +49,7 @@ class TrainConfig:
     embed_hidden: int = 0  # 0: one linear layer to the embedding (the paper); N: an MLP with N units
     init: str | None = None  # a softmax run folder to warm-start the body from
     freeze_epochs: int = 0  # keep the warm-started body frozen for this many epochs
+    body_lr_scale: float = 1.0  # the body learns at this fraction of --lr (gentle fine-tuning of a warm start)
     # optimisation
     epochs: int = 10
     batch_size: int = 256
@@ -131,6 +132,8 @@ def validate(config: TrainConfig) -> None:
         raise DeviseError("--dropout must be in [0, 1)")
     if config.lr <= 0:
         raise DeviseError("--lr must be positive")
+    if config.body_lr_scale < 0:
+        raise DeviseError("--body-lr-scale must be zero or positive")
     if config.small_epochs and not 0 < config.small_size < config.image_size:
         raise DeviseError("--small-epochs needs --small-size between 0 and --image-size")
     if config.temperature <= 0:

@@ -70,11 +70,17 @@ def seen_only(config: TrainConfig, data: ImageSet) -> ImageSet:
     return keep_classes(data, seen_classes(data, unseen)) if unseen else data
 
 
-def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum or Adam; no weight decay on biases and normalisation weights."""
-    decay = [p for p in model.parameters() if p.dim() > 1]
-    no_decay = [p for p in model.parameters() if p.dim() <= 1]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def make_optimizer(config: TrainConfig, model: VisualNet) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum or Adam; no weight decay on biases and normalisation weights.
+
+    Each group carries an `lr_scale`: the body's is `config.body_lr_scale`, so that a warm-started
+    body can be fine-tuned gently while the new head learns at the full rate.
+    """
+    groups = []
+    for part, scale in ((model.body, config.body_lr_scale), (model.head, 1.0)):
+        params = list(part.parameters())
+        groups += [{"params": [p for p in params if p.dim() > 1], "weight_decay": config.weight_decay, "lr_scale": scale},
+                   {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0, "lr_scale": scale}]
     if config.optimizer == "adam":
         return torch.optim.AdamW(groups, lr=config.lr)
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
@@ -215,7 +221,7 @@ def train_one_epoch(model: VisualNet, loader: BatchLoader, objective, optimizer:
     for step, (images, labels) in enumerate(bar):
         lr = learning_rate(config, epoch * steps_per_epoch + step, steps_per_epoch)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         outputs, loss = training_step(model, objective, optimizer, images, labels, config.bf16)
         total_loss += float(loss.detach()) * len(labels)
         for k, n in topk_hits(objective.class_scores(outputs.detach()), labels, (1, 5)).items():
