@@ -21,23 +21,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from devise.data import BatchLoader
-from devise.data.pipeline import NO_AUGMENT
+from devise.evaluation import model_outputs
 from devise.metrics import hit_at_k
 from devise.train import label_vectors_for, load_run, load_split
 
 
 def frozen_features(run, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(features, labels, the run's own logits) for every image of a split."""
+    """(features, labels, the run's own logits) for every image of a split: the body's outputs,
+    computed as `devise evaluate` computes a model's, then the run's head on them."""
     data = load_split(run.config, split, progress=False)
-    features, logits = [], []
-    run.model.eval()
+    features = model_outputs(replace(run, model=run.model.body), data, progress=False)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=run.config.bf16):
-        for images, _ in BatchLoader(data, 1000, run.normalizer, augment=NO_AUGMENT):
-            body = run.model.body(images)
-            features.append(body.float())
-            logits.append(run.model.head(body).float())
-    return torch.cat(features), data.labels.clone(), torch.cat(logits)
+        logits = run.model.head(features).float()
+    return features, data.labels.clone(), logits
 
 
 def fit_head(train: tuple, label_vectors: torch.Tensor | None, num_classes: int, epochs: int,
