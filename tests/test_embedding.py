@@ -13,6 +13,7 @@ import devise.train as training
 from devise.config import TrainConfig
 from devise.evaluation import evaluate_run
 from devise.errors import DeviseError
+from devise.objectives import SoftmaxTeacher
 
 SMALL = dict(data="toy", image_size=32, model="cnn", width=16, hidden=64, dropout=0.1, batch_size=32,
              optimizer="adam", lr=3e-3, crop_padding=2, bf16=False)
@@ -56,6 +57,36 @@ def test_the_body_learns_at_its_own_fraction_of_the_rate(softmax_run, tmp_path):
         assert torch.equal(weight, before[name]), name
     optimizer = training.make_optimizer(TrainConfig(**SMALL, body_lr_scale=0.25), run.model)
     assert sorted({group["lr_scale"] for group in optimizer.param_groups}) == [0.25, 1.0]
+
+
+def test_a_softmax_teacher_mixes_its_probabilities_into_the_targets():
+    torch.manual_seed(0)
+    model, images, labels = torch.nn.Linear(6, 4), torch.randn(5, 6), torch.tensor([0, 1, 2, 3, 0])
+    probabilities = model(images).softmax(dim=1)
+    one_hot = torch.nn.functional.one_hot(labels, 4).float()
+    assert torch.equal(SoftmaxTeacher(model, 0.0, bf16=False).targets(images, labels), one_hot)
+    assert torch.allclose(SoftmaxTeacher(model, 1.0, bf16=False).targets(images, labels), probabilities)
+    half = SoftmaxTeacher(model, 0.5, bf16=False).targets(images, labels)
+    assert torch.allclose(half, (one_hot + probabilities) / 2)
+    assert torch.allclose(half.sum(dim=1), torch.ones(5))
+
+
+def test_distillation_learns_from_the_init_run_and_needs_a_softmax_one(softmax_run, tmp_path):
+    config = TrainConfig(**SMALL, head="embedding", loss="crossentropy", epochs=2, init=str(softmax_run.folder),
+                         freeze_epochs=1, distill=0.5, out=str(tmp_path / "taught"))
+    run = training.train(config, progress=False)
+    assert evaluate_run(run.folder, progress=False)["hit@5"] > 0.5
+    # While the body is frozen the teacher's targets come from the shared features, and are the same.
+    teacher, images, labels = SoftmaxTeacher(softmax_run.model, 0.5, bf16=False), torch.randn(4, 3, 32, 32), torch.arange(4)
+    with torch.no_grad():
+        features = softmax_run.model.body(images)
+    assert torch.allclose(teacher.targets(features, labels, from_features=True), teacher.targets(images, labels))
+    with pytest.raises(DeviseError, match="softmax run over the same training classes"):
+        training.train(TrainConfig(**SMALL, head="embedding", loss="crossentropy", epochs=1, init=str(run.folder),
+                                   distill=0.5, out=str(tmp_path / "from-devise")), progress=False)
+    with pytest.raises(DeviseError, match="--distill needs"):
+        training.train(TrainConfig(**SMALL, head="embedding", loss="hinge", init=str(softmax_run.folder),
+                                   distill=0.5, out=str(tmp_path / "hinge")), progress=False)
 
 
 @pytest.mark.parametrize("loss", ["cosine", "hinge", "crossentropy"])

@@ -50,6 +50,7 @@ class TrainConfig:
     init: str | None = None  # a softmax run folder to warm-start the body from
     freeze_epochs: int = 0  # keep the warm-started body frozen for this many epochs
     body_lr_scale: float = 1.0  # the body learns at this fraction of --lr (gentle fine-tuning of a warm start)
+    distill: float = 0.0  # weight of the --init softmax run's probabilities in the targets (crossentropy loss)
     # optimisation
     epochs: int = 10
     batch_size: int = 256
@@ -138,5 +139,9 @@ def validate(config: TrainConfig) -> None:
         raise DeviseError("--small-epochs needs --small-size between 0 and --image-size")
     if config.temperature <= 0:
         raise DeviseError("--temperature must be positive")
+    if not 0 <= config.distill <= 1:
+        raise DeviseError("--distill must be in [0, 1]")
+    if config.distill and not (config.head == "embedding" and config.loss == "crossentropy" and config.init):
+        raise DeviseError("--distill needs --head embedding, --loss crossentropy and --init RUN (the softmax teacher)")
     if config.freeze_epochs and not config.init:
         raise DeviseError("--freeze-epochs needs --init RUN (a trained body to keep frozen)")

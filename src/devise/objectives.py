@@ -43,3 +43,29 @@ class EmbeddingObjective:
 
     def class_scores(self, outputs: torch.Tensor) -> torch.Tensor:
         return outputs.float() @ self.label_vectors.T
+
+
+class SoftmaxTeacher:
+    """A trained softmax model whose class probabilities are mixed into the DeViSE model's targets.
+
+    Knowledge distillation (Hinton et al., 2015): the target of each image becomes
+    `(1 - weight) * one-hot + weight * teacher probabilities`. The probabilities the teacher gives
+    the wrong classes say which ones look alike, which is what hit@5 and hit@10 reward, and they
+    steady a warm-started body while it adapts to the new head. Only the crossentropy loss takes
+    such soft targets.
+    """
+
+    def __init__(self, model: torch.nn.Module, weight: float, bf16: bool = True):
+        self.model = model.eval().requires_grad_(False)
+        self.weight = weight
+        self.bf16 = bf16
+
+    @torch.no_grad()
+    def targets(self, inputs: torch.Tensor, labels: torch.Tensor, from_features: bool = False) -> torch.Tensor:
+        """Soft targets for a batch of images, or of their body features when `from_features`
+        (while the student's warm-started body is frozen it computes exactly the teacher's
+        features, so only the teacher's last layer need run)."""
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            logits = self.model.head(inputs) if from_features else self.model(inputs)
+        probabilities = logits.float().softmax(dim=1)
+        return torch.lerp(F.one_hot(labels, probabilities.shape[1]).float(), probabilities, self.weight)

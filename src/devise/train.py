@@ -26,7 +26,7 @@ from devise.data.splits import choose_unseen, keep_classes, seen_classes
 from devise.errors import DeviseError
 from devise.metrics import topk_hits
 from devise.models import EmbeddingHead, VisualNet, create_model
-from devise.objectives import EmbeddingObjective, SoftmaxObjective
+from devise.objectives import EmbeddingObjective, SoftmaxObjective, SoftmaxTeacher
 from devise.progress import progress_bar
 
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_top1", "train_top5", "val_loss", "val_top1", "val_top5",
@@ -189,6 +189,17 @@ def warm_start(model: VisualNet, folder: Path) -> None:
         raise DeviseError(f"{folder} holds a network of another shape; cannot warm-start from it") from None
 
 
+def load_teacher(config: TrainConfig, class_names: list[str]) -> SoftmaxTeacher | None:
+    """With --distill, the --init softmax run as the teacher; it must know the same classes."""
+    if not config.distill:
+        return None
+    teacher = load_run(config.init)
+    if teacher.config.head != "softmax" or teacher.class_names != class_names:
+        raise DeviseError(f"--distill needs {config.init} to be a softmax run over the same training classes")
+    model = teacher.model.to(memory_format=torch.channels_last) if config.channels_last else teacher.model
+    return SoftmaxTeacher(model, config.distill, config.bf16)
+
+
 def set_body_frozen(model: VisualNet, frozen: bool) -> None:
     """Freeze the body's weights and batch-norm statistics, or release them."""
     model.body.requires_grad_(not frozen)
@@ -196,12 +207,19 @@ def set_body_frozen(model: VisualNet, frozen: bool) -> None:
         model.body.eval()
 
 
+@torch.no_grad()
+def body_features(model: VisualNet, images: torch.Tensor, bf16: bool) -> torch.Tensor:
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        return model.body(images)
+
+
 def training_step(model: torch.nn.Module, objective, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-                  labels: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimiser step on one batch (forward under bf16 autocast if asked); (outputs, loss)."""
+                  targets: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on one batch (forward under bf16 autocast if asked); (outputs, loss).
+    `targets` are class indices, or class probabilities for a loss that takes them."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         outputs = model(images)
-    loss = objective.loss(outputs, labels)
+    loss = objective.loss(outputs, targets)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -209,12 +227,15 @@ def training_step(model: torch.nn.Module, objective, optimizer: torch.optim.Opti
 
 
 def train_one_epoch(model: VisualNet, loader: BatchLoader, objective, optimizer: torch.optim.Optimizer,
-                    config: TrainConfig, epoch: int, progress: bool) -> dict[str, float]:
-    """One pass over the training batches; returns mean loss, top-1, top-5, images and last rate."""
+                    config: TrainConfig, epoch: int, progress: bool,
+                    teacher: SoftmaxTeacher | None = None) -> dict[str, float]:
+    """One pass over the training batches; returns mean loss, top-1, top-5, images and last rate.
+    With a teacher, the loss is against its soft targets; top-k still counts the true labels."""
     torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout and negatives, reproducible on resume
     loader.set_epoch(epoch)
     model.train()
-    set_body_frozen(model, epoch < config.freeze_epochs)
+    frozen = epoch < config.freeze_epochs
+    set_body_frozen(model, frozen)
     steps_per_epoch = len(loader)
     total_loss, hits, seen, lr = 0.0, {1: 0, 5: 0}, 0, config.lr
     bar = progress_bar(loader, progress, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, unit="batch")
@@ -222,7 +243,10 @@ def train_one_epoch(model: VisualNet, loader: BatchLoader, objective, optimizer:
         lr = learning_rate(config, epoch * steps_per_epoch + step, steps_per_epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
-        outputs, loss = training_step(model, objective, optimizer, images, labels, config.bf16)
+        # A frozen body's output is fixed: compute it once outside autograd and train the head on it.
+        step_model, inputs = (model.head, body_features(model, images, config.bf16)) if frozen else (model, images)
+        targets = labels if teacher is None else teacher.targets(inputs, labels, from_features=frozen)
+        outputs, loss = training_step(step_model, objective, optimizer, inputs, targets, config.bf16)
         total_loss += float(loss.detach()) * len(labels)
         for k, n in topk_hits(objective.class_scores(outputs.detach()), labels, (1, 5)).items():
             hits[k] += n
@@ -256,6 +280,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     model, objective = build_model(config, train_set.num_classes, label_vectors)
     if config.init and not resume:
         warm_start(model, Path(config.init))
+    teacher = load_teacher(config, train_set.class_names)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model)
@@ -281,7 +306,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         loader = small_loader if epoch < config.small_epochs else train_loader  # progressive resizing
-        fit = train_one_epoch(model, loader, objective, optimizer, config, epoch, progress)
+        fit = train_one_epoch(model, loader, objective, optimizer, config, epoch, progress, teacher)
         train_seconds = time.perf_counter() - started
         val = evaluate(model, val_loader, objective, config.bf16)
         rows.append({"epoch": epoch + 1, "lr": fit["lr"], "train_loss": fit["loss"], "train_top1": fit["top1"],
