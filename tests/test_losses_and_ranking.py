@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from devise.losses import cosine_loss, crossentropy_loss, get_loss, hinge_loss, random_wrong_labels, rank_loss
 from devise.metrics import chance_hit_at_k, hit_at_k
 from devise.errors import DeviseError
+from devise import rank
 from devise.rank import rank_topk
 
 # Three label vectors on the unit circle of a 2-d space: at 0, 90 and 180 degrees.
@@ -106,3 +107,32 @@ def test_chunked_ranking_equals_brute_force(chunk_size, group):
     expected = brute.topk(10, dim=1)
     assert torch.equal(index, expected.indices)
     assert torch.allclose(scores, expected.values, atol=1e-6)
+
+
+def test_near_ties_that_the_bf16_screen_cannot_settle_are_ranked_exactly(monkeypatch):
+    # 30 directions, each in every group of words with tiny noise: all groups have near-equal best
+    # scores, closer than bf16 can tell apart, so the screen cannot prove its top k for most queries.
+    generator = torch.Generator().manual_seed(5)
+    directions = torch.randn(30, 50, generator=generator).repeat(100, 1)
+    vocabulary = F.normalize(directions + 1e-4 * torch.randn(3000, 50, generator=generator), dim=1)
+    queries = F.normalize(torch.randn(40, 50, generator=generator), dim=1)
+    exact_rows = []
+    original = rank.exact_topk
+    monkeypatch.setattr(rank, "exact_topk", lambda q, *args: exact_rows.append(len(q)) or original(q, *args))
+    scores, index = rank.rank_topk(queries, vocabulary, k=10, normalized=True, group=8)
+    brute = queries @ vocabulary.T
+    expected = brute.topk(10, dim=1).values
+    assert sum(exact_rows) > 0, "the fallback ran"
+    # Words this close can swap places between two float32 summation orders: compare their scores.
+    assert torch.allclose(brute.gather(1, index), expected, atol=1e-6)
+    assert torch.allclose(scores, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("dim", [16, 50, 384])
+def test_the_bf16_screen_stays_within_its_error_bound(dim):
+    generator = torch.Generator().manual_seed(6)
+    vocabulary = F.normalize(torch.randn(64 * 50, dim, generator=generator), dim=1)
+    queries = F.normalize(torch.randn(30, dim, generator=generator), dim=1)
+    maxima = rank.group_maxima(queries, vocabulary.to(torch.bfloat16), chunk_size=640, group=64)
+    exact = (queries @ vocabulary.T).view(30, 50, 64).amax(dim=2)
+    assert (maxima - exact).abs().max() <= rank.screening_error(dim)
