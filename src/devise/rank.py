@@ -29,7 +29,7 @@ def rank_topk(queries: torch.Tensor, vocabulary: torch.Tensor, k: int, chunk_siz
 
     `queries` is N x D, `vocabulary` V x D. Rows are L2-normalised here unless `normalized`.
     The result is exact (float32 scores). Vocabulary rows are cut into groups of `group`; a
-    bfloat16 multiply (2-4x faster than float32 on CPUs with AVX-512 BF16) gives each group's
+    bfloat16 multiply (far faster than float32 on CPUs with AVX-512 BF16) gives each group's
     best score to within `screening_error`, and the `candidates` groups with the highest such
     maxima are scored exactly. Every word left out scores at most the best left-out maximum plus
     that error, so when the k-th exact score is at least that high the top k is proven. Queries
