@@ -95,6 +95,15 @@ def test_resume_after_a_stop_matches_an_uninterrupted_run(tmp_path, monkeypatch)
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2", "3"]
 
 
+def test_resuming_a_checkpoint_whose_optimiser_does_not_fit_is_one_clear_error(tmp_path):
+    run = training.train(toy_config(tmp_path, epochs=1), progress=False)
+    state = training.load_checkpoint(run.folder / "checkpoint.pt")
+    state["optimizer"]["param_groups"] = state["optimizer"]["param_groups"][:2]  # an older layout
+    training.save_checkpoint(run.folder / "checkpoint.pt", state)
+    with pytest.raises(DeviseError, match="does not fit this version"):
+        training.train(toy_config(tmp_path, epochs=2), resume=True, progress=False)
+
+
 def test_learning_rate_schedules():
     config = TrainConfig(epochs=4, lr=1.0, schedule="onecycle", warmup=0.25)
     rates = [training.learning_rate(config, step, 10) for step in range(40)]

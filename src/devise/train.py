@@ -299,7 +299,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     if resume:
         state = load_checkpoint(checkpoint_path)
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except ValueError:  # e.g. written before the optimiser split the body from the head
+            raise DeviseError(f"{checkpoint_path}: its optimiser state does not fit this version of devise; "
+                              "start the run again in a new --out") from None
         start_epoch = int(state["epoch"])
         rows = [r for r in read_metrics(folder / "metrics.csv") if r["epoch"] <= start_epoch]
 
