@@ -42,32 +42,41 @@ def rank_topk(queries: torch.Tensor, vocabulary: torch.Tensor, k: int, chunk_siz
     candidates = max(candidates, math.ceil(k / group) + 1)
     if queries.shape[0] == 0 or vocabulary.shape[0] <= candidates * group:
         return exact_topk(queries, vocabulary, k, chunk_size, max_scores, group)
-    padding = -vocabulary.shape[0] % group  # zero rows: score 0, dropped after rescoring
-    padded = F.pad(vocabulary, (0, 0, 0, padding))
-    screen = padded.to(torch.bfloat16)
     chunk_size = max(group, chunk_size // group * group)
+    padded = F.pad(vocabulary, (0, 0, 0, -vocabulary.shape[0] % group))  # zero rows, dropped after rescoring
+    screen = padded.to(torch.bfloat16)
     query_block = max(1, max_scores // chunk_size)
-    margin = screening_error(vocabulary.shape[1])
     scores, index = [], []
     for q in range(0, queries.shape[0], query_block):
         block = queries[q : q + query_block]
         maxima = group_maxima(block, screen, chunk_size, group)
-        block_scores, block_index = torch.empty(len(block), k), torch.empty(len(block), k, dtype=torch.int64)
-        todo = torch.arange(len(block))
-        for width in (candidates, 8 * candidates):  # widen for the queries the first round cannot prove
-            width = min(width, maxima.shape[1])
-            best = maxima[todo].topk(width, dim=1)
-            top_scores, top_index = rescore(block[todo], padded, best.indices, k, group, vocabulary.shape[0])
-            proven = (top_scores[:, -1] >= best.values[:, -1] + margin) | (width == maxima.shape[1])
-            block_scores[todo[proven]], block_index[todo[proven]] = top_scores[proven], top_index[proven]
-            todo = todo[~proven]
-            if not len(todo):
-                break
-        if len(todo):
-            block_scores[todo], block_index[todo] = exact_topk(block[todo], vocabulary, k, chunk_size, max_scores, group)
+        block_scores, block_index, unproven = screened_topk(block, padded, maxima, k, group, vocabulary.shape[0],
+                                                            candidates)
+        if len(unproven):
+            block_scores[unproven], block_index[unproven] = exact_topk(block[unproven], vocabulary, k, chunk_size,
+                                                                       max_scores, group)
         scores.append(block_scores)
         index.append(block_index)
     return torch.cat(scores), torch.cat(index)
+
+
+def screened_topk(queries: torch.Tensor, padded: torch.Tensor, maxima: torch.Tensor, k: int, group: int, words: int,
+                  candidates: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The proven exact top k of each query from its best-screened groups: `candidates` of them,
+    then 8x as many for the queries the first round cannot prove; (scores, index, rows unproven)."""
+    margin = screening_error(padded.shape[1])
+    scores, index = torch.empty(len(queries), k), torch.empty(len(queries), k, dtype=torch.int64)
+    todo = torch.arange(len(queries))
+    for width in (candidates, 8 * candidates):
+        width = min(width, maxima.shape[1])
+        best = maxima[todo].topk(width, dim=1)
+        top_scores, top_index = rescore(queries[todo], padded, best.indices, k, group, words)
+        proven = (top_scores[:, -1] >= best.values[:, -1] + margin) | (width == maxima.shape[1])
+        scores[todo[proven]], index[todo[proven]] = top_scores[proven], top_index[proven]
+        todo = todo[~proven]
+        if not len(todo):
+            break
+    return scores, index, todo
 
 
 def group_maxima(queries: torch.Tensor, screen: torch.Tensor, chunk_size: int, group: int) -> torch.Tensor:
