@@ -38,8 +38,9 @@ PRESETS: dict[str, dict] = {
                        dropout=0.2, batch_size=256, crop_padding=8, flip=True),
         "softmax": dict(epochs=15, small_epochs=5, small_size=32, optimizer="sgd", lr=0.2, weight_decay=5e-4,
                         schedule="onecycle", label_smoothing=0.1),
-        "devise": dict(epochs=4, freeze_epochs=1, loss="crossentropy", temperature=0.05, embed_hidden=512,
-                       vectors="minilm", optimizer="adam", lr=1e-3, weight_decay=5e-5, schedule="cosine"),
+        "devise": dict(epochs=4, freeze_epochs=2, loss="crossentropy", temperature=0.05, embed_hidden=512,
+                       vectors="minilm", distill=0.8, body_lr_scale=0.3, optimizer="adam", lr=1e-3,
+                       weight_decay=5e-5, schedule="cosine"),
         "unseen": 20, "vocabulary": "target",
     },
     "paper": {

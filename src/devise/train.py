@@ -47,10 +47,16 @@ class Run:
 
 def load_data(config: TrainConfig, progress: bool) -> tuple[ImageSet, ImageSet]:
     """The training and validation sets a run sees (held-out classes removed from both)."""
-    train = load_split(config, "train", progress=progress)
+    return load_training_set(config, config.image_size, progress), load_split(config, config.val_split, progress=progress)
+
+
+def load_training_set(config: TrainConfig, image_size: int, progress: bool) -> ImageSet:
+    """The training images a run sees, at `image_size` pixels (the run's, or the small size of
+    progressive resizing: a dataset's cached copy at that size when it keeps one)."""
+    train = load_split(replace(config, image_size=image_size), "train", progress=progress)
     if config.train_limit:
         train = train.subset(torch.arange(min(config.train_limit, len(train))))
-    return train, load_split(config, config.val_split, progress=progress)
+    return train
 
 
 def load_split(config: TrainConfig, split: str, data_root: str | None = None, progress: bool = True) -> ImageSet:
@@ -286,9 +292,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     optimizer = make_optimizer(config, model)
     train_loader = BatchLoader(train_set, config.batch_size, normalizer, shuffle=True, augment=config.augment,
                                seed=config.seed, drop_last=len(train_set) > config.batch_size)
-    small_loader = (BatchLoader(train_set.resized(config.small_size), config.batch_size, normalizer, shuffle=True,
-                                augment=config.small_augment, seed=config.seed, drop_last=train_loader.drop_last)
-                    if config.small_epochs else None)
+    small_loader = None
+    if config.small_epochs:  # progressive resizing: the same images, smaller
+        small_loader = BatchLoader(load_training_set(config, config.small_size, progress), config.batch_size,
+                                   normalizer, shuffle=True, augment=config.small_augment, seed=config.seed,
+                                   drop_last=train_loader.drop_last)
     val_loader = BatchLoader(val_set, config.eval_batch_size, normalizer, augment=NO_AUGMENT)
 
     folder.mkdir(parents=True, exist_ok=True)
