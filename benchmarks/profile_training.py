@@ -3,8 +3,9 @@
 (1) torch.profiler over a few real training steps of a preset's softmax model: the operators
     with the most self CPU time, and the share of the step spent making the batch;
 (2) the same step under each setting, A/B in rounds, median images/s: bf16 autocast on/off,
-    channels_last on/off, 1 or 2 threads, torch.compile, and the smaller images that progressive
-    resizing trains on first (the preset's --small-size, else half the size).
+    channels_last on/off, freed memory kept for the next step (as `devise train` does) or returned
+    to the OS (glibc's default), 1 or 2 threads, torch.compile, and the smaller images that
+    progressive resizing trains on first (the preset's --small-size, else half the size).
 Prints one JSON line per result.
 Usage: python benchmarks/profile_training.py --data-root ../shared/data [--preset cpu] [--model resnet9]
 """
@@ -12,6 +13,7 @@ Usage: python benchmarks/profile_training.py --data-root ../shared/data [--prese
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -22,6 +24,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from devise.config import TrainConfig
 from devise.data import BatchLoader, Normalizer
+from devise.memory import freed_memory_kept
 from devise.reproduce import preset_settings
 from devise.train import build_model, load_split, make_optimizer, training_step
 
@@ -95,28 +98,32 @@ def main() -> None:
         config = replace(config, model=args.model)
     data = load_split(config, "train", progress=False)
     normalizer = Normalizer.fit(data.images)
-    profile_steps(config, data, normalizer, args.steps)
+    with freed_memory_kept():  # as `devise train` runs its steps
+        profile_steps(config, data, normalizer, args.steps)
 
     threads = torch.get_num_threads()
-    variants = {
-        "as configured": (config, threads, False),
-        "fp32 (no bf16 autocast)": (replace(config, bf16=False), threads, False),
-        "no channels_last": (replace(config, channels_last=False), threads, False),
-        "1 thread": (config, 1, False),
+    variants = {  # name: (settings, threads, compiled, freed memory kept)
+        "as configured": (config, threads, False, True),
+        "fp32 (no bf16 autocast)": (replace(config, bf16=False), threads, False, True),
+        "no channels_last": (replace(config, channels_last=False), threads, False, True),
+        "freed memory returned to the OS (glibc default)": (config, threads, False, False),
+        "1 thread": (config, 1, False, True),
     }
     if not args.no_compile:
-        variants["torch.compile"] = (config, threads, True)
+        variants["torch.compile"] = (config, threads, True, True)
     smaller = config.small_size or config.image_size // 2  # what progressive resizing trains on first
-    variants[f"{smaller} px images"] = (replace(config, image_size=smaller), threads, False)
+    variants[f"{smaller} px images"] = (replace(config, image_size=smaller), threads, False, True)
     data_at = {config.image_size: data}
     results = {name: [] for name in variants}
     for _ in range(args.rounds):
-        for name, (variant, n_threads, compiled) in variants.items():
+        for name, (variant, n_threads, compiled, kept) in variants.items():
             if variant.image_size not in data_at:
                 data_at[variant.image_size] = load_split(variant, "train", progress=False)
             torch.set_num_threads(n_threads)
             step = step_function(variant, data.num_classes, compiled)
-            results[name].append(images_per_second(step, batches(variant, data_at[variant.image_size], normalizer), args.steps))
+            with freed_memory_kept() if kept else contextlib.nullcontext():
+                results[name].append(images_per_second(step, batches(variant, data_at[variant.image_size], normalizer),
+                                                       args.steps))
     torch.set_num_threads(threads)
     baseline = statistics.median(results["as configured"])
     for name, rates in results.items():

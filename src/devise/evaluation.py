@@ -9,6 +9,7 @@ import torch
 
 from devise.data import BatchLoader, ImageSet
 from devise.data.pipeline import NO_AUGMENT
+from devise.memory import freed_memory_kept
 from devise.metrics import HIT_KS, chance_hit_at_k, hit_at_k
 from devise.progress import progress_bar
 from devise.train import Run, load_run, load_split
@@ -19,7 +20,7 @@ def model_outputs(run: Run, data: ImageSet, batch_size: int = 1000, progress: bo
     loader = BatchLoader(data, batch_size, run.normalizer, augment=NO_AUGMENT)
     outputs = []
     run.model.eval()
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=run.config.bf16):
+    with freed_memory_kept(), torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=run.config.bf16):
         for images, _ in progress_bar(loader, progress, desc=f"evaluating {run.folder.name}", unit="batch"):
             outputs.append(run.model(images).float())
     return torch.cat(outputs)

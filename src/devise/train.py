@@ -24,6 +24,7 @@ from devise.data import BatchLoader, ImageSet, Normalizer, load_dataset
 from devise.data.pipeline import NO_AUGMENT
 from devise.data.splits import choose_unseen, keep_classes, seen_classes
 from devise.errors import DeviseError
+from devise.memory import freed_memory_kept
 from devise.metrics import topk_hits
 from devise.models import EmbeddingHead, VisualNet, create_model
 from devise.objectives import EmbeddingObjective, SoftmaxObjective, SoftmaxTeacher
@@ -315,27 +316,28 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
         start_epoch = int(state["epoch"])
         rows = [r for r in read_metrics(folder / "metrics.csv") if r["epoch"] <= start_epoch]
 
-    for epoch in range(start_epoch, config.epochs):
-        started = time.perf_counter()
-        loader = small_loader if epoch < config.small_epochs else train_loader  # progressive resizing
-        fit = train_one_epoch(model, loader, objective, optimizer, config, epoch, progress, teacher)
-        train_seconds = time.perf_counter() - started
-        val = evaluate(model, val_loader, objective, config.bf16)
-        rows.append({"epoch": epoch + 1, "lr": fit["lr"], "train_loss": fit["loss"], "train_top1": fit["top1"],
-                     "train_top5": fit["top5"], "val_loss": val["loss"], "val_top1": val["top1"],
-                     "val_top5": val["top5"], "epoch_seconds": time.perf_counter() - started,
-                     "images_per_second": fit["images"] / train_seconds})
-        write_metrics(folder / "metrics.csv", rows)
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                 "class_names": train_set.class_names, "normalizer": [list(normalizer.mean), list(normalizer.std)]}
-        if label_vectors is not None:
-            state["label_vectors"] = label_vectors
-        save_checkpoint(checkpoint_path, state)
-        plot_run(folder, rows)
-        if progress:
-            print(f"epoch {epoch + 1}/{config.epochs}: train loss {rows[-1]['train_loss']:.3f} "
-                  f"top1 {rows[-1]['train_top1']:.3f} | val loss {val['loss']:.3f} top1 {val['top1']:.3f} "
-                  f"top5 {val['top5']:.3f} | {rows[-1]['epoch_seconds']:.0f}s", flush=True)
+    with freed_memory_kept():  # each step reuses the last one's memory: no page faults
+        for epoch in range(start_epoch, config.epochs):
+            started = time.perf_counter()
+            loader = small_loader if epoch < config.small_epochs else train_loader  # progressive resizing
+            fit = train_one_epoch(model, loader, objective, optimizer, config, epoch, progress, teacher)
+            train_seconds = time.perf_counter() - started
+            val = evaluate(model, val_loader, objective, config.bf16)
+            rows.append({"epoch": epoch + 1, "lr": fit["lr"], "train_loss": fit["loss"], "train_top1": fit["top1"],
+                         "train_top5": fit["top5"], "val_loss": val["loss"], "val_top1": val["top1"],
+                         "val_top5": val["top5"], "epoch_seconds": time.perf_counter() - started,
+                         "images_per_second": fit["images"] / train_seconds})
+            write_metrics(folder / "metrics.csv", rows)
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                     "class_names": train_set.class_names, "normalizer": [list(normalizer.mean), list(normalizer.std)]}
+            if label_vectors is not None:
+                state["label_vectors"] = label_vectors
+            save_checkpoint(checkpoint_path, state)
+            plot_run(folder, rows)
+            if progress:
+                print(f"epoch {epoch + 1}/{config.epochs}: train loss {rows[-1]['train_loss']:.3f} "
+                      f"top1 {rows[-1]['train_top1']:.3f} | val loss {val['loss']:.3f} top1 {val['top1']:.3f} "
+                      f"top5 {val['top5']:.3f} | {rows[-1]['epoch_seconds']:.0f}s", flush=True)
     write_summary(folder, config, rows)
     return Run(config, model, normalizer, train_set.class_names, objective, folder)
 
