@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -87,6 +88,26 @@ def test_distillation_learns_from_the_init_run_and_needs_a_softmax_one(softmax_r
     with pytest.raises(DeviseError, match="--distill needs"):
         training.train(TrainConfig(**SMALL, head="embedding", loss="hinge", init=str(softmax_run.folder),
                                    distill=0.5, out=str(tmp_path / "hinge")), progress=False)
+
+
+def test_a_snapshot_of_an_earlier_epoch_warm_starts_a_run_taught_by_the_finished_one(tmp_path, monkeypatch):
+    softmax = training.train(TrainConfig(**SMALL, epochs=3, snapshot_epoch=2, out=str(tmp_path / "softmax")),
+                             progress=False)
+    snapshot = training.load_checkpoint(tmp_path / "softmax" / "checkpoint-epoch2.pt")
+    assert snapshot["epoch"] == 2
+    assert not all(torch.equal(w, softmax.model.state_dict()[k]) for k, w in snapshot["model"].items())
+    shared = []  # the teacher's last layer on the student's features, or the whole teacher on the images
+    targets = SoftmaxTeacher.targets
+    monkeypatch.setattr(SoftmaxTeacher, "targets", lambda teacher, inputs, labels, from_features=False:
+                        shared.append(from_features) or targets(teacher, inputs, labels, from_features))
+    config = TrainConfig(**SMALL, head="embedding", loss="crossentropy", epochs=1, freeze_epochs=1, distill=0.5,
+                         init=str(softmax.folder), init_epoch=2, out=str(tmp_path / "devise"))
+    run = training.train(config, progress=False)
+    for name, weight in run.model.body.state_dict().items():
+        assert torch.equal(weight, snapshot["model"]["body." + name]), name
+    assert shared and not any(shared), "a body of epoch 2 is not the teacher's: the teacher must see the images"
+    with pytest.raises(DeviseError, match="train it with --snapshot-epoch 1"):
+        training.train(replace(config, init_epoch=1, out=str(tmp_path / "no-snapshot")), progress=False)
 
 
 @pytest.mark.parametrize("loss", ["cosine", "hinge", "crossentropy"])

@@ -48,6 +48,8 @@ class TrainConfig:
     random_vectors: bool = False  # control: random unit label vectors of the same size
     embed_hidden: int = 0  # 0: one linear layer to the embedding (the paper); N: an MLP with N units
     init: str | None = None  # a softmax run folder to warm-start the body from
+    init_epoch: int = 0  # warm-start from the --init run's weights after this epoch (its snapshot); 0: its last
+    snapshot_epoch: int = 0  # also keep this epoch's weights (checkpoint-epochN.pt) for a later --init-epoch
     freeze_epochs: int = 0  # keep the warm-started body frozen for this many epochs
     body_lr_scale: float = 1.0  # the body learns at this fraction of --lr (gentle fine-tuning of a warm start)
     distill: float = 0.0  # weight of the --init softmax run's probabilities in the targets (crossentropy loss)
@@ -143,5 +145,9 @@ def validate(config: TrainConfig) -> None:
         raise DeviseError("--distill must be in [0, 1]")
     if config.distill and not (config.head == "embedding" and config.loss == "crossentropy" and config.init):
         raise DeviseError("--distill needs --head embedding, --loss crossentropy and --init RUN (the softmax teacher)")
+    if config.init_epoch and not config.init:
+        raise DeviseError("--init-epoch needs --init RUN (the run whose snapshot to start from)")
+    if not 0 <= config.snapshot_epoch <= config.epochs or config.init_epoch < 0:
+        raise DeviseError("--snapshot-epoch must be between 0 and --epochs, and --init-epoch not negative")
     if config.freeze_epochs and not config.init:
         raise DeviseError("--freeze-epochs needs --init RUN (a trained body to keep frozen)")

@@ -186,9 +186,18 @@ def inherit_architecture(config: TrainConfig) -> TrainConfig:
     return replace(config, model=source.model, width=source.width, hidden=source.hidden, stem_pool=source.stem_pool)
 
 
-def warm_start(model: VisualNet, folder: Path) -> None:
-    """Copy the body (convolutions and FC layers) of a trained run; the head stays new."""
-    state = load_checkpoint(folder / "checkpoint.pt")["model"]
+def snapshot_path(folder: Path, epoch: int) -> Path:
+    """Where a run keeps the weights of one earlier epoch (`--snapshot-epoch`)."""
+    return folder / f"checkpoint-epoch{epoch}.pt"
+
+
+def warm_start(model: VisualNet, folder: Path, epoch: int = 0) -> None:
+    """Copy the body (convolutions and FC layers) of a trained run, as it was after `epoch`
+    (its snapshot) or at its end; the head stays new."""
+    path = snapshot_path(folder, epoch) if epoch else folder / "checkpoint.pt"
+    if epoch and not path.is_file():
+        raise DeviseError(f"{folder} kept no weights of epoch {epoch}: train it with --snapshot-epoch {epoch}")
+    state = load_checkpoint(path)["model"]
     body = {key[len("body."):]: value for key, value in state.items() if key.startswith("body.")}
     try:
         model.body.load_state_dict(body)
@@ -252,7 +261,12 @@ def train_one_epoch(model: VisualNet, loader: BatchLoader, objective, optimizer:
             group["lr"] = lr * group["lr_scale"]
         # A frozen body's output is fixed: compute it once outside autograd and train the head on it.
         step_model, inputs = (model.head, body_features(model, images, config.bf16)) if frozen else (model, images)
-        targets = labels if teacher is None else teacher.targets(inputs, labels, from_features=frozen)
+        if teacher is None:
+            targets = labels
+        elif frozen and not config.init_epoch:  # the body is the teacher's own: its features serve both
+            targets = teacher.targets(inputs, labels, from_features=True)
+        else:
+            targets = teacher.targets(images, labels)
         outputs, loss = training_step(step_model, objective, optimizer, inputs, targets, config.bf16)
         total_loss += float(loss.detach()) * len(labels)
         for k, n in topk_hits(objective.class_scores(outputs.detach()), labels, (1, 5)).items():
@@ -286,7 +300,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
     normalizer = Normalizer.fit(train_set.images)
     model, objective = build_model(config, train_set.num_classes, label_vectors)
     if config.init and not resume:
-        warm_start(model, Path(config.init))
+        warm_start(model, Path(config.init), config.init_epoch)
     teacher = load_teacher(config, train_set.class_names)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -333,6 +347,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
             if label_vectors is not None:
                 state["label_vectors"] = label_vectors
             save_checkpoint(checkpoint_path, state)
+            if epoch + 1 == config.snapshot_epoch:  # for a later run's --init-epoch
+                save_checkpoint(snapshot_path(folder, epoch + 1), {"model": state["model"], "epoch": epoch + 1})
             plot_run(folder, rows)
             if progress:
                 print(f"epoch {epoch + 1}/{config.epochs}: train loss {rows[-1]['train_loss']:.3f} "
