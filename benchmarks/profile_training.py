@@ -3,9 +3,10 @@
 (1) torch.profiler over a few real training steps of a preset's softmax model: the operators
     with the most self CPU time, and the share of the step spent making the batch;
 (2) the same step under each setting, A/B in rounds, median images/s: bf16 autocast on/off,
-    channels_last on/off, freed memory kept for the next step (as `devise train` does) or returned
-    to the OS (glibc's default), 1 or 2 threads, torch.compile, and the smaller images that
-    progressive resizing trains on first (the preset's --small-size, else half the size).
+    channels_last on/off, 1 or 2 threads, torch.compile, and the smaller images that progressive
+    resizing trains on first (the preset's --small-size, else half the size).
+All of it with freed memory kept for the next step, as `devise train` runs; what that is worth
+is measured by benchmarks/train_throughput.py, in fresh processes.
 Prints one JSON line per result.
 Usage: python benchmarks/profile_training.py --data-root ../shared/data [--preset cpu] [--model resnet9]
 """
@@ -13,7 +14,6 @@ Usage: python benchmarks/profile_training.py --data-root ../shared/data [--prese
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import time
@@ -102,26 +102,25 @@ def main() -> None:
         profile_steps(config, data, normalizer, args.steps)
 
     threads = torch.get_num_threads()
-    variants = {  # name: (settings, threads, compiled, freed memory kept)
-        "as configured": (config, threads, False, True),
-        "fp32 (no bf16 autocast)": (replace(config, bf16=False), threads, False, True),
-        "no channels_last": (replace(config, channels_last=False), threads, False, True),
-        "freed memory returned to the OS (glibc default)": (config, threads, False, False),
-        "1 thread": (config, 1, False, True),
+    variants = {
+        "as configured": (config, threads, False),
+        "fp32 (no bf16 autocast)": (replace(config, bf16=False), threads, False),
+        "no channels_last": (replace(config, channels_last=False), threads, False),
+        "1 thread": (config, 1, False),
     }
     if not args.no_compile:
-        variants["torch.compile"] = (config, threads, True, True)
+        variants["torch.compile"] = (config, threads, True)
     smaller = config.small_size or config.image_size // 2  # what progressive resizing trains on first
-    variants[f"{smaller} px images"] = (replace(config, image_size=smaller), threads, False, True)
+    variants[f"{smaller} px images"] = (replace(config, image_size=smaller), threads, False)
     data_at = {config.image_size: data}
     results = {name: [] for name in variants}
     for _ in range(args.rounds):
-        for name, (variant, n_threads, compiled, kept) in variants.items():
+        for name, (variant, n_threads, compiled) in variants.items():
             if variant.image_size not in data_at:
                 data_at[variant.image_size] = load_split(variant, "train", progress=False)
             torch.set_num_threads(n_threads)
             step = step_function(variant, data.num_classes, compiled)
-            with freed_memory_kept() if kept else contextlib.nullcontext():
+            with freed_memory_kept():
                 results[name].append(images_per_second(step, batches(variant, data_at[variant.image_size], normalizer),
                                                        args.steps))
     torch.set_num_threads(threads)

@@ -4,7 +4,9 @@
     memory kept for the next step (`devise.memory`, as `devise train` does);
 (b) plain: a torch Dataset that decodes each JPEG from the zip with PIL and applies torchvision
     transforms per image, through a DataLoader with 2 workers, fp32.
-Same model (the default CNN), same batch size, at 32 and 64 px, measured A/B/A/B in one run.
+(c) devise as (a) but with glibc's default allocator, which returns freed memory to the OS.
+Same model (the default CNN), same batch size, at 32 and 64 px, measured A/B/C/A/B/C in one run,
+each measurement in a fresh process (malloc settings cannot be undone within one).
 The training step's FLOPs (torch's FlopCounterMode) divided by its time, against a large bf16
 and fp32 matrix multiply measured in the same run, gives the fraction of the machine's peak.
 Usage: python benchmarks/train_throughput.py --data-root ../shared/data [--steps 20] [--rounds 2]
@@ -13,9 +15,11 @@ Usage: python benchmarks/train_throughput.py --data-root ../shared/data [--steps
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import io
 import json
+import multiprocessing
 import statistics
 import time
 
@@ -91,6 +95,45 @@ def matmul_flops(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
     return 2 * n**3 / statistics.median(times)
 
 
+CONTENDERS = ("devise", "devise, freed memory returned (glibc's default)", "plain")
+
+
+def measure(method: str, size: int, data_root: str, batch_size: int, steps: int) -> float:
+    """Training images per second of one contender at one image size, in this process."""
+    config = TrainConfig()
+    torch.manual_seed(0)
+    model = create_model(config.model_spec, 200)
+    fast = method != "plain"
+    if fast:
+        data = load_dataset("tiny-imagenet", data_root, "train", image_size=size, progress=False)
+        model = model.to(memory_format=torch.channels_last)
+        batches = BatchLoader(data, batch_size, Normalizer.fit(data.images), shuffle=True, augment=config.augment)
+    else:
+        batches = torch.utils.data.DataLoader(PlainTinyImageNet(data_root, size), batch_size, shuffle=True,
+                                              num_workers=2, persistent_workers=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    with freed_memory_kept() if method == "devise" else contextlib.nullcontext():
+        return images_per_second(batches, step_fn(model, optimizer, fast), steps)
+
+
+def in_fresh_process(function, *args):
+    """`function(*args)` in a new Python process: malloc's settings cannot be put back once
+    changed (glibc then stops adapting its mmap threshold), so each contender starts clean."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(function, *args).result()
+
+
+def step_flops_per_image(size: int, data_root: str, batch_size: int) -> float:
+    """FLOPs of one training step of the default CNN (torch's FlopCounterMode), per image."""
+    data = load_dataset("tiny-imagenet", data_root, "train", image_size=size, progress=False)
+    model = create_model(TrainConfig().model_spec, 200).to(memory_format=torch.channels_last)
+    images, labels = next(iter(BatchLoader(data, batch_size, Normalizer.fit(data.images))))
+    with FlopCounterMode(display=False) as counter:
+        step_fn(model, torch.optim.SGD(model.parameters(), lr=0.01), True)(images, labels)
+    return counter.get_total_flops() / batch_size
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data-root", required=True)
@@ -98,42 +141,27 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
-    config = TrainConfig()
     peak = {"bf16": matmul_flops(torch.bfloat16), "fp32": matmul_flops(torch.float32)}
     print(json.dumps({"benchmark": "peak_matmul", "bf16_gflops": round(peak["bf16"] / 1e9, 1),
-                      "fp32_gflops": round(peak["fp32"] / 1e9, 1)}))
+                      "fp32_gflops": round(peak["fp32"] / 1e9, 1)}), flush=True)
     for size in (32, 64):
-        data = load_dataset("tiny-imagenet", args.data_root, "train", image_size=size, progress=False)
-        normalizer = Normalizer.fit(data.images)
-        results = {"devise": [], "plain": []}
-        for _ in range(args.rounds):  # A/B/A/B
-            for method in ("devise", "plain"):
-                torch.manual_seed(0)
-                model = create_model(config.model_spec, 200)
-                fast = method == "devise"
-                if fast:
-                    model = model.to(memory_format=torch.channels_last)
-                    batches = BatchLoader(data, args.batch_size, normalizer, shuffle=True, augment=config.augment)
-                else:
-                    batches = torch.utils.data.DataLoader(PlainTinyImageNet(args.data_root, size), args.batch_size,
-                                                          shuffle=True, num_workers=2, persistent_workers=False)
-                optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-                with freed_memory_kept() if fast else contextlib.nullcontext():
-                    results[method].append(images_per_second(batches, step_fn(model, optimizer, fast), args.steps))
-        model = create_model(config.model_spec, 200).to(memory_format=torch.channels_last)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-        images, labels = next(iter(BatchLoader(data, args.batch_size, normalizer)))
-        with FlopCounterMode(display=False) as counter:
-            step_fn(model, optimizer, True)(images, labels)
-        flops_per_image = counter.get_total_flops() / args.batch_size
-        ours, plain = statistics.median(results["devise"]), statistics.median(results["plain"])
+        results = {method: [] for method in CONTENDERS}
+        for _ in range(args.rounds):  # A/B/C/A/B/C
+            for method in CONTENDERS:
+                results[method].append(in_fresh_process(measure, method, size, args.data_root, args.batch_size,
+                                                        args.steps))
+        flops_per_image = step_flops_per_image(size, args.data_root, args.batch_size)
+        ours, default_malloc, plain = (statistics.median(results[method]) for method in CONTENDERS)
         print(json.dumps({"benchmark": "train_throughput", "image_size": size, "batch_size": args.batch_size,
                           "devise_images_per_s": [round(x, 1) for x in results["devise"]],
+                          "devise_default_malloc_images_per_s": [round(x, 1) for x in results[CONTENDERS[1]]],
                           "plain_images_per_s": [round(x, 1) for x in results["plain"]],
                           "speedup_median": round(ours / plain, 2),
+                          "freed_memory_kept_speedup": round(ours / default_malloc, 2),
                           "gflops_per_image_train_step": round(flops_per_image / 1e9, 3),
                           "achieved_gflops": round(ours * flops_per_image / 1e9, 1),
-                          "fraction_of_bf16_matmul_peak": round(ours * flops_per_image / peak["bf16"], 3)}))
+                          "fraction_of_bf16_matmul_peak": round(ours * flops_per_image / peak["bf16"], 3)}),
+              flush=True)
 
 
 if __name__ == "__main__":

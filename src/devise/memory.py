@@ -39,8 +39,9 @@ def set_malloc(settings: dict[int, int]) -> None:
 
 @contextlib.contextmanager
 def freed_memory_kept() -> Iterator[None]:
-    """Inside: freed memory stays in the process. After the outermost block: glibc's defaults
-    again, and what the heap holds unused goes back to the OS (`malloc_trim`)."""
+    """Inside: freed memory stays in the process. After the outermost block: glibc's default
+    values again (though glibc no longer adapts its mmap threshold once a program has set it), and
+    what the heap holds unused goes back to the OS (`malloc_trim`)."""
     global _depth
     if _depth == 0:
         set_malloc(KEEP)
