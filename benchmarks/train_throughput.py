@@ -20,6 +20,7 @@ import contextlib
 import io
 import json
 import multiprocessing
+import resource
 import statistics
 import time
 
@@ -72,16 +73,20 @@ def step_fn(model, optimizer, fast: bool):
     return step
 
 
-def images_per_second(batches, step, steps: int) -> float:
+def images_per_second(batches, step, steps: int) -> tuple[float, float]:
+    """Training images per second over `steps` steps after a warm-up one, and the minor page
+    faults of this process per step (fresh pages the kernel had to map and zero)."""
     iterator = iter(batches)
     step(*next(iterator))  # warm-up
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     started = time.perf_counter()
     count = 0
     for _ in range(steps):
         images, labels = next(iterator)
         step(images, labels)
         count += len(labels)
-    return count / (time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return count / seconds, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps
 
 
 def matmul_flops(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
@@ -98,8 +103,8 @@ def matmul_flops(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
 CONTENDERS = ("devise", "devise, freed memory returned (glibc's default)", "plain")
 
 
-def measure(method: str, size: int, data_root: str, batch_size: int, steps: int) -> float:
-    """Training images per second of one contender at one image size, in this process."""
+def measure(method: str, size: int, data_root: str, batch_size: int, steps: int) -> tuple[float, float]:
+    """(images per second, page faults per step) of one contender at one image size, in this process."""
     config = TrainConfig()
     torch.manual_seed(0)
     model = create_model(config.model_spec, 200)
@@ -145,17 +150,21 @@ def main() -> None:
     print(json.dumps({"benchmark": "peak_matmul", "bf16_gflops": round(peak["bf16"] / 1e9, 1),
                       "fp32_gflops": round(peak["fp32"] / 1e9, 1)}), flush=True)
     for size in (32, 64):
-        results = {method: [] for method in CONTENDERS}
+        results, faults = {method: [] for method in CONTENDERS}, {method: [] for method in CONTENDERS}
         for _ in range(args.rounds):  # A/B/C/A/B/C
             for method in CONTENDERS:
-                results[method].append(in_fresh_process(measure, method, size, args.data_root, args.batch_size,
-                                                        args.steps))
+                rate, faults_per_step = in_fresh_process(measure, method, size, args.data_root, args.batch_size,
+                                                         args.steps)
+                results[method].append(rate)
+                faults[method].append(faults_per_step)
         flops_per_image = step_flops_per_image(size, args.data_root, args.batch_size)
         ours, default_malloc, plain = (statistics.median(results[method]) for method in CONTENDERS)
         print(json.dumps({"benchmark": "train_throughput", "image_size": size, "batch_size": args.batch_size,
                           "devise_images_per_s": [round(x, 1) for x in results["devise"]],
                           "devise_default_malloc_images_per_s": [round(x, 1) for x in results[CONTENDERS[1]]],
                           "plain_images_per_s": [round(x, 1) for x in results["plain"]],
+                          "page_faults_per_step_median": {method: round(statistics.median(faults[method]))
+                                                          for method in CONTENDERS},
                           "speedup_median": round(ours / plain, 2),
                           "freed_memory_kept_speedup": round(ours / default_malloc, 2),
                           "gflops_per_image_train_step": round(flops_per_image / 1e9, 3),
