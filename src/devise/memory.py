@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 from collections.abc import Iterator
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # mallopt parameters, from glibc's malloc.h
@@ -21,6 +22,7 @@ KEEP = {M_TRIM_THRESHOLD: 2**31 - 1, M_MMAP_MAX: 0}  # never trim (up to 2 GiB),
 _depth = 0  # nested `freed_memory_kept` blocks: only the outermost one switches
 
 
+@functools.cache  # looked up once, not at every block
 def glibc() -> ctypes.CDLL | None:
     """The C library if it is glibc (it has `gnu_get_libc_version` and `mallopt`), else None."""
     try:
