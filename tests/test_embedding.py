@@ -70,6 +70,11 @@ def test_a_softmax_teacher_mixes_its_probabilities_into_the_targets():
     half = SoftmaxTeacher(model, 0.5, bf16=False).targets(images, labels)
     assert torch.allclose(half, (one_hot + probabilities) / 2)
     assert torch.allclose(half.sum(dim=1), torch.ones(5))
+    # A temperature of 2 softens the teacher: the same ranking, less mass on its first choice.
+    soft = SoftmaxTeacher(model, 1.0, bf16=False, temperature=2.0).targets(images, labels)
+    assert torch.allclose(soft, (model(images) / 2).softmax(dim=1))
+    assert torch.equal(soft.argsort(dim=1), probabilities.argsort(dim=1))
+    assert (soft.max(dim=1).values < probabilities.max(dim=1).values).all()
 
 
 def test_distillation_learns_from_the_init_run_and_needs_a_softmax_one(softmax_run, tmp_path):
@@ -88,6 +93,8 @@ def test_distillation_learns_from_the_init_run_and_needs_a_softmax_one(softmax_r
     with pytest.raises(DeviseError, match="--distill needs"):
         training.train(TrainConfig(**SMALL, head="embedding", loss="hinge", init=str(softmax_run.folder),
                                    distill=0.5, out=str(tmp_path / "hinge")), progress=False)
+    with pytest.raises(DeviseError, match="--distill-temperature must be positive"):
+        training.train(replace(config, distill_temperature=0.0, out=str(tmp_path / "frozen-teacher")), progress=False)
 
 
 def test_a_snapshot_of_an_earlier_epoch_warm_starts_a_run_taught_by_the_finished_one(tmp_path, monkeypatch):

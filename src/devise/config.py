@@ -53,6 +53,7 @@ class TrainConfig:
     freeze_epochs: int = 0  # keep the warm-started body frozen for this many epochs
     body_lr_scale: float = 1.0  # the body learns at this fraction of --lr (gentle fine-tuning of a warm start)
     distill: float = 0.0  # weight of the --init softmax run's probabilities in the targets (crossentropy loss)
+    distill_temperature: float = 1.0  # the teacher's logits are divided by it first: above 1 spreads its probabilities
     # optimisation
     epochs: int = 10
     batch_size: int = 256
@@ -143,6 +144,8 @@ def validate(config: TrainConfig) -> None:
         raise DeviseError("--temperature must be positive")
     if not 0 <= config.distill <= 1:
         raise DeviseError("--distill must be in [0, 1]")
+    if config.distill_temperature <= 0:
+        raise DeviseError("--distill-temperature must be positive")
     if config.distill and not (config.head == "embedding" and config.loss == "crossentropy" and config.init):
         raise DeviseError("--distill needs --head embedding, --loss crossentropy and --init RUN (the softmax teacher)")
     if config.init_epoch and not config.init:

@@ -52,13 +52,15 @@ class SoftmaxTeacher:
     `(1 - weight) * one-hot + weight * teacher probabilities`. The probabilities the teacher gives
     the wrong classes say which ones look alike, which is what hit@5 and hit@10 reward, and they
     steady a warm-started body while it adapts to the new head. Only the crossentropy loss takes
-    such soft targets.
+    such soft targets. A `temperature` above 1 divides the teacher's logits first, as Hinton et al.
+    do, so that more of its probability reaches the runners-up.
     """
 
-    def __init__(self, model: torch.nn.Module, weight: float, bf16: bool = True):
+    def __init__(self, model: torch.nn.Module, weight: float, bf16: bool = True, temperature: float = 1.0):
         self.model = model.eval().requires_grad_(False)
         self.weight = weight
         self.bf16 = bf16
+        self.temperature = temperature
 
     @torch.no_grad()
     def targets(self, inputs: torch.Tensor, labels: torch.Tensor, from_features: bool = False) -> torch.Tensor:
@@ -67,5 +69,5 @@ class SoftmaxTeacher:
         features, so only the teacher's last layer need run)."""
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             logits = self.model.head(inputs) if from_features else self.model(inputs)
-        probabilities = logits.float().softmax(dim=1)
+        probabilities = (logits.float() / self.temperature).softmax(dim=1)
         return torch.lerp(F.one_hot(labels, probabilities.shape[1]).float(), probabilities, self.weight)

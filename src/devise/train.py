@@ -213,7 +213,7 @@ def load_teacher(config: TrainConfig, class_names: list[str]) -> SoftmaxTeacher 
     if teacher.config.head != "softmax" or teacher.class_names != class_names:
         raise DeviseError(f"--distill needs {config.init} to be a softmax run over the same training classes")
     model = teacher.model.to(memory_format=torch.channels_last) if config.channels_last else teacher.model
-    return SoftmaxTeacher(model, config.distill, config.bf16)
+    return SoftmaxTeacher(model, config.distill, config.bf16, config.distill_temperature)
 
 
 def set_body_frozen(model: VisualNet, frozen: bool) -> None:
