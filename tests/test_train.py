@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -112,6 +113,12 @@ def test_learning_rate_schedules():
     assert [training.learning_rate(step, s, 10) for s in (0, 19, 20, 39)] == pytest.approx([1, 1, 0.1, 0.1])
     cosine = TrainConfig(epochs=4, lr=1.0, schedule="cosine")
     assert training.learning_rate(cosine, 0, 10) == 1.0 and training.learning_rate(cosine, 20, 10) == pytest.approx(0.5)
+    # One frozen epoch, then three: each phase runs the cosine from the top to nearly zero.
+    phases = replace(cosine, freeze_epochs=1, phase_schedules=True)
+    assert [training.learning_rate(phases, s, 10) for s in (0, 5, 10, 25)] == pytest.approx([1, 0.5, 1, 0.5])
+    assert training.learning_rate(phases, 9, 10) < 0.03 and training.learning_rate(phases, 39, 10) < 0.01
+    with pytest.raises(DeviseError, match="--phase-schedules needs --freeze-epochs"):
+        training.train(replace(phases, init="somewhere", freeze_epochs=4), progress=False)
 
 
 def test_evaluation_counts_top1_and_top5():

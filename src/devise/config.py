@@ -51,6 +51,7 @@ class TrainConfig:
     init_epoch: int = 0  # warm-start from the --init run's weights after this epoch (its snapshot); 0: its last
     snapshot_epoch: int = 0  # also keep this epoch's weights (checkpoint-epochN.pt) for a later --init-epoch
     freeze_epochs: int = 0  # keep the warm-started body frozen for this many epochs
+    phase_schedules: bool = False  # the frozen epochs, then the rest, each run the whole rate schedule
     body_lr_scale: float = 1.0  # the body learns at this fraction of --lr (gentle fine-tuning of a warm start)
     distill: float = 0.0  # weight of the --init softmax run's probabilities in the targets (crossentropy loss)
     distill_temperature: float = 1.0  # the teacher's logits are divided by it first: above 1 spreads its probabilities
@@ -154,3 +155,5 @@ def validate(config: TrainConfig) -> None:
         raise DeviseError("--snapshot-epoch must be between 0 and --epochs, and --init-epoch not negative")
     if config.freeze_epochs and not config.init:
         raise DeviseError("--freeze-epochs needs --init RUN (a trained body to keep frozen)")
+    if config.phase_schedules and not 0 < config.freeze_epochs < config.epochs:
+        raise DeviseError("--phase-schedules needs --freeze-epochs between 0 and --epochs (two phases)")

@@ -94,8 +94,13 @@ def make_optimizer(config: TrainConfig, model: VisualNet) -> torch.optim.Optimiz
 
 
 def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """The rate at a global step: a plain function of the step, so resuming needs no state."""
+    """The rate at a global step: a plain function of the step, so resuming needs no state.
+    With `phase_schedules`, the frozen epochs and the unfrozen ones each run the schedule from its
+    start to its end: the new head settles fully before the body starts to move."""
     total = config.epochs * steps_per_epoch
+    if config.phase_schedules:
+        frozen_steps = config.freeze_epochs * steps_per_epoch
+        step, total = (step, frozen_steps) if step < frozen_steps else (step - frozen_steps, total - frozen_steps)
     progress = step / max(1, total)
     if config.schedule == "onecycle":
         if progress < config.warmup:
