@@ -103,17 +103,22 @@ def matmul_flops(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
 CONTENDERS = ("devise", "devise, freed memory returned (glibc's default)", "plain")
 
 
+def devise_model_and_batches(size: int, data_root: str, batch_size: int):
+    """Our way: the default CNN in channels_last, shuffled and augmented uint8 batches from memory."""
+    config = TrainConfig()
+    data = load_dataset("tiny-imagenet", data_root, "train", image_size=size, progress=False)
+    model = create_model(config.model_spec, 200).to(memory_format=torch.channels_last)
+    return model, BatchLoader(data, batch_size, Normalizer.fit(data.images), shuffle=True, augment=config.augment)
+
+
 def measure(method: str, size: int, data_root: str, batch_size: int, steps: int) -> tuple[float, float]:
     """(images per second, page faults per step) of one contender at one image size, in this process."""
-    config = TrainConfig()
     torch.manual_seed(0)
-    model = create_model(config.model_spec, 200)
     fast = method != "plain"
     if fast:
-        data = load_dataset("tiny-imagenet", data_root, "train", image_size=size, progress=False)
-        model = model.to(memory_format=torch.channels_last)
-        batches = BatchLoader(data, batch_size, Normalizer.fit(data.images), shuffle=True, augment=config.augment)
+        model, batches = devise_model_and_batches(size, data_root, batch_size)
     else:
+        model = create_model(TrainConfig().model_spec, 200)
         batches = torch.utils.data.DataLoader(PlainTinyImageNet(data_root, size), batch_size, shuffle=True,
                                               num_workers=2, persistent_workers=False)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
@@ -131,9 +136,8 @@ def in_fresh_process(function, *args):
 
 def step_flops_per_image(size: int, data_root: str, batch_size: int) -> float:
     """FLOPs of one training step of the default CNN (torch's FlopCounterMode), per image."""
-    data = load_dataset("tiny-imagenet", data_root, "train", image_size=size, progress=False)
-    model = create_model(TrainConfig().model_spec, 200).to(memory_format=torch.channels_last)
-    images, labels = next(iter(BatchLoader(data, batch_size, Normalizer.fit(data.images))))
+    model, batches = devise_model_and_batches(size, data_root, batch_size)
+    images, labels = next(iter(batches))
     with FlopCounterMode(display=False) as counter:
         step_fn(model, torch.optim.SGD(model.parameters(), lr=0.01), True)(images, labels)
     return counter.get_total_flops() / batch_size
