@@ -39,7 +39,7 @@ PRESETS: dict[str, dict] = {
         "softmax": dict(epochs=15, small_epochs=5, small_size=32, optimizer="sgd", lr=0.2, weight_decay=5e-4,
                         schedule="onecycle", label_smoothing=0.1),
         "devise": dict(epochs=6, freeze_epochs=6, loss="crossentropy", temperature=0.05, embed_hidden=1024,
-                       vectors="minilm", distill=0.8, distill_temperature=4.0, optimizer="adam", lr=1e-3,
+                       vectors="minilm", distill=0.8, distill_temperature=3.0, optimizer="adam", lr=1e-3,
                        weight_decay=5e-5, schedule="cosine"),
         "unseen": 20, "vocabulary": "target",
     },
