@@ -100,7 +100,10 @@ def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float
     total = config.epochs * steps_per_epoch
     if config.phase_schedules:
         frozen_steps = config.freeze_epochs * steps_per_epoch
-        step, total = (step, frozen_steps) if step < frozen_steps else (step - frozen_steps, total - frozen_steps)
+        if step < frozen_steps:
+            total = frozen_steps
+        else:
+            step, total = step - frozen_steps, total - frozen_steps
     progress = step / max(1, total)
     if config.schedule == "onecycle":
         if progress < config.warmup:
