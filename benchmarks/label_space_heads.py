@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from devise.evaluation import model_outputs
 from devise.metrics import hit_at_k
+from devise.hardware import autocast, inference_bf16
 from devise.train import label_vectors_for, load_run, load_split
 
 
@@ -32,7 +33,7 @@ def frozen_features(run, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.
     computed as `devise evaluate` computes a model's, then the run's head on them."""
     data = load_split(run.config, split, progress=False)
     features = model_outputs(replace(run, model=run.model.body), data, progress=False)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=run.config.bf16):
+    with torch.no_grad(), autocast(run.device, inference_bf16(run.config.bf16, run.device)):
         logits = run.model.head(features).float()
     return features, data.labels.clone(), logits
 

@@ -24,6 +24,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from devise.config import TrainConfig
 from devise.data import BatchLoader, Normalizer
+from devise.hardware import use_bf16
 from devise.memory import freed_memory_kept
 from devise.reproduce import preset_settings
 from devise.train import build_model, load_split, make_optimizer, training_step
@@ -94,6 +95,7 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (its first call compiles for minutes)")
     args = parser.parse_args()
     config = TrainConfig(**preset_settings(args.preset, "softmax"), data_root=args.data_root)
+    config = replace(config, bf16=use_bf16(torch.device("cpu"), config.bf16))  # as `devise train` decides
     if args.model:
         config = replace(config, model=args.model)
     data = load_split(config, "train", progress=False)
@@ -104,7 +106,7 @@ def main() -> None:
     threads = torch.get_num_threads()
     variants = {
         "as configured": (config, threads, False),
-        "fp32 (no bf16 autocast)": (replace(config, bf16=False), threads, False),
+        "bf16 switched": (replace(config, bf16=not config.bf16), threads, False),
         "no channels_last": (replace(config, channels_last=False), threads, False),
         "1 thread": (config, 1, False),
     }

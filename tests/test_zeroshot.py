@@ -87,7 +87,7 @@ def test_the_held_out_split_never_lets_an_unseen_class_into_training(held_out_ru
     assert len(unseen["names"]) == 8
     assert not set(unseen["names"]) & set(softmax.class_names)
     assert len(softmax.class_names) == 32 and devise.class_names == softmax.class_names
-    train_set, val_set = training.load_data(softmax.config, progress=False)
+    train_set, _, val_set = training.load_data(softmax.config, progress=False)
     assert train_set.num_classes == 32 and int(train_set.labels.max()) == 31
     assert not set(unseen["ids"]) & set(train_set.class_ids) and not set(unseen["ids"]) & set(val_set.class_ids)
 

@@ -26,12 +26,24 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     for field in fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
-        if field.type in ("bool", bool):
+        if field.type in ("bool", "bool | None", bool):
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
                                help=f"default: {default}")
         else:
             kind = {"int": int, "float": float}.get(str(field.type), str)
             group.add_argument(flag, type=kind, default=None, metavar=field.name.upper(), help=f"default: {default}")
+
+
+def add_device_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto",
+                        help="auto (a CUDA GPU if there is one, else the CPU), cpu, cuda or cuda:N (default: auto)")
+
+
+def is_main_process() -> bool:
+    """False in the processes torchrun starts besides rank 0: they train, rank 0 reports."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def config_from_args(args: argparse.Namespace):
@@ -63,8 +75,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from devise.train import train
 
     config = config_from_args(args)
-    run = train(config, resume=args.resume, progress=not args.quiet)
-    print(json.dumps(json.loads((run.folder / "summary.json").read_text())))
+    run = train(config, resume=args.resume, progress=not args.quiet, device=args.device)
+    if is_main_process():
+        print(json.dumps(json.loads((run.folder / "summary.json").read_text())))
     return 0
 
 
@@ -107,7 +120,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise DeviseError("--labels needs one label per run")
     results = {}
     for folder in args.runs:
-        result = evaluate_run(folder, args.split, args.data_root, progress=not args.quiet)
+        result = evaluate_run(folder, args.split, args.data_root, progress=not args.quiet, device=args.device)
         name = args.labels[len(results)] if args.labels else Path(folder).name
         results[name] = result
         hits = " ".join(f"{key}={value:.4f}" for key, value in result.items() if key.startswith("hit@"))
@@ -148,7 +161,7 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
         except ValueError:
             raise DeviseError(f"--example-images takes comma-separated numbers, not {args.example_images!r}") from None
     results = run_zero_shot(args.runs, args.target, args.target_root, args.vocabulary, args.vectors, args.conse_top,
-                            args.out, examples, progress=not args.quiet, download=args.download)
+                            args.out, examples, progress=not args.quiet, download=args.download, device=args.device)
     print(f"target {results['target']}: {results['images']} images, {results['target_classes']} classes, "
           f"label space {results['label_space']}, vocabulary {results['vocabulary']}")
     for name, entry in results["models"].items():
@@ -164,7 +177,7 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from devise.predict import Predictor
 
-    predictor = Predictor.load(args.run, args.vocabulary, conse=args.conse)
+    predictor = Predictor.load(args.run, args.vocabulary, device=args.device, conse=args.conse)
     results = predictor.predict(args.images, top=args.top)
     for image, ranked in zip(args.images, results):
         if args.json:
@@ -185,15 +198,16 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from devise.reproduce import reproduce
 
     summary = reproduce(args.preset, args.data_root, args.out, args.target, args.target_root, args.download,
-                        args.cache_dir, progress=not args.quiet)
-    print_summary(summary, Path(args.out))
+                        args.cache_dir, progress=not args.quiet, device=args.device, budget=args.budget)
+    if summary is not None:  # None in torchrun's processes other than rank 0
+        print_summary(summary, Path(args.out))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from devise.reproduce import reproduce
 
-    print_summary(reproduce("demo", out=args.out, progress=not args.quiet), Path(args.out))
+    print_summary(reproduce("demo", out=args.out, progress=not args.quiet, device=args.device), Path(args.out))
     return 0
 
 
@@ -220,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start from a preset's settings for --head (the ones `devise reproduce` uses)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    add_device_flag(train)
     add_config_flags(train)
     train.set_defaults(func=cmd_train)
 
@@ -237,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--plot", help="PNG of hit@k against k for all runs")
     evaluate.add_argument("--labels", nargs="+", help="names of the runs in the output and plot")
     evaluate.add_argument("--quiet", action="store_true")
+    add_device_flag(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
     zeroshot = commands.add_parser("zeroshot", help="zero-shot hit@k and semantic similarity: DeViSE, ConSE, softmax",
@@ -255,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     zeroshot.add_argument("--examples", type=int, default=6, help="random target images in examples.png (default: 6)")
     zeroshot.add_argument("--example-images", help="chosen target image indices for examples.png, e.g. 3,17,42")
     zeroshot.add_argument("--quiet", action="store_true")
+    add_device_flag(zeroshot)
     zeroshot.set_defaults(func=cmd_zeroshot)
 
     predict = commands.add_parser("predict", help="ranked labels with scores for image files")
@@ -265,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top", type=int, default=5)
     predict.add_argument("--conse", action="store_true", help="for a softmax run: rank the vocabulary through ConSE")
     predict.add_argument("--json", action="store_true", help="one JSON object per image")
+    add_device_flag(predict)
     predict.set_defaults(func=cmd_predict)
 
     report = commands.add_parser("report", help="one self-contained HTML page about runs and zero-shot results")
@@ -276,8 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     reproduce = commands.add_parser("reproduce", help="the whole experiment: train, evaluate, zero-shot, report")
     reproduce.add_argument("--preset", default="cpu", choices=list(PRESETS),
-                           help="settings: cpu (about 10 min on 2 cores), cpu-long (under an hour), paper, demo "
-                                "(default: cpu)")
+                           help="settings: cpu (about 10 min on a 2-core CPU with native bf16), cpu-long (under "
+                                "an hour there), gpu (one GPU), paper, demo (default: cpu)")
     reproduce.add_argument("--data-root", help="Tiny ImageNet zip or folder")
     reproduce.add_argument("--target", default="unseen",
                            help="zero-shot target: unseen (held-out classes, default), cifar100, folder")
@@ -285,12 +303,17 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--download", action="store_true", help="fetch datasets that are not on disk")
     reproduce.add_argument("--cache-dir")
     reproduce.add_argument("--out", default="runs/reproduce", help="output folder (default: runs/reproduce)")
+    reproduce.add_argument("--budget", type=float, metavar="MINUTES",
+                           help="finish within this many minutes: measure this host's speed first, then train "
+                                "each epoch on the share of its images that fits")
     reproduce.add_argument("--quiet", action="store_true")
+    add_device_flag(reproduce)
     reproduce.set_defaults(func=cmd_reproduce)
 
     demo = commands.add_parser("demo", help="the whole pipeline on the generated toy set, in about a minute")
     demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     demo.add_argument("--quiet", action="store_true")
+    add_device_flag(demo)
     demo.set_defaults(func=cmd_demo)
 
     from devise.vectors import DEFAULT_RULE, RULES, SOURCES

@@ -57,6 +57,8 @@ class TrainConfig:
     distill_temperature: float = 1.0  # the teacher's logits are divided by it first: above 1 spreads its probabilities
     # optimisation
     epochs: int = 10
+    epoch_images: int = 0  # train on this many images an epoch, a fresh draw each time (0: all); set by --budget
+    val_images: int = 0  # validate each epoch on this many evenly spaced images (0: all); set by --budget
     batch_size: int = 256
     optimizer: str = "sgd"  # sgd (Nesterov momentum) or adam
     lr: float = 0.2
@@ -75,7 +77,7 @@ class TrainConfig:
     jitter: float = 0.0
     # machinery
     seed: int = 0
-    bf16: bool = True  # bfloat16 autocast (fast on CPUs with AVX-512 BF16 or AMX)
+    bf16: bool | None = None  # bfloat16 autocast; unset: where the device computes bf16 natively (recorded)
     channels_last: bool = True
     threads: int = 0  # torch threads; 0: torch's default
     eval_batch_size: int = 1000
@@ -133,6 +135,10 @@ def validate(config: TrainConfig) -> None:
     for name in ("epochs", "batch_size", "image_size", "width", "hidden"):
         if getattr(config, name) <= 0:
             raise DeviseError(f"--{name.replace('_', '-')} must be positive")
+    if config.epoch_images and config.epoch_images < config.batch_size:
+        raise DeviseError("--epoch-images must be 0 (all) or at least --batch-size")
+    if config.val_images < 0:
+        raise DeviseError("--val-images must be 0 (all) or positive")
     if not 0 <= config.dropout < 1:
         raise DeviseError("--dropout must be in [0, 1)")
     if config.lr <= 0:

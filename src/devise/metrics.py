@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 
-def topk_hits(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]) -> dict[int, int]:
-    """How many rows have their true label among the k highest scores, for each k.
+def topk_counts(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]) -> torch.Tensor:
+    """How many rows have their true label among the k highest scores, one count per k, left on
+    the scores' device (a training loop on a GPU adds them up without waiting for each step).
 
     Ties are broken by `torch.topk`'s order; k larger than the number of classes counts all.
     """
@@ -14,7 +15,12 @@ def topk_hits(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]) -
     top = scores.topk(k_max, dim=1).indices
     found = top == labels[:, None]
     cumulative = found.cumsum(dim=1).clamp_(max=1)
-    return {k: int(cumulative[:, min(k, k_max) - 1].sum()) for k in ks}
+    return cumulative[:, [min(k, k_max) - 1 for k in ks]].sum(dim=0)
+
+
+def topk_hits(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]) -> dict[int, int]:
+    """`topk_counts` as a dict {k: count}."""
+    return dict(zip(ks, topk_counts(scores, labels, ks).tolist()))
 
 
 HIT_KS = (1, 2, 3, 5, 10, 20)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from devise.hardware import autocast
 from devise.losses import get_loss
 
 
@@ -42,7 +43,7 @@ class EmbeddingObjective:
                             temperature=self.temperature)
 
     def class_scores(self, outputs: torch.Tensor) -> torch.Tensor:
-        return outputs.float() @ self.label_vectors.T
+        return outputs.float() @ self.label_vectors.to(outputs.device).T
 
 
 class SoftmaxTeacher:
@@ -67,7 +68,7 @@ class SoftmaxTeacher:
         """Soft targets for a batch of images, or of their body features when `from_features`
         (while the student's warm-started body is frozen it computes exactly the teacher's
         features, so only the teacher's last layer need run)."""
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+        with autocast(inputs.device, self.bf16):
             logits = self.model.head(inputs) if from_features else self.model(inputs)
         probabilities = (logits.float() / self.temperature).softmax(dim=1)
         return torch.lerp(F.one_hot(labels, probabilities.shape[1]).float(), probabilities, self.weight)

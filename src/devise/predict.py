@@ -1,7 +1,7 @@
 """Name any image with a trained run: the three-line Python API behind `devise predict`.
 
     from devise.predict import Predictor
-    predictor = Predictor.load("runs/devise", vocabulary="train,words:20000")
+    predictor = Predictor.load("runs/devise", vocabulary="train,words:20000", device="auto")
     predictor.predict(["tiger.jpg"], top=5)   # [[("tiger", 0.83), ("lion", 0.79), ...]]
 
 An embedding run ranks the vocabulary by cosine similarity. A softmax run names its own
@@ -18,6 +18,7 @@ from PIL import Image
 
 from devise.data.sources import decode_image, square_resize
 from devise.errors import DeviseError
+from devise.hardware import autocast, inference_bf16
 from devise.rank import rank_topk
 from devise.train import Run, load_run
 from devise.zeroshot import build_vocabulary, conse_vectors, label_space_of
@@ -38,8 +39,9 @@ class Predictor:
             self.vocabulary = build_vocabulary(space, {"train": run.class_names}, vocabulary, run.config.label_rule)
 
     @classmethod
-    def load(cls, folder: str | Path, vocabulary: str = "train", **options) -> "Predictor":
-        return cls(load_run(folder), vocabulary, **options)
+    def load(cls, folder: str | Path, vocabulary: str = "train", device: str = "auto", **options) -> "Predictor":
+        """A run folder's model on `device` (auto: a CUDA GPU if there is one, else the CPU)."""
+        return cls(load_run(folder, device), vocabulary, **options)
 
     def image_tensor(self, images: list) -> torch.Tensor:
         """File paths, PIL images or uint8 arrays (H x W x C) -> a uint8 batch at the run's size."""
@@ -60,9 +62,10 @@ class Predictor:
     @torch.no_grad()
     def predict(self, images: list, top: int = 5) -> list[list[tuple[str, float]]]:
         """For each image, the `top` best labels with their scores (cosine, or probability)."""
-        batch = self.run.normalizer.prepare(self.image_tensor(images))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.run.config.bf16):
-            outputs = self.run.model(batch).float()
+        device = self.run.device
+        batch = self.run.normalizer.prepare(self.image_tensor(images).to(device))
+        with autocast(device, inference_bf16(self.run.config.bf16, device)):
+            outputs = self.run.model(batch).float().cpu()
         if self.vocabulary is None:  # softmax: its own labels by probability
             scores, index = outputs.softmax(dim=1).topk(min(top, outputs.shape[1]), dim=1)
             labels = self.run.class_names

@@ -2,8 +2,11 @@
 
 Ranking 10,000 images against 400,000 words at once would need a 16 GB score matrix; instead
 queries and vocabulary are taken in blocks, so memory stays near `max_scores` scores whatever
-the sizes. Most of the work is a cheap bfloat16 screening pass that keeps only the best score of
-each group of words; the few groups that can hold the top k are then scored again in float32.
+the sizes. Most of the work is a screening pass that keeps only the best score of each group of
+words; the few groups that can hold the top k are then scored again in float32. The screen runs
+in bfloat16 where the hardware computes it natively (4x float32 on an AVX-512 BF16 CPU) and in
+float32 elsewhere, where emulated bf16 is hundreds of times slower; there the float32 screen is
+still the fastest exact path measured (README "Performance", ranking).
 """
 
 from __future__ import annotations
@@ -13,25 +16,28 @@ import math
 import torch
 import torch.nn.functional as F
 
+from devise.hardware import bf16_native
 
-def screening_error(dim: int) -> float:
-    """A bound on |bf16 score - exact score| for unit vectors of `dim` components: both inputs
-    rounded to bf16 (relative error 2^-9 each, so 2^-8 + 2^-18 on the dot product, by
-    Cauchy-Schwarz), the float32 sums of the multiply and of the exact rescoring (dim * 2^-24
-    each, doubled for slack), and the bf16 result rounded once (2^-9)."""
-    return 2**-8 + 2**-18 + 2**-9 + dim * 2**-22
+
+def screening_error(dim: int, screen: torch.dtype = torch.bfloat16) -> float:
+    """A bound on |screened score - exact score| for unit vectors of `dim` components: the float32
+    sums of the screening multiply and of the exact rescoring (dim * 2^-24 each, doubled for
+    slack), and for a bf16 screen also both inputs rounded to bf16 (relative error 2^-9 each, so
+    2^-8 + 2^-18 on the dot product, by Cauchy-Schwarz) and the result rounded once (2^-9)."""
+    sums = dim * 2**-22
+    return sums if screen == torch.float32 else 2**-8 + 2**-18 + 2**-9 + sums
 
 
 def rank_topk(queries: torch.Tensor, vocabulary: torch.Tensor, k: int, chunk_size: int = 16384,
               normalized: bool = False, max_scores: int = 2**22, group: int = 64,
-              candidates: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+              candidates: int = 16, screen: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The k vocabulary rows most cosine-similar to each query: (scores, indices), best first.
 
     `queries` is N x D, `vocabulary` V x D. Rows are L2-normalised here unless `normalized`.
     The result is exact (float32 scores). Vocabulary rows are cut into groups of `group`; a
-    bfloat16 multiply (far faster than float32 on CPUs with AVX-512 BF16) gives each group's
-    best score to within `screening_error`, and the `candidates` groups with the highest such
-    maxima are scored exactly. Every word left out scores at most the best left-out maximum plus
+    multiply in the `screen` precision (default: bfloat16 where the device computes it natively,
+    float32 elsewhere) gives each group's best score to within `screening_error`, and the
+    `candidates` groups with the highest such maxima are scored exactly. Every word left out scores at most the best left-out maximum plus
     that error, so when the k-th exact score is at least that high the top k is proven. Queries
     where it is not get 8x as many candidate groups, and the rare ones still unproven (a crowd
     of near-ties) are ranked by `exact_topk`.
@@ -42,16 +48,18 @@ def rank_topk(queries: torch.Tensor, vocabulary: torch.Tensor, k: int, chunk_siz
     candidates = max(candidates, math.ceil(k / group) + 1)
     if queries.shape[0] == 0 or vocabulary.shape[0] <= candidates * group:
         return exact_topk(queries, vocabulary, k, chunk_size, max_scores, group)
+    if screen is None:
+        screen = torch.bfloat16 if bf16_native(queries.device) else torch.float32
     chunk_size = max(group, chunk_size // group * group)
     padded = F.pad(vocabulary, (0, 0, 0, -vocabulary.shape[0] % group))  # zero rows, dropped after rescoring
-    screen = padded.to(torch.bfloat16)
+    screened = padded.to(screen)
     query_block = max(1, max_scores // chunk_size)
     scores, index = [], []
     for q in range(0, queries.shape[0], query_block):
         block = queries[q : q + query_block]
-        maxima = group_maxima(block, screen, chunk_size, group)
+        maxima = group_maxima(block, screened, chunk_size, group)
         block_scores, block_index, unproven = screened_topk(block, padded, maxima, k, group, vocabulary.shape[0],
-                                                            candidates)
+                                                            candidates, screening_error(padded.shape[1], screen))
         if len(unproven):
             block_scores[unproven], block_index[unproven] = exact_topk(block[unproven], vocabulary, k, chunk_size,
                                                                        max_scores, group)
@@ -61,10 +69,10 @@ def rank_topk(queries: torch.Tensor, vocabulary: torch.Tensor, k: int, chunk_siz
 
 
 def screened_topk(queries: torch.Tensor, padded: torch.Tensor, maxima: torch.Tensor, k: int, group: int, words: int,
-                  candidates: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  candidates: int, margin: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The proven exact top k of each query from its best-screened groups: `candidates` of them,
-    then 8x as many for the queries the first round cannot prove; (scores, index, rows unproven)."""
-    margin = screening_error(padded.shape[1])
+    then 8x as many for the queries the first round cannot prove; (scores, index, rows unproven).
+    `margin` bounds how far a screened maximum may lie from the exact one."""
     scores, index = torch.empty(len(queries), k), torch.empty(len(queries), k, dtype=torch.int64)
     todo = torch.arange(len(queries))
     for width in (candidates, 8 * candidates):
@@ -80,10 +88,11 @@ def screened_topk(queries: torch.Tensor, padded: torch.Tensor, maxima: torch.Ten
 
 
 def group_maxima(queries: torch.Tensor, screen: torch.Tensor, chunk_size: int, group: int) -> torch.Tensor:
-    """Queries x groups: the best bf16 score in each group of `group` consecutive vocabulary rows.
-    Scores are laid out words x queries, so a group's maximum is an element-wise max of rows."""
-    columns = queries.T.contiguous().to(torch.bfloat16)
-    maxima = torch.empty(screen.shape[0] // group, queries.shape[0], dtype=torch.bfloat16)
+    """Queries x groups: the best screened score in each group of `group` consecutive vocabulary
+    rows (`screen` is the vocabulary in the screening precision). Scores are laid out words x
+    queries, so a group's maximum is an element-wise max of rows."""
+    columns = queries.T.contiguous().to(screen.dtype)
+    maxima = torch.empty(screen.shape[0] // group, queries.shape[0], dtype=screen.dtype)
     for start in range(0, screen.shape[0], chunk_size):
         scores = screen[start : start + chunk_size] @ columns
         torch.amax(scores.view(-1, group, queries.shape[0]), dim=1,

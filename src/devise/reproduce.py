@@ -1,7 +1,8 @@
 """The whole experiment in one call: softmax CNN, DeViSE, hit@k, zero-shot, report, summary.
 
-Presets hold the settings. "cpu" is tuned for a 2-core CPU (about 10 minutes), "cpu-long" for a
-stronger result within an hour on the same machine; "paper" follows the student paper
+Presets hold the settings. "cpu" is tuned for a 2-core CPU with native bf16 (about 10 minutes),
+"cpu-long" for a stronger result within an hour on the same machine, "gpu" for one GPU; `--budget`
+fits any of them into the minutes a user has on the host at hand; "paper" follows the student paper
 (the plain CNN at 64 px, dropout 0.4 with augmentation, Adam with decay, hinge loss with margin
 0.1); "demo" runs the same pipeline on the generated toy set in about a minute.
 
@@ -16,11 +17,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
+from devise import budget as budgets
 from devise.config import TrainConfig
 from devise.errors import DeviseError
 from devise.evaluation import evaluate_run
+from devise.hardware import Distributed, describe_host, distributed, host_line, use_bf16
 from devise.report import write_report
-from devise.train import train
+from devise.train import load_data, load_run_config, train
 from devise.zeroshot import run_zero_shot
 
 PRESETS: dict[str, dict] = {
@@ -38,6 +43,16 @@ PRESETS: dict[str, dict] = {
                        dropout=0.2, batch_size=256, crop_padding=8, flip=True),
         "softmax": dict(epochs=15, small_epochs=5, small_size=32, optimizer="sgd", lr=0.2, weight_decay=5e-4,
                         schedule="onecycle", label_smoothing=0.1),
+        "devise": dict(epochs=6, freeze_epochs=6, loss="crossentropy", temperature=0.05, embed_hidden=1024,
+                       vectors="minilm", distill=0.8, distill_temperature=3.0, optimizer="adam", lr=1e-3,
+                       weight_decay=5e-5, schedule="cosine"),
+        "unseen": 20, "vocabulary": "target",
+    },
+    "gpu": {  # one GPU: the default CNN at twice the width on the full 64 px images, all data on the GPU
+        "common": dict(data="tiny-imagenet", image_size=64, model="resnet9", width=64, hidden=512, dropout=0.2,
+                       batch_size=512, crop_padding=8, flip=True, eval_batch_size=2000),
+        "softmax": dict(epochs=30, optimizer="sgd", lr=0.4, weight_decay=5e-4, schedule="onecycle",
+                        label_smoothing=0.1),
         "devise": dict(epochs=6, freeze_epochs=6, loss="crossentropy", temperature=0.05, embed_hidden=1024,
                        vectors="minilm", distill=0.8, distill_temperature=3.0, optimizer="adam", lr=1e-3,
                        weight_decay=5e-5, schedule="cosine"),
@@ -89,40 +104,80 @@ def preset_configs(preset: str, out: Path, data_root: str | None, target: str, d
     return softmax, devise
 
 
-def train_or_continue(config: TrainConfig, progress: bool) -> None:
-    """Train, or resume a run an earlier call left unfinished, or keep a finished one."""
+def train_or_continue(config: TrainConfig, progress: bool, device: str) -> None:
+    """Train, or resume a run an earlier call left unfinished (as it began: its own config.toml),
+    or keep a finished one."""
     folder = Path(config.out)
     if (folder / "summary.json").is_file() and json.loads((folder / "summary.json").read_text())["epochs"] >= config.epochs:
         return
-    train(config, resume=(folder / "checkpoint.pt").is_file(), progress=progress)
+    if (folder / "checkpoint.pt").is_file():
+        train(load_run_config(folder), resume=True, progress=progress, device=device)
+    else:
+        train(config, progress=progress, device=device)
+
+
+def fit_budget(minutes: float, started: float, stages: list[TrainConfig], unseen: int, device: torch.device,
+               dist: Distributed, progress: bool) -> budgets.Plan:
+    """Measure this host's speed on the preset's first steps and size both stages' epochs to end
+    within `minutes` of `started`; says what it chose and why."""
+    softmax = replace(stages[0], bf16=use_bf16(device, stages[0].bf16))
+    train_set, small_set, val_set = load_data(softmax, progress and dist.is_main, dist)
+    speeds = budgets.measure_speeds(softmax, train_set, small_set, val_set, device, dist)
+    zero_shot_images = len(val_set) * (train_set.num_classes + unseen) / train_set.num_classes
+    work = budgets.Workload(len(train_set), len(val_set), round(2 * len(val_set) + 2 * zero_shot_images))
+    left = minutes * 60 - (time.perf_counter() - started)
+    plan = budgets.plan_budget(left, stages, speeds, work, softmax.batch_size)
+    if dist.is_main:
+        print(budgets.describe(plan, speeds, minutes * 60, host_line(describe_host(device))), flush=True)
+    return plan
 
 
 def reproduce(preset: str = "cpu", data_root: str | None = None, out: str | Path = "runs/reproduce",
               target: str = "unseen", target_root: str | None = None, download: bool = False,
-              cache_dir: str | None = None, progress: bool = True) -> dict:
+              cache_dir: str | None = None, progress: bool = True, device: str = "auto",
+              budget: float | None = None) -> dict | None:
     """Train both models, evaluate everything, write `report.html`, `summary.json` and
-    `summary.md` into `out`; returns the summary."""
+    `summary.md` into `out`; returns the summary.
+
+    `device` is auto, cpu, cuda or cuda:N. With `budget` (minutes), the host's speed is measured
+    first and every epoch of both stages cut to the share of its images that fits (`devise.budget`).
+    Under torchrun every process trains; rank 0 alone evaluates and writes, and the others
+    return None.
+    """
     started = time.perf_counter()
     out = Path(out)
+    dist, device = distributed(device)
+    if budget is not None and budget <= 0:
+        raise DeviseError("--budget must be a positive number of minutes")
     softmax, devise = preset_configs(preset, out, data_root, target, download, cache_dir)
-    train_or_continue(softmax, progress)
-    train_or_continue(devise, progress)
-    hits = {name: evaluate_run(out / name, progress=progress) for name in ("softmax", "devise")}
+    plan = None
+    if budget is not None:
+        plan = fit_budget(budget, started, [softmax, devise], softmax.unseen, device, dist, progress)
+        softmax, devise = replace(softmax, **plan.overrides()), replace(devise, **plan.overrides())
+    train_or_continue(softmax, progress, str(device))
+    train_or_continue(devise, progress, str(device))
+    if not dist.is_main:
+        return None
+    hits = {name: evaluate_run(out / name, progress=progress, device=str(device)) for name in ("softmax", "devise")}
     zero_shot = run_zero_shot([out / "devise", out / "softmax"], target, target_root, PRESETS[preset]["vocabulary"],
-                              out=out / f"zeroshot-{target}", progress=progress, download=download)
+                              out=out / f"zeroshot-{target}", progress=progress, download=download,
+                              device=str(device))
     minutes = (time.perf_counter() - started) / 60
     write_report([out / "softmax", out / "devise"], out / "report.html", f"devise reproduce --preset {preset}",
                  [out / f"zeroshot-{target}"])
-    summary = summarise(preset, hits, zero_shot, minutes)
+    summary = summarise(preset, hits, zero_shot, minutes, {**describe_host(device), "processes": dist.world_size},
+                        budget, plan)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "summary.md").write_text(summary_table(summary))
     return summary
 
 
-def summarise(preset: str, hits: dict, zero_shot: dict, minutes: float) -> dict:
+def summarise(preset: str, hits: dict, zero_shot: dict, minutes: float, host: dict, budget: float | None = None,
+              plan: budgets.Plan | None = None) -> dict:
     models = {m["kind"]: m for m in zero_shot["models"].values()}
     return {
-        "preset": preset, "wall_minutes": round(minutes, 1),
+        "preset": preset, "wall_minutes": round(minutes, 1), "host": host,
+        "budget_minutes": budget, "epoch_share": plan.fraction if plan else 1.0,
         "classes_trained": hits["softmax"]["classes"],
         "softmax top-1": hits["softmax"]["hit@1"], "softmax top-5": hits["softmax"]["hit@5"],
         "DeViSE hit@1": hits["devise"]["hit@1"], "DeViSE hit@5": hits["devise"]["hit@5"],
@@ -160,7 +215,10 @@ def summary_table(summary: dict) -> str:
             m = zs[kind]
             rows.append((f"GZSL {kind} S / U / H", f"{m['gzsl_seen']:.3f} / {m['gzsl_unseen']:.3f} / "
                                                    f"{m['gzsl_harmonic']:.3f}", "-"))
-    rows.append(("wall time, minutes", f"{summary['wall_minutes']:.1f}", "-"))
+    wall = f"{summary['wall_minutes']:.1f}"
+    if summary.get("budget_minutes"):
+        wall += f" (budget {summary['budget_minutes']:g}: each epoch {summary['epoch_share']:.1%} of its images)"
+    rows.append(("wall time, minutes", wall, "-"))
 
     def fmt(value) -> str:
         return f"{value:.3f}" if isinstance(value, float) else str(value)
@@ -169,4 +227,7 @@ def summary_table(summary: dict) -> str:
              f"{summary['zero-shot target']}: {summary['zero-shot classes']} classes) | ours | the paper's |",
              "|---|---|---|"]
     lines += [f"| {name} | {fmt(ours)} | {fmt(paper)} |" for name, ours, paper in rows]
+    if "host" in summary:
+        processes = summary["host"].get("processes", 1)
+        lines.append(f"\nHost: {host_line(summary['host'])}" + (f", {processes} processes" if processes > 1 else "") + ".")
     return "\n".join(lines) + "\n"

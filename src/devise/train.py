@@ -24,8 +24,9 @@ from devise.data import BatchLoader, ImageSet, Normalizer, load_dataset
 from devise.data.pipeline import NO_AUGMENT
 from devise.data.splits import choose_unseen, keep_classes, seen_classes
 from devise.errors import DeviseError
+from devise.hardware import Distributed, autocast, describe_host, distributed, resolve_device, use_bf16
 from devise.memory import freed_memory_kept
-from devise.metrics import topk_hits
+from devise.metrics import topk_counts
 from devise.models import EmbeddingHead, VisualNet, create_model
 from devise.objectives import EmbeddingObjective, SoftmaxObjective, SoftmaxTeacher
 from devise.progress import progress_bar
@@ -45,10 +46,24 @@ class Run:
     objective: SoftmaxObjective | EmbeddingObjective
     folder: Path
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
-def load_data(config: TrainConfig, progress: bool) -> tuple[ImageSet, ImageSet]:
-    """The training and validation sets a run sees (held-out classes removed from both)."""
-    return load_training_set(config, config.image_size, progress), load_split(config, config.val_split, progress=progress)
+
+def load_data(config: TrainConfig, progress: bool,
+              dist: Distributed = Distributed()) -> tuple[ImageSet, ImageSet | None, ImageSet]:
+    """The training set, its small copy for progressive resizing (or None) and the validation set
+    a run sees, held-out classes removed. With several processes, rank 0 loads first: it may
+    have to decode the dataset into the cache, which the others then read."""
+    if not dist.is_main:
+        dist.barrier()
+    train = load_training_set(config, config.image_size, progress)
+    small = load_training_set(config, config.small_size, progress) if config.small_epochs else None
+    val = load_split(config, config.val_split, progress=progress)
+    if dist.is_main:
+        dist.barrier()
+    return train, small, val
 
 
 def load_training_set(config: TrainConfig, image_size: int, progress: bool) -> ImageSet:
@@ -116,18 +131,45 @@ def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float
     return config.lr
 
 
-def evaluate(model: torch.nn.Module, loader: BatchLoader, objective, bf16: bool = True) -> dict[str, float]:
+def batch_totals(objective, outputs: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+    """[loss x images, top-1 hits, top-5 hits, images] of one batch, on its device: summed over
+    an epoch (and over processes) before anything waits for the device."""
+    counts = topk_counts(objective.class_scores(outputs.detach()), labels, (1, 5))
+    return torch.cat([(loss.detach().double() * len(labels)).view(1), counts.double(),
+                      torch.tensor([len(labels)], dtype=torch.float64, device=labels.device)])
+
+
+def mean_figures(totals: torch.Tensor | None, dist: Distributed) -> dict[str, float]:
+    """Mean loss, top-1 and top-5 from summed `batch_totals`, over every process's share."""
+    loss, top1, top5, count = dist.sum(totals.tolist() if totals is not None else [0.0] * 4)
+    count = max(count, 1)
+    return {"loss": loss / count, "top1": top1 / count, "top5": top5 / count, "images": int(count)}
+
+
+def evaluate(model: torch.nn.Module, loader: BatchLoader, objective, bf16: bool = True,
+             dist: Distributed = Distributed()) -> dict[str, float]:
     """Mean loss, top-1 and top-5 over a loader, without dropout or gradients."""
     model.eval()
-    total_loss, hits, count = 0.0, {1: 0, 5: 0}, 0
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    totals = None
+    with torch.no_grad():
         for images, labels in loader:
-            outputs = model(images)
-            total_loss += float(objective.loss(outputs, labels)) * len(labels)
-            for k, n in topk_hits(objective.class_scores(outputs), labels, (1, 5)).items():
-                hits[k] += n
-            count += len(labels)
-    return {"loss": total_loss / count, "top1": hits[1] / count, "top5": hits[5] / count}
+            with autocast(images.device, bf16):
+                outputs = model(images)
+            batch = batch_totals(objective, outputs, labels, objective.loss(outputs, labels))
+            totals = batch if totals is None else totals + batch
+    return mean_figures(totals, dist)
+
+
+def cpu_copy(state):
+    """A state dict (nested dicts and lists of tensors) with every tensor on the CPU: a
+    checkpoint does not depend on the device it was written on."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu()
+    if isinstance(state, dict):
+        return {key: cpu_copy(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(cpu_copy(value) for value in state)
+    return state
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -177,13 +219,14 @@ def label_vectors_for(config: TrainConfig, class_names: list[str]) -> torch.Tens
     return space.embed(class_names, config.label_rule, replacements)
 
 
-def build_model(config: TrainConfig, num_classes: int, label_vectors: torch.Tensor | None):
-    """The network and its objective: class logits, or unit vectors in the label space."""
+def build_model(config: TrainConfig, num_classes: int, label_vectors: torch.Tensor | None,
+                device: torch.device = torch.device("cpu")):
+    """The network and its objective, on `device`: class logits, or unit vectors in the label space."""
     model = create_model(config.model_spec, num_classes)
     if label_vectors is None:
-        return model, SoftmaxObjective(config.label_smoothing)
+        return model.to(device), SoftmaxObjective(config.label_smoothing)
     model.head = EmbeddingHead(model.feature_dim, label_vectors.shape[1], config.embed_hidden or None)
-    return model, EmbeddingObjective(label_vectors, config.loss, config.margin, config.temperature)
+    return model.to(device), EmbeddingObjective(label_vectors.to(device), config.loss, config.margin, config.temperature)
 
 
 def inherit_architecture(config: TrainConfig) -> TrainConfig:
@@ -213,11 +256,11 @@ def warm_start(model: VisualNet, folder: Path, epoch: int = 0) -> None:
         raise DeviseError(f"{folder} holds a network of another shape; cannot warm-start from it") from None
 
 
-def load_teacher(config: TrainConfig, class_names: list[str]) -> SoftmaxTeacher | None:
+def load_teacher(config: TrainConfig, class_names: list[str], device: torch.device) -> SoftmaxTeacher | None:
     """With --distill, the --init softmax run as the teacher; it must know the same classes."""
     if not config.distill:
         return None
-    teacher = load_run(config.init)
+    teacher = load_run(config.init, device)
     if teacher.config.head != "softmax" or teacher.class_names != class_names:
         raise DeviseError(f"--distill needs {config.init} to be a softmax run over the same training classes")
     model = teacher.model.to(memory_format=torch.channels_last) if config.channels_last else teacher.model
@@ -233,7 +276,7 @@ def set_body_frozen(model: VisualNet, frozen: bool) -> None:
 
 @torch.no_grad()
 def body_features(model: VisualNet, images: torch.Tensor, bf16: bool) -> torch.Tensor:
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with autocast(images.device, bf16):
         return model.body(images)
 
 
@@ -241,7 +284,7 @@ def training_step(model: torch.nn.Module, objective, optimizer: torch.optim.Opti
                   targets: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on one batch (forward under bf16 autocast if asked); (outputs, loss).
     `targets` are class indices, or class probabilities for a loss that takes them."""
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with autocast(images.device, bf16):
         outputs = model(images)
     loss = objective.loss(outputs, targets)
     optimizer.zero_grad(set_to_none=True)
@@ -251,24 +294,27 @@ def training_step(model: torch.nn.Module, objective, optimizer: torch.optim.Opti
 
 
 def train_one_epoch(model: VisualNet, loader: BatchLoader, objective, optimizer: torch.optim.Optimizer,
-                    config: TrainConfig, epoch: int, progress: bool,
-                    teacher: SoftmaxTeacher | None = None) -> dict[str, float]:
+                    config: TrainConfig, epoch: int, progress: bool, teacher: SoftmaxTeacher | None = None,
+                    dist: Distributed = Distributed()) -> dict[str, float]:
     """One pass over the training batches; returns mean loss, top-1, top-5, images and last rate.
-    With a teacher, the loss is against its soft targets; top-k still counts the true labels."""
+    With a teacher, the loss is against its soft targets; top-k still counts the true labels.
+    With several processes, each steps on its share of every batch and DistributedDataParallel
+    averages the gradients; the figures are over all processes."""
     torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout and negatives, reproducible on resume
     loader.set_epoch(epoch)
     model.train()
     frozen = epoch < config.freeze_epochs
     set_body_frozen(model, frozen)
+    # A frozen body's output is fixed: compute it once outside autograd and train the head on it.
+    step_model = dist.wrap(model.head if frozen else model)
     steps_per_epoch = len(loader)
-    total_loss, hits, seen, lr = 0.0, {1: 0, 5: 0}, 0, config.lr
+    totals, lr = None, config.lr
     bar = progress_bar(loader, progress, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, unit="batch")
     for step, (images, labels) in enumerate(bar):
         lr = learning_rate(config, epoch * steps_per_epoch + step, steps_per_epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
-        # A frozen body's output is fixed: compute it once outside autograd and train the head on it.
-        step_model, inputs = (model.head, body_features(model, images, config.bf16)) if frozen else (model, images)
+        inputs = body_features(model, images, config.bf16) if frozen else images
         if teacher is None:
             targets = labels
         elif frozen and not config.init_epoch:  # the body is the teacher's own: its features serve both
@@ -276,23 +322,28 @@ def train_one_epoch(model: VisualNet, loader: BatchLoader, objective, optimizer:
         else:
             targets = teacher.targets(images, labels)
         outputs, loss = training_step(step_model, objective, optimizer, inputs, targets, config.bf16)
-        total_loss += float(loss.detach()) * len(labels)
-        for k, n in topk_hits(objective.class_scores(outputs.detach()), labels, (1, 5)).items():
-            hits[k] += n
-        seen += len(labels)
-        bar.set_postfix(loss=f"{total_loss / seen:.3f}", top1=f"{hits[1] / seen:.3f}")
-    return {"loss": total_loss / seen, "top1": hits[1] / seen, "top5": hits[5] / seen, "images": seen, "lr": lr}
+        batch = batch_totals(objective, outputs, labels, loss)
+        totals = batch if totals is None else totals + batch
+        if not getattr(bar, "disable", True) and step % 10 == 0:  # reading the figures waits for the device
+            bar.set_postfix(loss=f"{float(totals[0] / totals[3]):.3f}", top1=f"{float(totals[1] / totals[3]):.3f}")
+    return {**mean_figures(totals, dist), "lr": lr}
 
 
-def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Run:
+def train(config: TrainConfig, resume: bool = False, progress: bool = True, device: str = "auto") -> Run:
     """Train a model as `config` says, writing everything into the run folder `config.out`.
 
     With `resume`, the run continues from its last checkpoint: same weights, optimiser state,
     epoch and batch order, so the result matches an uninterrupted run. With `config.init`, an
     embedding model starts from the body of a trained softmax run (the paper's warm start).
+    `device` is auto, cpu, cuda or cuda:N; under torchrun each process trains its share of every
+    batch (the global batch is `config.batch_size`) and rank 0 alone writes the run folder.
     """
     validate(config)
     config = inherit_architecture(config)
+    dist, device = distributed(device)
+    config = replace(config, bf16=use_bf16(device, config.bf16))  # config.toml records what is used
+    if config.batch_size % dist.world_size:
+        raise DeviseError(f"--batch-size {config.batch_size} does not split evenly over {dist.world_size} processes")
     folder = Path(config.out)
     checkpoint_path = folder / "checkpoint.pt"
     if resume and not checkpoint_path.is_file():
@@ -301,31 +352,37 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
         raise DeviseError(f"{folder} already holds a run: use --resume to continue it or another --out")
     if config.threads:
         torch.set_num_threads(config.threads)
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick its fastest kernels
     torch.manual_seed(config.seed)
+    talk = progress and dist.is_main
 
-    train_set, val_set = load_data(config, progress)
+    train_set, small_set, val_set = load_data(config, talk, dist)
     label_vectors = label_vectors_for(config, train_set.class_names) if config.head == "embedding" else None
     normalizer = Normalizer.fit(train_set.images)
-    model, objective = build_model(config, train_set.num_classes, label_vectors)
+    model, objective = build_model(config, train_set.num_classes, label_vectors, device)
     if config.init and not resume:
         warm_start(model, Path(config.init), config.init_epoch)
-    teacher = load_teacher(config, train_set.class_names)
+    teacher = load_teacher(config, train_set.class_names, device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model)
-    train_loader = BatchLoader(train_set, config.batch_size, normalizer, shuffle=True, augment=config.augment,
-                               seed=config.seed, drop_last=len(train_set) > config.batch_size)
+    batches = dict(normalizer=normalizer, shard=(dist.rank, dist.world_size))
+    train_loader = BatchLoader(train_set.to(device), config.batch_size, shuffle=True, augment=config.augment,
+                               seed=config.seed, drop_last=len(train_set) > config.batch_size,
+                               limit=config.epoch_images, **batches)
     small_loader = None
-    if config.small_epochs:  # progressive resizing: the same images, smaller
-        small_loader = BatchLoader(load_training_set(config, config.small_size, progress), config.batch_size,
-                                   normalizer, shuffle=True, augment=config.small_augment, seed=config.seed,
-                                   drop_last=train_loader.drop_last)
-    val_loader = BatchLoader(val_set, config.eval_batch_size, normalizer, augment=NO_AUGMENT)
+    if small_set is not None:  # progressive resizing: the same images, smaller
+        small_loader = BatchLoader(small_set.to(device), config.batch_size, shuffle=True, augment=config.small_augment,
+                                   seed=config.seed, drop_last=train_loader.drop_last, limit=config.epoch_images,
+                                   **batches)
+    val_loader = BatchLoader(evenly_spaced(val_set, config.val_images).to(device), config.eval_batch_size,
+                             augment=NO_AUGMENT, **batches)
 
-    folder.mkdir(parents=True, exist_ok=True)
-    config.save(folder / "config.toml")
-    if config.unseen:
-        write_unseen(folder, config)
+    if dist.is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+        config.save(folder / "config.toml")
+        if config.unseen:
+            write_unseen(folder, config)
     start_epoch, rows = 0, []
     if resume:
         state = load_checkpoint(checkpoint_path)
@@ -342,28 +399,46 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> R
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
             loader = small_loader if epoch < config.small_epochs else train_loader  # progressive resizing
-            fit = train_one_epoch(model, loader, objective, optimizer, config, epoch, progress, teacher)
+            fit = train_one_epoch(model, loader, objective, optimizer, config, epoch, talk, teacher, dist)
             train_seconds = time.perf_counter() - started
-            val = evaluate(model, val_loader, objective, config.bf16)
+            val = evaluate(model, val_loader, objective, config.bf16, dist)
             rows.append({"epoch": epoch + 1, "lr": fit["lr"], "train_loss": fit["loss"], "train_top1": fit["top1"],
                          "train_top5": fit["top5"], "val_loss": val["loss"], "val_top1": val["top1"],
                          "val_top5": val["top5"], "epoch_seconds": time.perf_counter() - started,
                          "images_per_second": fit["images"] / train_seconds})
-            write_metrics(folder / "metrics.csv", rows)
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                     "class_names": train_set.class_names, "normalizer": [list(normalizer.mean), list(normalizer.std)]}
-            if label_vectors is not None:
-                state["label_vectors"] = label_vectors
-            save_checkpoint(checkpoint_path, state)
-            if epoch + 1 == config.snapshot_epoch:  # for a later run's --init-epoch
-                save_checkpoint(snapshot_path(folder, epoch + 1), {"model": state["model"], "epoch": epoch + 1})
-            plot_run(folder, rows)
-            if progress:
+            if dist.is_main:
+                save_epoch(folder, rows, model, optimizer, train_set.class_names, normalizer, label_vectors, config)
+            if talk:
                 print(f"epoch {epoch + 1}/{config.epochs}: train loss {rows[-1]['train_loss']:.3f} "
                       f"top1 {rows[-1]['train_top1']:.3f} | val loss {val['loss']:.3f} top1 {val['top1']:.3f} "
                       f"top5 {val['top5']:.3f} | {rows[-1]['epoch_seconds']:.0f}s", flush=True)
-    write_summary(folder, config, rows)
+    if dist.is_main:
+        write_summary(folder, config, rows, {**describe_host(device), "processes": dist.world_size})
+    dist.barrier()  # the others wait until the folder is complete (the next stage reads it)
     return Run(config, model, normalizer, train_set.class_names, objective, folder)
+
+
+def evenly_spaced(data: ImageSet, count: int) -> ImageSet:
+    """`count` images spread evenly over the set (all of them when `count` is 0 or more)."""
+    if not count or count >= len(data):
+        return data
+    return data.subset(torch.linspace(0, len(data) - 1, count).round().long())
+
+
+def save_epoch(folder: Path, rows: list[dict], model: VisualNet, optimizer: torch.optim.Optimizer,
+               class_names: list[str], normalizer: Normalizer, label_vectors: torch.Tensor | None,
+               config: TrainConfig) -> None:
+    """After an epoch: its metrics row, the checkpoint (CPU tensors), a snapshot if asked, the curves."""
+    write_metrics(folder / "metrics.csv", rows)
+    epoch = int(rows[-1]["epoch"])
+    state = cpu_copy({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                      "class_names": class_names, "normalizer": [list(normalizer.mean), list(normalizer.std)]})
+    if label_vectors is not None:
+        state["label_vectors"] = label_vectors.cpu()
+    save_checkpoint(folder / "checkpoint.pt", state)
+    if epoch == config.snapshot_epoch:  # for a later run's --init-epoch
+        save_checkpoint(snapshot_path(folder, epoch), {"model": state["model"], "epoch": epoch})
+    plot_run(folder, rows)
 
 
 def write_unseen(folder: Path, config: TrainConfig) -> None:
@@ -380,7 +455,7 @@ def plot_run(folder: Path, rows: list[dict]) -> None:
     plot_learning_curves({folder.name: rows}, folder / "curves.png")
 
 
-def write_summary(folder: Path, config: TrainConfig, rows: list[dict]) -> None:
+def write_summary(folder: Path, config: TrainConfig, rows: list[dict], host: dict) -> None:
     last = rows[-1] if rows else {}
     summary = {
         "head": config.head, "data": config.data, "model": config.model, "image_size": config.image_size,
@@ -389,6 +464,7 @@ def write_summary(folder: Path, config: TrainConfig, rows: list[dict]) -> None:
         "best_val_top1": max((r["val_top1"] for r in rows), default=None),
         "train_minutes": sum(r["epoch_seconds"] for r in rows) / 60,
         "peak_memory_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "bf16": config.bf16, "host": host,
     }
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
@@ -401,12 +477,13 @@ def load_run_config(folder: Path) -> TrainConfig:
     return TrainConfig.from_dict(read_toml(folder / "config.toml"), str(folder / "config.toml"))
 
 
-def load_run(folder: str | Path) -> Run:
-    """A run folder's model, ready for evaluation (weights from its last checkpoint)."""
+def load_run(folder: str | Path, device: str | torch.device = "cpu") -> Run:
+    """A run folder's model on `device`, ready for evaluation (weights from its last checkpoint)."""
     folder = Path(folder)
     config = load_run_config(folder)
     state = load_checkpoint(folder / "checkpoint.pt")
-    model, objective = build_model(config, len(state["class_names"]), state.get("label_vectors"))
+    model, objective = build_model(config, len(state["class_names"]), state.get("label_vectors"),
+                                   resolve_device(device))
     model.load_state_dict(state["model"])
     model.eval()
     mean, std = state["normalizer"]

@@ -303,18 +303,18 @@ def load_target(kind: str, root: str | None, runs: list, image_size: int, progre
 def run_zero_shot(run_folders: list[str | Path], target: str, target_root: str | None = None,
                   vocabulary: str = "target,train", vectors: str | None = None, conse_top: int = 10,
                   out: str | Path | None = None, examples: int | list[int] = 6, seed: int = 0, progress: bool = True,
-                  download: bool = False) -> dict:
+                  download: bool = False, device: str = "auto") -> dict:
     """Load runs, run them on the target images, compute every metric, and write into `out`
     (default: `<first run>/zeroshot-<target>`): `zeroshot.json`, the similarity bar chart and
     the side-by-side top-5 figure of `examples` images: that many drawn with `seed`, or a list of
-    chosen image indices into the target set."""
+    chosen image indices into the target set. The models run on `device`."""
     import json
 
     from devise.evaluation import model_outputs
     from devise.plots import plot_examples, plot_similarity
     from devise.train import load_run
 
-    runs = [load_run(folder) for folder in run_folders]
+    runs = [load_run(folder, device) for folder in run_folders]
     sizes = {r.config.image_size for r in runs}
     if len(sizes) != 1:
         raise DeviseError("the runs were trained at different image sizes; evaluate them separately")

@@ -49,6 +49,13 @@ class ImageSet:
         """The images picked by a boolean mask or an index tensor; class names unchanged."""
         return replace(self, images=self.images[mask_or_index], labels=self.labels[mask_or_index])
 
+    def to(self, device: torch.device) -> "ImageSet":
+        """The same set with its images and labels on `device` (a GPU holds Tiny ImageNet's
+        100,000 uint8 images at 64 px in 1.2 GB, so batches never cross the bus)."""
+        if self.images.device == torch.device(device):
+            return self
+        return replace(self, images=self.images.to(device), labels=self.labels.to(device))
+
     def resized(self, size: int) -> "ImageSet":
         """A copy at `size` x `size` pixels, resized once here rather than in every batch."""
         if size == self.image_size:

@@ -48,8 +48,8 @@ class Normalizer:
         return cls(tuple(sample.mean(dim=(0, 2, 3)).tolist()), tuple(sample.std(dim=(0, 2, 3)).tolist()))
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean, dtype=images.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=images.dtype).view(1, 3, 1, 1)
+        mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
         return (images - mean) / std
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
@@ -57,50 +57,87 @@ class Normalizer:
         return self(images.float()).contiguous(memory_format=torch.channels_last)
 
 
-def augment_batch(images: torch.Tensor, augment: Augment, generator: torch.Generator) -> torch.Tensor:
-    """Apply `augment` to a float batch (N x 3 x H x W, 0-255), a different draw per image."""
-    n, _, height, width = images.shape
+@dataclass(frozen=True)
+class AugmentDraw:
+    """The random choices of one batch: a crop offset, a flip and colour factors per image."""
+
+    dy: torch.Tensor | None = None
+    dx: torch.Tensor | None = None
+    flip: torch.Tensor | None = None
+    colour: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # brightness, contrast, saturation
+
+    def part(self, rows: slice) -> "AugmentDraw":
+        """The choices of some of the batch's images (one process's share of the batch)."""
+        return AugmentDraw(*(None if t is None else t[rows] for t in (self.dy, self.dx, self.flip)),
+                           None if self.colour is None else tuple(t[rows] for t in self.colour))
+
+    def to(self, device: torch.device) -> "AugmentDraw":
+        return AugmentDraw(*(None if t is None else t.to(device) for t in (self.dy, self.dx, self.flip)),
+                           None if self.colour is None else tuple(t.to(device) for t in self.colour))
+
+
+def draw_augment(n: int, augment: Augment, generator: torch.Generator) -> AugmentDraw:
+    """Draw the random choices for a batch of `n` images from a CPU generator, so that a batch is
+    augmented the same way on any device and however the batch is split among processes."""
+    dy = dx = flip = colour = None
     if augment.crop_padding > 0:
-        pad = augment.crop_padding
-        padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-        rows = (dy[:, None] + torch.arange(height))[:, :, None]
-        cols = (dx[:, None] + torch.arange(width))[:, None, :]
-        # Advanced indexing puts the indexed dims first: N x H x W x C, i.e. channels_last.
-        images = padded[torch.arange(n)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
+        dy = torch.randint(0, 2 * augment.crop_padding + 1, (n,), generator=generator)
+        dx = torch.randint(0, 2 * augment.crop_padding + 1, (n,), generator=generator)
     if augment.flip:
         flip = torch.rand(n, generator=generator) < 0.5
-        images = torch.where(flip[:, None, None, None], images.flip(3), images)
     if augment.jitter > 0:
-        images = jitter_colours(images, augment.jitter, generator)
+        colour = tuple(1 + augment.jitter * (2 * torch.rand(n, 1, 1, 1, generator=generator) - 1) for _ in range(3))
+    return AugmentDraw(dy, dx, flip, colour)
+
+
+def apply_augment(images: torch.Tensor, augment: Augment, draw: AugmentDraw) -> torch.Tensor:
+    """Apply drawn choices to a float batch (N x 3 x H x W, 0-255) on the batch's own device."""
+    n, _, height, width = images.shape
+    draw = draw.to(images.device)
+    if draw.dy is not None:
+        pad = augment.crop_padding
+        padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
+        rows = (draw.dy[:, None] + torch.arange(height, device=images.device))[:, :, None]
+        cols = (draw.dx[:, None] + torch.arange(width, device=images.device))[:, None, :]
+        # Advanced indexing puts the indexed dims first: N x H x W x C, i.e. channels_last.
+        images = padded[torch.arange(n, device=images.device)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
+    if draw.flip is not None:
+        images = torch.where(draw.flip[:, None, None, None], images.flip(3), images)
+    if draw.colour is not None:
+        images = jitter_colours(images, draw.colour)
     return images
 
 
-def jitter_colours(images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
-    """Random brightness, contrast and saturation factors in [1 - strength, 1 + strength]."""
-    n = images.shape[0]
+def augment_batch(images: torch.Tensor, augment: Augment, generator: torch.Generator) -> torch.Tensor:
+    """Apply `augment` to a float batch (N x 3 x H x W, 0-255), a different draw per image."""
+    return apply_augment(images, augment, draw_augment(images.shape[0], augment, generator))
 
-    def factors() -> torch.Tensor:
-        return (1 + strength * (2 * torch.rand(n, 1, 1, 1, generator=generator) - 1))
 
-    images = images * factors()
+def jitter_colours(images: torch.Tensor, factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Scale brightness, contrast and saturation by per-image factors (each N x 1 x 1 x 1)."""
+    brightness, contrast, saturation = factors
+    images = images * brightness
     mean = images.mean(dim=(1, 2, 3), keepdim=True)
-    images = (images - mean) * factors() + mean
+    images = (images - mean) * contrast + mean
     grey = images.mean(dim=1, keepdim=True)
-    images = (images - grey) * factors() + grey
+    images = (images - grey) * saturation + grey
     return images.clamp(0, 255)
 
 
 class BatchLoader:
-    """Iterate over (normalised images, labels) batches of an `ImageSet`.
+    """Iterate over (normalised images, labels) batches of an `ImageSet`, on the device its
+    images live on (a GPU's memory holds the whole uint8 set: no copy per step).
 
     The order and the augmentation draws depend only on (seed, epoch), so a resumed run sees
-    exactly the batches it would have seen without the stop.
+    exactly the batches it would have seen without the stop. With `shard` = (rank, processes),
+    each batch is cut into that many contiguous parts and this process gets part `rank`: the
+    processes together see the batches of one process, augmented alike. With `limit`, an epoch
+    is the first `limit` images of its order (a shorter epoch, a fresh draw each time).
     """
 
     def __init__(self, data: ImageSet, batch_size: int, normalizer: Normalizer, shuffle: bool = False,
-                 augment: Augment = NO_AUGMENT, seed: int = 0, drop_last: bool = False):
+                 augment: Augment = NO_AUGMENT, seed: int = 0, drop_last: bool = False,
+                 shard: tuple[int, int] = (0, 1), limit: int = 0):
         self.data = data
         self.batch_size = batch_size
         self.normalizer = normalizer
@@ -108,10 +145,12 @@ class BatchLoader:
         self.augment = augment
         self.seed = seed
         self.drop_last = drop_last
+        self.shard = shard
+        self.limit = limit
         self.epoch = 0
 
     def __len__(self) -> int:
-        n = len(self.data)
+        n = min(self.limit, len(self.data)) if self.limit else len(self.data)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
@@ -121,11 +160,26 @@ class BatchLoader:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         n = len(self.data)
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        rank, processes = self.shard
         for step in range(len(self)):
             index = order[step * self.batch_size : (step + 1) * self.batch_size]
-            if not self.shuffle:
+            draw = draw_augment(len(index), self.augment, generator) if self.augment.enabled else None
+            mine = shard_rows(len(index), rank, processes)
+            index = index[mine]
+            if not len(index):
+                continue
+            if self.shuffle:
+                index = index.to(self.data.images.device)
+            else:
                 index = slice(int(index[0]), int(index[-1]) + 1)  # contiguous: a view, no copy
             images = self.data.images[index].float()
-            if self.augment.enabled:
-                images = augment_batch(images, self.augment, generator)
+            if draw is not None:
+                images = apply_augment(images, self.augment, draw.part(mine))
             yield self.normalizer.prepare(images), self.data.labels[index]
+
+
+def shard_rows(n: int, rank: int, processes: int) -> slice:
+    """Process `rank`'s contiguous part of a batch of `n` (parts differ in size by at most one)."""
+    size, extra = divmod(n, processes)
+    start = rank * size + min(rank, extra)
+    return slice(start, start + size + (rank < extra))

@@ -1,0 +1,190 @@
+"""Fit `devise reproduce` into a time budget on the host it runs on: measure, then size.
+
+The same preset takes 8 minutes on one 2-core CPU and over an hour on another (bf16 native or
+not, AVX-512 or AVX2 only), and seconds an epoch on a GPU. So instead of guessing, a few real
+training and evaluation steps are timed first, and the run is sized from what they show.
+
+What shrinks is the number of images each epoch trains and validates on, by one factor for both
+stages; the preset's schedule (epochs, frozen epochs, progressive resizing, rates) stays as it
+is. The time model (`estimate_seconds`) is a sum of images over measured images per second:
+
+    trained images / training speed        (per epoch, at its image size)
+  + validated images / evaluation speed    (per epoch)
+  + evaluation and zero-shot passes        (after training; not shrunk)
+  + a fixed allowance for loading label spaces, writing plots and the report
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from devise.config import TrainConfig
+from devise.data import BatchLoader, ImageSet, Normalizer
+from devise.data.pipeline import NO_AUGMENT
+from devise.errors import DeviseError
+from devise.hardware import Distributed, autocast
+from devise.memory import freed_memory_kept
+
+SAFETY = 0.85  # plan for this share of the time left: speeds drift, and the machine may be shared
+FIXED_SECONDS = 30.0  # label spaces, plots, report, interpreter: measured at 15-25 s on a 2-core CPU
+WARMUP_STEPS, TIMED_STEPS = 2, 5
+
+
+@dataclass(frozen=True)
+class Speeds:
+    """Images per second on this host, measured: a training step at the run's image size, one at
+    the small size of progressive resizing (None without it), and an evaluation forward pass."""
+
+    train: float
+    train_small: float | None
+    forward: float
+
+
+@dataclass(frozen=True)
+class Workload:
+    """How many images the preset trains, validates and evaluates."""
+
+    train_images: int  # a full epoch
+    val_images: int  # a full validation pass
+    after_images: int  # forward passes after training: evaluation and zero-shot of both models
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a budget chose: the share of each epoch, and what it expects that to cost."""
+
+    fraction: float  # of each epoch's training and validation images
+    epoch_images: int  # 0: all
+    val_images: int  # 0: all
+    full_seconds: float  # the preset as it is, estimated
+    planned_seconds: float  # with this plan, estimated
+
+    def overrides(self) -> dict:
+        return {"epoch_images": self.epoch_images, "val_images": self.val_images}
+
+
+def epoch_seconds(config: TrainConfig, epoch: int, speeds: Speeds, images: float) -> float:
+    """Training time of one epoch of `images` images: a frozen body costs a forward pass (its head
+    is tiny), progressive resizing's small epochs run at the small size's speed."""
+    if epoch < config.freeze_epochs:
+        return images / speeds.forward
+    if epoch < config.small_epochs and speeds.train_small:
+        return images / speeds.train_small
+    return images / speeds.train
+
+
+def estimate_seconds(stages: list[TrainConfig], speeds: Speeds, work: Workload, fraction: float) -> float:
+    """The whole job's seconds when each epoch trains and validates on `fraction` of its images."""
+    seconds = FIXED_SECONDS + work.after_images / speeds.forward
+    for config in stages:
+        for epoch in range(config.epochs):
+            seconds += epoch_seconds(config, epoch, speeds, fraction * work.train_images)
+            seconds += fraction * work.val_images / speeds.forward
+    return seconds
+
+
+def plan_budget(budget_seconds: float, stages: list[TrainConfig], speeds: Speeds, work: Workload,
+                batch_size: int) -> Plan:
+    """The largest share of every epoch whose estimate fits `budget_seconds` x `SAFETY` (all of it
+    when the preset fits as it is). The estimate is linear in the share, so it is solved for."""
+    full = estimate_seconds(stages, speeds, work, 1.0)
+    fixed = estimate_seconds(stages, speeds, work, 0.0)
+    available = budget_seconds * SAFETY
+    if full <= available:
+        return Plan(1.0, 0, 0, full, full)
+    fraction = (available - fixed) / (full - fixed)
+    epoch_images = math.floor(fraction * work.train_images / batch_size) * batch_size
+    if epoch_images < batch_size:
+        need = (fixed + (full - fixed) * batch_size / work.train_images) / SAFETY / 60
+        raise DeviseError(f"a budget of {budget_seconds / 60:.1f} min is too short for this preset on this host: "
+                          f"even one batch an epoch needs about {need:.1f} min (the preset as it is: "
+                          f"{full / 60:.0f} min)")
+    fraction = epoch_images / work.train_images
+    val_images = max(1, math.ceil(fraction * work.val_images))
+    return Plan(fraction, epoch_images, val_images, full, estimate_seconds(stages, speeds, work, fraction))
+
+
+def describe(plan: Plan, speeds: Speeds, budget_seconds: float, host: str) -> str:
+    """What the budget chose and why, in two lines."""
+    measured = (f"measured on {host}: training {speeds.train:.0f} images/s"
+                + (f" ({speeds.train_small:.0f} at the small size)" if speeds.train_small else "")
+                + f", evaluation {speeds.forward:.0f} images/s")
+    if plan.fraction >= 1:
+        return (f"budget {budget_seconds / 60:.1f} min: {measured}; the preset as it is needs about "
+                f"{plan.full_seconds / 60:.1f} min, so nothing is cut")
+    return (f"budget {budget_seconds / 60:.1f} min: {measured}; the preset as it is would need about "
+            f"{plan.full_seconds / 60:.1f} min,\nso every epoch trains on {plan.epoch_images:,} images and validates "
+            f"on {plan.val_images:,} ({plan.fraction:.1%}), estimated {plan.planned_seconds / 60:.1f} min in all")
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring
+
+
+def timed_steps(step, batches, dist: Distributed) -> float:
+    """Seconds per step over `TIMED_STEPS` steps after `WARMUP_STEPS` (oneDNN and CUDA pick their
+    kernels, the allocator grows); every process waits for the slowest."""
+    iterator = itertools.cycle(batches)  # a set smaller than the steps taken is gone through again
+    for _ in range(WARMUP_STEPS):
+        step(*next(iterator))
+    synchronise(dist)
+    started = time.perf_counter()
+    for _ in range(TIMED_STEPS):
+        step(*next(iterator))
+    synchronise(dist)
+    return (time.perf_counter() - started) / TIMED_STEPS
+
+
+def synchronise(dist: Distributed) -> None:
+    if dist.device.type == "cuda" or torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    dist.barrier()
+
+
+def measure_speeds(config: TrainConfig, train_set: ImageSet, small_set: ImageSet | None, val_set: ImageSet,
+                   device: torch.device, dist: Distributed) -> Speeds:
+    """Time real steps of the preset's softmax model on real batches, then throw the model away."""
+    from devise.train import build_model, make_optimizer, training_step
+
+    normalizer = Normalizer.fit(train_set.images)
+    model, objective = build_model(config, train_set.num_classes, None, device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(config, model)
+    stepper = dist.wrap(model.train())
+    shard = (dist.rank, dist.world_size)
+
+    def train_speed(data: ImageSet, augment) -> float:
+        loader = BatchLoader(data.to(device), config.batch_size, normalizer, shuffle=True, augment=augment,
+                             seed=config.seed, shard=shard, limit=(WARMUP_STEPS + TIMED_STEPS) * config.batch_size)
+
+        def step(images, labels):
+            training_step(stepper, objective, optimizer, images, labels, config.bf16)
+
+        return config.batch_size / timed_steps(step, loader, dist)
+
+    def forward_speed() -> float:
+        batch = min(config.eval_batch_size, len(val_set))
+        loader = BatchLoader(val_set.to(device), batch, normalizer, augment=NO_AUGMENT)
+        steps = [next(iter(loader))] * (WARMUP_STEPS + TIMED_STEPS)
+        model.eval()
+
+        @torch.no_grad()
+        def step(images, labels):
+            with autocast(device, config.bf16):
+                model(images)
+
+        return batch / timed_steps(step, steps, dist)
+
+    with freed_memory_kept():  # as training runs
+        speeds = Speeds(train_speed(train_set, config.augment),
+                        train_speed(small_set, config.small_augment) if small_set is not None else None,
+                        forward_speed())
+    # Every process must size the run alike: rank 0's figures decide.
+    values = [dist.broadcast(v) if v is not None else None for v in (speeds.train, speeds.train_small, speeds.forward)]
+    return Speeds(*values)
