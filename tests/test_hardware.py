@@ -147,9 +147,9 @@ def test_the_float32_screen_needs_only_the_summation_margin():
 
 def test_budget_sizing_by_hand():
     stage = TrainConfig(epochs=2, batch_size=100)
-    speeds = budget.Speeds(train=1000.0, train_small=None, forward=2000.0)
+    speeds = budget.Speeds(train=1000.0, train_small=None, frozen=1500.0, forward=2000.0)
     work = budget.Workload(train_images=10_000, val_images=1_000, after_images=4_000)
-    fixed = budget.FIXED_SECONDS + 4_000 / 2000
+    fixed = budget.FIXED_SECONDS + 4_000 / 2000 + 2 * budget.EPOCH_SECONDS
     # The whole preset: fixed + 2 epochs x (10,000 / 1,000 + 1,000 / 2,000) seconds.
     assert budget.estimate_seconds([stage], speeds, work, 1.0) == pytest.approx(fixed + 21)
     roomy = budget.plan_budget((fixed + 21) / budget.SAFETY + 1, [stage], speeds, work, 100)
@@ -162,14 +162,21 @@ def test_budget_sizing_by_hand():
         [stage], speeds, work, 1000 / 10_000) > fixed + 2, "one more batch an epoch would not fit"
     with pytest.raises(DeviseError, match="too short for this preset on this host"):
         budget.plan_budget(fixed / budget.SAFETY, [stage], speeds, work, 100)
+    assert budget.plan_budget(fixed / budget.SAFETY, [stage], speeds, work, 100, at_least_one_batch=True).epoch_images == 100
+
+
+def test_the_second_stage_is_sized_at_the_speed_the_first_really_ran():
+    speeds = budget.Speeds(train=1000.0, train_small=500.0, frozen=1500.0, forward=2000.0)
+    slower = budget.rescale(speeds, observed_train=800.0)
+    assert (slower.train, slower.train_small, slower.frozen, slower.forward) == (800, 400, 1200, 1600)
 
 
 def test_frozen_and_small_epochs_are_costed_at_their_own_speeds():
-    speeds = budget.Speeds(train=100.0, train_small=400.0, forward=1000.0)
+    speeds = budget.Speeds(train=100.0, train_small=400.0, frozen=500.0, forward=1000.0)
     stage = TrainConfig(epochs=3, small_epochs=1, small_size=16, freeze_epochs=0)
     assert [budget.epoch_seconds(stage, e, speeds, 1000) for e in range(3)] == [2.5, 10, 10]
     frozen = TrainConfig(epochs=2, freeze_epochs=1, init="x")
-    assert [budget.epoch_seconds(frozen, e, speeds, 1000) for e in range(2)] == [1, 10]
+    assert [budget.epoch_seconds(frozen, e, speeds, 1000) for e in range(2)] == [2, 10]
 
 
 def test_a_budget_too_short_for_the_host_is_one_clear_line(tmp_path):

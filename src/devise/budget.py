@@ -6,12 +6,14 @@ training and evaluation steps are timed first, and the run is sized from what th
 
 What shrinks is the number of images each epoch trains and validates on, by one factor for both
 stages; the preset's schedule (epochs, frozen epochs, progressive resizing, rates) stays as it
-is. The time model (`estimate_seconds`) is a sum of images over measured images per second:
+is. A shared machine drifts, so once the first stage is done its own speed, as its epochs
+measured it, sizes the second stage for the time that is left (`rescale`). The time model
+(`estimate_seconds`) is a sum of images over measured images per second:
 
     trained images / training speed        (per epoch, at its image size)
   + validated images / evaluation speed    (per epoch)
   + evaluation and zero-shot passes        (after training; not shrunk)
-  + a fixed allowance for loading label spaces, writing plots and the report
+  + an allowance per epoch (checkpoint, curves) and one for label spaces and the report
 """
 
 from __future__ import annotations
@@ -31,18 +33,25 @@ from devise.hardware import Distributed, autocast
 from devise.memory import freed_memory_kept
 
 SAFETY = 0.85  # plan for this share of the time left: speeds drift, and the machine may be shared
-FIXED_SECONDS = 30.0  # label spaces, plots, report, interpreter: measured at 15-25 s on a 2-core CPU
+FIXED_SECONDS = 20.0  # label spaces, report, interpreter: 13-15 s on a 2-core CPU beside the passes counted
+EPOCH_SECONDS = 1.0  # an epoch's checkpoint, metrics and curves
 WARMUP_STEPS, TIMED_STEPS = 2, 5
 
 
 @dataclass(frozen=True)
 class Speeds:
     """Images per second on this host, measured: a training step at the run's image size, one at
-    the small size of progressive resizing (None without it), and an evaluation forward pass."""
+    the small size of progressive resizing (None without it), a step of a frozen body (a forward
+    pass at the training batch size, then the head's step), and an evaluation forward pass."""
 
     train: float
     train_small: float | None
+    frozen: float
     forward: float
+
+    def scaled(self, factor: float) -> "Speeds":
+        return Speeds(self.train * factor, self.train_small and self.train_small * factor, self.frozen * factor,
+                      self.forward * factor)
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,7 @@ def epoch_seconds(config: TrainConfig, epoch: int, speeds: Speeds, images: float
     """Training time of one epoch of `images` images: a frozen body costs a forward pass (its head
     is tiny), progressive resizing's small epochs run at the small size's speed."""
     if epoch < config.freeze_epochs:
-        return images / speeds.forward
+        return images / speeds.frozen
     if epoch < config.small_epochs and speeds.train_small:
         return images / speeds.train_small
     return images / speeds.train
@@ -83,15 +92,17 @@ def estimate_seconds(stages: list[TrainConfig], speeds: Speeds, work: Workload, 
     seconds = FIXED_SECONDS + work.after_images / speeds.forward
     for config in stages:
         for epoch in range(config.epochs):
-            seconds += epoch_seconds(config, epoch, speeds, fraction * work.train_images)
+            seconds += EPOCH_SECONDS + epoch_seconds(config, epoch, speeds, fraction * work.train_images)
             seconds += fraction * work.val_images / speeds.forward
     return seconds
 
 
 def plan_budget(budget_seconds: float, stages: list[TrainConfig], speeds: Speeds, work: Workload,
-                batch_size: int) -> Plan:
+                batch_size: int, at_least_one_batch: bool = False) -> Plan:
     """The largest share of every epoch whose estimate fits `budget_seconds` x `SAFETY` (all of it
-    when the preset fits as it is). The estimate is linear in the share, so it is solved for."""
+    when the preset fits as it is). The estimate is linear in the share, so it is solved for.
+    When not even one batch an epoch fits: an error, or with `at_least_one_batch` that one batch
+    (for a second stage, once the first has been paid for)."""
     full = estimate_seconds(stages, speeds, work, 1.0)
     fixed = estimate_seconds(stages, speeds, work, 0.0)
     available = budget_seconds * SAFETY
@@ -99,6 +110,8 @@ def plan_budget(budget_seconds: float, stages: list[TrainConfig], speeds: Speeds
         return Plan(1.0, 0, 0, full, full)
     fraction = (available - fixed) / (full - fixed)
     epoch_images = math.floor(fraction * work.train_images / batch_size) * batch_size
+    if epoch_images < batch_size and at_least_one_batch:
+        epoch_images = batch_size
     if epoch_images < batch_size:
         need = (fixed + (full - fixed) * batch_size / work.train_images) / SAFETY / 60
         raise DeviseError(f"a budget of {budget_seconds / 60:.1f} min is too short for this preset on this host: "
@@ -109,11 +122,17 @@ def plan_budget(budget_seconds: float, stages: list[TrainConfig], speeds: Speeds
     return Plan(fraction, epoch_images, val_images, full, estimate_seconds(stages, speeds, work, fraction))
 
 
+def rescale(speeds: Speeds, observed_train: float) -> Speeds:
+    """The measured speeds scaled by how fast full-size training really ran (images/s from a
+    finished stage's epochs) against the first measurement."""
+    return speeds.scaled(observed_train / speeds.train)
+
+
 def describe(plan: Plan, speeds: Speeds, budget_seconds: float, host: str) -> str:
     """What the budget chose and why, in two lines."""
     measured = (f"measured on {host}: training {speeds.train:.0f} images/s"
                 + (f" ({speeds.train_small:.0f} at the small size)" if speeds.train_small else "")
-                + f", evaluation {speeds.forward:.0f} images/s")
+                + f", frozen body {speeds.frozen:.0f}, evaluation {speeds.forward:.0f} images/s")
     if plan.fraction >= 1:
         return (f"budget {budget_seconds / 60:.1f} min: {measured}; the preset as it is needs about "
                 f"{plan.full_seconds / 60:.1f} min, so nothing is cut")
@@ -149,7 +168,7 @@ def synchronise(dist: Distributed) -> None:
 def measure_speeds(config: TrainConfig, train_set: ImageSet, small_set: ImageSet | None, val_set: ImageSet,
                    device: torch.device, dist: Distributed) -> Speeds:
     """Time real steps of the preset's softmax model on real batches, then throw the model away."""
-    from devise.train import build_model, make_optimizer, training_step
+    from devise.train import body_features, build_model, make_optimizer, training_step
 
     normalizer = Normalizer.fit(train_set.images)
     model, objective = build_model(config, train_set.num_classes, None, device)
@@ -157,16 +176,26 @@ def measure_speeds(config: TrainConfig, train_set: ImageSet, small_set: ImageSet
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model)
     stepper = dist.wrap(model.train())
-    shard = (dist.rank, dist.world_size)
+
+    def training_batches(data: ImageSet, augment) -> BatchLoader:
+        return BatchLoader(data.to(device), config.batch_size, normalizer, shuffle=True, augment=augment,
+                           seed=config.seed, shard=(dist.rank, dist.world_size),
+                           limit=(WARMUP_STEPS + TIMED_STEPS) * config.batch_size)
 
     def train_speed(data: ImageSet, augment) -> float:
-        loader = BatchLoader(data.to(device), config.batch_size, normalizer, shuffle=True, augment=augment,
-                             seed=config.seed, shard=shard, limit=(WARMUP_STEPS + TIMED_STEPS) * config.batch_size)
-
         def step(images, labels):
             training_step(stepper, objective, optimizer, images, labels, config.bf16)
 
-        return config.batch_size / timed_steps(step, loader, dist)
+        return config.batch_size / timed_steps(step, training_batches(data, augment), dist)
+
+    def frozen_speed() -> float:
+        head = dist.wrap(model.head)
+
+        def step(images, labels):
+            training_step(head, objective, optimizer, body_features(model, images, config.bf16), labels, config.bf16)
+
+        model.eval()
+        return config.batch_size / timed_steps(step, training_batches(train_set, config.augment), dist)
 
     def forward_speed() -> float:
         batch = min(config.eval_batch_size, len(val_set))
@@ -182,9 +211,8 @@ def measure_speeds(config: TrainConfig, train_set: ImageSet, small_set: ImageSet
         return batch / timed_steps(step, steps, dist)
 
     with freed_memory_kept():  # as training runs
-        speeds = Speeds(train_speed(train_set, config.augment),
-                        train_speed(small_set, config.small_augment) if small_set is not None else None,
-                        forward_speed())
+        speeds = [train_speed(train_set, config.augment),
+                  train_speed(small_set, config.small_augment) if small_set is not None else None,
+                  frozen_speed(), forward_speed()]
     # Every process must size the run alike: rank 0's figures decide.
-    values = [dist.broadcast(v) if v is not None else None for v in (speeds.train, speeds.train_small, speeds.forward)]
-    return Speeds(*values)
+    return Speeds(*(dist.broadcast(v) if v is not None else None for v in speeds))

@@ -13,6 +13,7 @@ training dataset are removed from training and named afterwards.
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +26,7 @@ from devise.errors import DeviseError
 from devise.evaluation import evaluate_run
 from devise.hardware import Distributed, describe_host, distributed, host_line, use_bf16
 from devise.report import write_report
-from devise.train import load_data, load_run_config, train
+from devise.train import load_data, load_run_config, read_metrics, train
 from devise.zeroshot import run_zero_shot
 
 PRESETS: dict[str, dict] = {
@@ -117,7 +118,7 @@ def train_or_continue(config: TrainConfig, progress: bool, device: str) -> None:
 
 
 def fit_budget(minutes: float, started: float, stages: list[TrainConfig], unseen: int, device: torch.device,
-               dist: Distributed, progress: bool) -> budgets.Plan:
+               dist: Distributed, progress: bool) -> tuple[budgets.Plan, budgets.Speeds, budgets.Workload]:
     """Measure this host's speed on the preset's first steps and size both stages' epochs to end
     within `minutes` of `started`; says what it chose and why."""
     softmax = replace(stages[0], bf16=use_bf16(device, stages[0].bf16))
@@ -125,22 +126,36 @@ def fit_budget(minutes: float, started: float, stages: list[TrainConfig], unseen
     speeds = budgets.measure_speeds(softmax, train_set, small_set, val_set, device, dist)
     zero_shot_images = len(val_set) * (train_set.num_classes + unseen) / train_set.num_classes
     work = budgets.Workload(len(train_set), len(val_set), round(2 * len(val_set) + 2 * zero_shot_images))
-    left = minutes * 60 - (time.perf_counter() - started)
+    left = dist.broadcast(minutes * 60 - (time.perf_counter() - started))  # every process sizes alike
     plan = budgets.plan_budget(left, stages, speeds, work, softmax.batch_size)
     if dist.is_main:
         print(budgets.describe(plan, speeds, minutes * 60, host_line(describe_host(device))), flush=True)
+    return plan, speeds, work
+
+
+def refit_budget(minutes: float, started: float, speeds: budgets.Speeds, work: budgets.Workload,
+                 first: TrainConfig, second: TrainConfig, dist: Distributed) -> budgets.Plan:
+    """Size the second stage for the time left, at the speed the first stage really ran."""
+    rows = [r for r in read_metrics(Path(first.out) / "metrics.csv") if r["epoch"] > first.small_epochs]
+    speeds = budgets.rescale(speeds, statistics.median(r["images_per_second"] for r in rows))
+    left = dist.broadcast(minutes * 60 - (time.perf_counter() - started))
+    plan = budgets.plan_budget(left, [second], speeds, work, second.batch_size, at_least_one_batch=True)
+    if dist.is_main:
+        print(f"budget: {left / 60:.1f} min left after the first stage, which trained at {speeds.train:.0f} "
+              f"images/s; the second stage trains on {plan.fraction:.1%} of each epoch's images", flush=True)
     return plan
 
 
 def reproduce(preset: str = "cpu", data_root: str | None = None, out: str | Path = "runs/reproduce",
               target: str = "unseen", target_root: str | None = None, download: bool = False,
               cache_dir: str | None = None, progress: bool = True, device: str = "auto",
-              budget: float | None = None) -> dict | None:
+              budget: float | None = None, overrides: dict | None = None) -> dict | None:
     """Train both models, evaluate everything, write `report.html`, `summary.json` and
     `summary.md` into `out`; returns the summary.
 
     `device` is auto, cpu, cuda or cuda:N. With `budget` (minutes), the host's speed is measured
     first and every epoch of both stages cut to the share of its images that fits (`devise.budget`).
+    `overrides` are settings laid over both stages' preset settings (a shorter smoke run, say).
     Under torchrun every process trains; rank 0 alone evaluates and writes, and the others
     return None.
     """
@@ -150,11 +165,17 @@ def reproduce(preset: str = "cpu", data_root: str | None = None, out: str | Path
     if budget is not None and budget <= 0:
         raise DeviseError("--budget must be a positive number of minutes")
     softmax, devise = preset_configs(preset, out, data_root, target, download, cache_dir)
-    plan = None
+    if overrides:
+        softmax, devise = replace(softmax, **overrides), replace(devise, **overrides)
+    shares = None
     if budget is not None:
-        plan = fit_budget(budget, started, [softmax, devise], softmax.unseen, device, dist, progress)
-        softmax, devise = replace(softmax, **plan.overrides()), replace(devise, **plan.overrides())
+        plan, speeds, work = fit_budget(budget, started, [softmax, devise], softmax.unseen, device, dist, progress)
+        softmax = replace(softmax, **plan.overrides())
     train_or_continue(softmax, progress, str(device))
+    if budget is not None:
+        second = refit_budget(budget, started, speeds, work, softmax, devise, dist)
+        devise = replace(devise, **second.overrides())
+        shares = [plan.fraction, second.fraction]
     train_or_continue(devise, progress, str(device))
     if not dist.is_main:
         return None
@@ -166,18 +187,18 @@ def reproduce(preset: str = "cpu", data_root: str | None = None, out: str | Path
     write_report([out / "softmax", out / "devise"], out / "report.html", f"devise reproduce --preset {preset}",
                  [out / f"zeroshot-{target}"])
     summary = summarise(preset, hits, zero_shot, minutes, {**describe_host(device), "processes": dist.world_size},
-                        budget, plan)
+                        budget, shares)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "summary.md").write_text(summary_table(summary))
     return summary
 
 
 def summarise(preset: str, hits: dict, zero_shot: dict, minutes: float, host: dict, budget: float | None = None,
-              plan: budgets.Plan | None = None) -> dict:
+              shares: list[float] | None = None) -> dict:
     models = {m["kind"]: m for m in zero_shot["models"].values()}
     return {
         "preset": preset, "wall_minutes": round(minutes, 1), "host": host,
-        "budget_minutes": budget, "epoch_share": plan.fraction if plan else 1.0,
+        "budget_minutes": budget, "epoch_shares": shares or [1.0, 1.0],
         "classes_trained": hits["softmax"]["classes"],
         "softmax top-1": hits["softmax"]["hit@1"], "softmax top-5": hits["softmax"]["hit@5"],
         "DeViSE hit@1": hits["devise"]["hit@1"], "DeViSE hit@5": hits["devise"]["hit@5"],
@@ -217,7 +238,9 @@ def summary_table(summary: dict) -> str:
                                                    f"{m['gzsl_harmonic']:.3f}", "-"))
     wall = f"{summary['wall_minutes']:.1f}"
     if summary.get("budget_minutes"):
-        wall += f" (budget {summary['budget_minutes']:g}: each epoch {summary['epoch_share']:.1%} of its images)"
+        shares = summary["epoch_shares"]
+        cut = "nothing cut" if min(shares) >= 1 else f"epochs cut to {shares[0]:.1%} / {shares[1]:.1%} of their images"
+        wall += f" (budget {summary['budget_minutes']:g}: {cut})"
     rows.append(("wall time, minutes", wall, "-"))
 
     def fmt(value) -> str:
