@@ -70,3 +70,27 @@ def test_resizing_once_at_load():
     small = data.resized(16)
     assert small.images.shape[-2:] == (16, 16) and small.images.dtype == torch.uint8
     assert torch.equal(small.labels, data.labels)
+
+
+def test_the_shares_of_two_processes_put_together_are_the_one_process_batches():
+    data = toy()
+    normalizer = Normalizer.fit(data.images)
+
+    def batches(shard):
+        return list(BatchLoader(data, 64, normalizer, shuffle=True, augment=Augment(jitter=0.2), seed=1, shard=shard))
+
+    whole, first, second = batches((0, 1)), batches((0, 2)), batches((1, 2))
+    assert len(whole) == len(first) == len(second)
+    for (images, labels), (a, a_labels), (b, b_labels) in zip(whole, first, second):
+        assert len(a_labels) == len(b_labels) == len(labels) // 2
+        assert torch.equal(torch.cat([a, b]), images) and torch.equal(torch.cat([a_labels, b_labels]), labels)
+
+
+def test_a_limited_epoch_is_a_fresh_draw_of_that_many_images():
+    data = toy()
+    loader = BatchLoader(data, 100, Normalizer.fit(data.images), shuffle=True, limit=250)
+    assert len(loader) == 3
+    first = torch.cat([labels for _, labels in loader])
+    loader.set_epoch(1)
+    second = torch.cat([labels for _, labels in loader])
+    assert len(first) == len(second) == 250 and not torch.equal(first, second)

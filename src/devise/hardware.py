@@ -168,6 +168,13 @@ class Distributed:
         torch.distributed.broadcast(tensor, 0)
         return float(tensor[0])
 
+    def share_buffers(self, module: torch.nn.Module) -> None:
+        """Give every process rank 0's buffers (batch-norm statistics): each process's last step
+        updated its own from its share of the batch, and validation should see one model."""
+        if self.active:
+            for buffer in module.buffers():
+                torch.distributed.broadcast(buffer, 0)
+
     def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
         """The module as DistributedDataParallel (gradients averaged over processes), or as is."""
         if not self.active:

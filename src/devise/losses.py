@@ -22,8 +22,9 @@ def cosine_loss(predicted: torch.Tensor, label_vectors: torch.Tensor, labels: to
 
 def random_wrong_labels(labels: torch.Tensor, num_classes: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """For each label, one other class drawn uniformly from the remaining C - 1."""
-    offset = torch.randint(1, num_classes, labels.shape, generator=generator)
-    return (labels + offset) % num_classes
+    device = generator.device if generator is not None else labels.device  # draws where the batch is
+    offset = torch.randint(1, num_classes, labels.shape, generator=generator, device=device)
+    return (labels + offset.to(labels.device)) % num_classes
 
 
 def hinge_loss(predicted: torch.Tensor, label_vectors: torch.Tensor, labels: torch.Tensor,

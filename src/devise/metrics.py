@@ -15,7 +15,7 @@ def topk_counts(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...])
     top = scores.topk(k_max, dim=1).indices
     found = top == labels[:, None]
     cumulative = found.cumsum(dim=1).clamp_(max=1)
-    return cumulative[:, [min(k, k_max) - 1 for k in ks]].sum(dim=0)
+    return torch.stack([cumulative[:, min(k, k_max) - 1].sum() for k in ks])
 
 
 def topk_hits(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]) -> dict[int, int]:

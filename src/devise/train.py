@@ -136,7 +136,7 @@ def batch_totals(objective, outputs: torch.Tensor, labels: torch.Tensor, loss: t
     an epoch (and over processes) before anything waits for the device."""
     counts = topk_counts(objective.class_scores(outputs.detach()), labels, (1, 5))
     return torch.cat([(loss.detach().double() * len(labels)).view(1), counts.double(),
-                      torch.tensor([len(labels)], dtype=torch.float64, device=labels.device)])
+                      torch.full((1,), len(labels), dtype=torch.float64, device=labels.device)])
 
 
 def mean_figures(totals: torch.Tensor | None, dist: Distributed) -> dict[str, float]:
@@ -401,6 +401,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, devi
             loader = small_loader if epoch < config.small_epochs else train_loader  # progressive resizing
             fit = train_one_epoch(model, loader, objective, optimizer, config, epoch, talk, teacher, dist)
             train_seconds = time.perf_counter() - started
+            dist.share_buffers(model)
             val = evaluate(model, val_loader, objective, config.bf16, dist)
             rows.append({"epoch": epoch + 1, "lr": fit["lr"], "train_loss": fit["loss"], "train_top1": fit["top1"],
                          "train_top5": fit["top5"], "val_loss": val["loss"], "val_top1": val["top1"],

@@ -8,6 +8,7 @@ output is channels_last, the memory layout oneDNN convolutions prefer.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -48,8 +49,8 @@ class Normalizer:
         return cls(tuple(sample.mean(dim=(0, 2, 3)).tolist()), tuple(sample.std(dim=(0, 2, 3)).tolist()))
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+        mean = channel_values(self.mean, images.dtype, images.device)
+        std = channel_values(self.std, images.dtype, images.device)
         return (images - mean) / std
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
@@ -75,6 +76,17 @@ class AugmentDraw:
         return AugmentDraw(*(None if t is None else t.to(device) for t in (self.dy, self.dx, self.flip)),
                            None if self.colour is None else tuple(t.to(device) for t in self.colour))
 
+    @staticmethod
+    def cat(draws: list["AugmentDraw"]) -> "AugmentDraw":
+        """The draws of several batches as one (an epoch's, moved to the device at once)."""
+        first = draws[0]
+
+        def joined(get):
+            return None if get(first) is None else torch.cat([get(d) for d in draws])
+
+        colour = None if first.colour is None else tuple(joined(lambda d, i=i: d.colour[i]) for i in range(3))
+        return AugmentDraw(joined(lambda d: d.dy), joined(lambda d: d.dx), joined(lambda d: d.flip), colour)
+
 
 def draw_augment(n: int, augment: Augment, generator: torch.Generator) -> AugmentDraw:
     """Draw the random choices for a batch of `n` images from a CPU generator, so that a batch is
@@ -91,9 +103,8 @@ def draw_augment(n: int, augment: Augment, generator: torch.Generator) -> Augmen
 
 
 def apply_augment(images: torch.Tensor, augment: Augment, draw: AugmentDraw) -> torch.Tensor:
-    """Apply drawn choices to a float batch (N x 3 x H x W, 0-255) on the batch's own device."""
+    """Apply drawn choices (on the batch's device) to a float batch (N x 3 x H x W, 0-255)."""
     n, _, height, width = images.shape
-    draw = draw.to(images.device)
     if draw.dy is not None:
         pad = augment.crop_padding
         padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
@@ -108,9 +119,15 @@ def apply_augment(images: torch.Tensor, augment: Augment, draw: AugmentDraw) -> 
     return images
 
 
+@functools.lru_cache(maxsize=32)
+def channel_values(values: tuple[float, float, float], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Per-channel constants as a 1 x 3 x 1 x 1 tensor on `device`, made once rather than per batch."""
+    return torch.tensor(values, dtype=dtype, device=device).view(1, 3, 1, 1)
+
+
 def augment_batch(images: torch.Tensor, augment: Augment, generator: torch.Generator) -> torch.Tensor:
     """Apply `augment` to a float batch (N x 3 x H x W, 0-255), a different draw per image."""
-    return apply_augment(images, augment, draw_augment(images.shape[0], augment, generator))
+    return apply_augment(images, augment, draw_augment(images.shape[0], augment, generator).to(images.device))
 
 
 def jitter_colours(images: torch.Tensor, factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -150,7 +167,7 @@ class BatchLoader:
         self.epoch = 0
 
     def __len__(self) -> int:
-        n = min(self.limit, len(self.data)) if self.limit else len(self.data)
+        n = min(self.limit, len(self.data)) if self.limit else len(self.data)  # images an epoch
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
@@ -158,23 +175,27 @@ class BatchLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        n = len(self.data)
+        n, size, device = len(self.data), self.batch_size, self.data.images.device
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        used = min(self.limit, n) if self.limit else n
+        batches = [(start, min(size, used - start)) for start in range(0, len(self) * size, size)]
+        # The epoch's order and augmentation draws go to the device once, not batch by batch.
+        draws = None
+        if self.augment.enabled and batches:
+            draws = AugmentDraw.cat([draw_augment(count, self.augment, generator) for _, count in batches]).to(device)
+        if self.shuffle:
+            order = order.to(device)
         rank, processes = self.shard
-        for step in range(len(self)):
-            index = order[step * self.batch_size : (step + 1) * self.batch_size]
-            draw = draw_augment(len(index), self.augment, generator) if self.augment.enabled else None
-            mine = shard_rows(len(index), rank, processes)
-            index = index[mine]
-            if not len(index):
+        for start, count in batches:
+            mine = shard_rows(count, rank, processes)
+            rows = slice(start + mine.start, start + mine.stop)
+            if rows.start == rows.stop:
                 continue
-            if self.shuffle:
-                index = index.to(self.data.images.device)
-            else:
-                index = slice(int(index[0]), int(index[-1]) + 1)  # contiguous: a view, no copy
+            # Unshuffled batches are contiguous: a view, no copy.
+            index = order[rows] if self.shuffle else slice(rows.start, rows.stop)
             images = self.data.images[index].float()
-            if draw is not None:
-                images = apply_augment(images, self.augment, draw.part(mine))
+            if draws is not None:
+                images = apply_augment(images, self.augment, draws.part(rows))
             yield self.normalizer.prepare(images), self.data.labels[index]
 
 
