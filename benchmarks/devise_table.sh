@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The hit@k table of README "Results": DeViSE with each loss, MiniLM, both synonym rules and the
+# The hit@k table of docs/results.md: DeViSE with each loss, MiniLM, both synonym rules and the
 # random-vector control, all warm-started from one softmax run and trained alike, then evaluated
 # side by side. Usage: bash benchmarks/devise_table.sh DATA_ROOT SOFTMAX_RUN OUT_FOLDER [EPOCHS]
 set -euo pipefail

@@ -1,10 +1,14 @@
-"""Rank 10,000 query vectors against all 400,000 GloVe words, top-10, three ways, in one run.
+"""Rank 10,000 query vectors against all 400,000 GloVe words, top-10, several ways, in one run.
 
-(a) devise.rank.rank_topk (a bf16 screen of group maxima, then exact float32 rescoring of the
-candidate groups), (b) gensim's KeyedVectors.most_similar called once per vector (timed on a sample
-of queries and scaled up), (c) the floor: the float32 matrix multiplies without any top-k. Prints
-one JSON line per result, the ratios, and whether (a) agrees with a brute-force float32 top-k on
-the first 500 queries. Usage: python benchmarks/rank.py [--queries 10000] [--gensim-sample 100]
+(a) devise.rank.rank_topk as it chooses on this host (a screen of group maxima in bf16 where bf16
+is native, float32 elsewhere, then exact float32 rescoring of the candidate groups), and each
+screen forced, (b) devise.rank.exact_topk (float32 blocks with a running top k), (c) gensim's
+KeyedVectors.most_similar called once per vector (timed on a sample of queries and scaled up),
+(d) the floor: the float32 matrix multiplies without any top-k. Contenders alternate (A/B/C/A/B/C);
+prints one JSON line per result with the host, the ratios, and whether (a) agrees with a
+brute-force float32 top-k on the first 500 queries. The forced bf16 screen is left out where bf16
+is not native (it would take minutes).
+Usage: python benchmarks/rank.py [--queries 10000] [--gensim-sample 100] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -17,17 +21,20 @@ import time
 import torch
 import torch.nn.functional as F
 
-from devise.rank import rank_topk
+from devise.hardware import bf16_native, describe_host, host_line
+from devise.rank import exact_topk, rank_topk
 from devise.vectors import load_word_vectors
 
 
-def timed(fn, repeats: int) -> float:
-    times = []
+def timed_in_rounds(contenders: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of each contender, run A/B/C/A/B/C so that drift hits them alike."""
+    times = {name: [] for name in contenders}
     for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for name, fn in contenders.items():
+            started = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:
@@ -46,22 +53,27 @@ def main() -> None:
         for q in range(0, len(queries), block):
             queries[q : q + block] @ vocabulary.T
 
-    def ours() -> None:
-        rank_topk(queries, vocabulary, 10, normalized=True)
-
     sample = queries[: args.gensim_sample].numpy()
 
     def gensim_loop() -> None:
         for vector in sample:
             kv.most_similar(positive=[vector], topn=10)
 
-    results = {}
-    for name, fn, scale in (("floor_matmul", floor, 1), ("devise_rank_topk", ours, 1),
-                            ("gensim_most_similar", gensim_loop, args.queries / args.gensim_sample)):
-        seconds = timed(fn, args.repeats) * scale
-        results[name] = seconds
+    contenders = {
+        "floor_matmul": floor,
+        "devise_rank_topk": lambda: rank_topk(queries, vocabulary, 10, normalized=True),
+        "float32_screen": lambda: rank_topk(queries, vocabulary, 10, normalized=True, screen=torch.float32),
+        "exact_topk": lambda: exact_topk(queries, vocabulary, 10, 16384, 2**22, 64),
+    }
+    if bf16_native(torch.device("cpu")):
+        contenders["bf16_screen"] = lambda: rank_topk(queries, vocabulary, 10, normalized=True, screen=torch.bfloat16)
+    results = timed_in_rounds(contenders, args.repeats)
+    results["gensim_most_similar"] = timed_in_rounds({"gensim": gensim_loop}, 1)["gensim"] * args.queries / args.gensim_sample
+    host = host_line(describe_host())
+    for name, seconds in results.items():
         print(json.dumps({"benchmark": "rank", "method": name, "queries": args.queries, "vocabulary": len(kv),
-                          "k": 10, "seconds_median": round(seconds, 3), "threads": torch.get_num_threads()}))
+                          "k": 10, "seconds_median": round(seconds, 3), "threads": torch.get_num_threads(),
+                          "host": host}))
     sample_queries = queries[:500]
     brute = sample_queries @ vocabulary.T
     scores, index = rank_topk(sample_queries, vocabulary, 10, normalized=True)

@@ -4,7 +4,7 @@ glibc serves every allocation over 32 MB (most activations of a batch of 256 ima
 fresh `mmap` and unmaps it on `free`, so each step faults in, and the kernel zeroes, gigabytes
 of new pages: about 500,000 page faults per step of the default CNN at 64 px. With `mmap`
 and trimming switched off, freed blocks stay in the heap and the next step reuses them, which
-`benchmarks/train_throughput.py` measures (README "Performance"). Only glibc has these
+`benchmarks/train_throughput.py` measures (docs/performance.md). Only glibc has these
 switches (`mallopt`); on other systems the context manager changes nothing.
 """
 

@@ -6,7 +6,7 @@ the sizes. Most of the work is a screening pass that keeps only the best score o
 words; the few groups that can hold the top k are then scored again in float32. The screen runs
 in bfloat16 where the hardware computes it natively (4x float32 on an AVX-512 BF16 CPU) and in
 float32 elsewhere, where emulated bf16 is hundreds of times slower; there the float32 screen is
-still the fastest exact path measured (README "Performance", ranking).
+still the fastest exact path measured (docs/performance.md, "Ranking").
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ if TYPE_CHECKING:  # gensim takes a second to import: only where vectors are loa
     from gensim.models import KeyedVectors
 
 RULES = ("first", "mean")
-DEFAULT_RULE = "mean"  # measured on Tiny ImageNet: README "Results", DeViSE table
+DEFAULT_RULE = "mean"  # measured on Tiny ImageNet: docs/results.md, DeViSE table
 
 PACKAGED_GLOVE = "glove-6b-50d"
 MINILM = "minilm"
