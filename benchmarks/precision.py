@@ -11,23 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
+from train_throughput import matmul_flops  # benchmarks/ is on the path when this script runs
 
 from devise.hardware import describe_host, host_line, use_bf16
-
-
-def gflops(dtype: torch.dtype, size: int, repeats: int) -> float:
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - started)
-    return 2 * size**3 / statistics.median(times) / 1e9
 
 
 def main() -> None:
@@ -36,7 +24,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     cpu = torch.device("cpu")
-    fp32, bf16 = gflops(torch.float32, args.size, args.repeats), gflops(torch.bfloat16, args.size, args.repeats)
+    fp32, bf16 = (matmul_flops(dtype, args.size, args.repeats) / 1e9 for dtype in (torch.float32, torch.bfloat16))
     print(json.dumps({"benchmark": "precision", "host": host_line(describe_host(cpu)), "size": args.size,
                       "fp32_gflops": round(fp32, 2), "bf16_gflops": round(bf16, 2), "bf16_over_fp32": round(bf16 / fp32, 3),
                       "devise_uses_bf16": use_bf16(cpu)}))
