@@ -29,8 +29,11 @@ from devise.config import TrainConfig
 from devise.data import BatchLoader, Normalizer
 from devise.hardware import describe_host, host_line, resolve_device, use_bf16
 from devise.memory import freed_memory_kept
-from devise.reproduce import preset_settings, reproduce
-from devise.train import build_model, load_run, load_split, make_optimizer, training_step
+from devise.config import preset_settings
+from devise.data.pipeline import Augment
+from devise.reproduce import reproduce
+from devise.runs import build_model, load_run, run_split, seen_split
+from devise.train import make_optimizer, training_step
 
 
 def synchronise(device: torch.device) -> None:
@@ -52,7 +55,7 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 8192, repeats
 
 def epoch_throughput(config: TrainConfig, device: torch.device, steps: int) -> dict:
     """One epoch (or `steps` steps) of the preset's softmax model, timed after 3 warm-up steps."""
-    data = load_split(config, "train", progress=False)
+    data = seen_split(config, "train", [], progress=False)
     normalizer = Normalizer.fit(data.images)
     data = data.to(device)
     torch.manual_seed(0)
@@ -60,7 +63,7 @@ def epoch_throughput(config: TrainConfig, device: torch.device, steps: int) -> d
     model, objective = build_model(config, data.num_classes, None, device)
     model = model.to(memory_format=torch.channels_last).train()
     optimizer = make_optimizer(config, model)
-    loader = BatchLoader(data, config.batch_size, normalizer, shuffle=True, augment=config.augment,
+    loader = BatchLoader(data, config.batch_size, normalizer, shuffle=True, augment=Augment.of(config),
                          seed=config.seed, drop_last=True)
     batches = iter(loader)
     for _ in range(3):
@@ -88,7 +91,7 @@ def epoch_throughput(config: TrainConfig, device: torch.device, steps: int) -> d
 def same_outputs_on_the_cpu(run_folder: Path, device: torch.device) -> float:
     """The largest difference between the run's outputs on `device` and on the CPU, in float32."""
     here, cpu = load_run(run_folder, device), load_run(run_folder, "cpu")
-    data = load_split(cpu.config, cpu.config.val_split, progress=False)
+    data = run_split(cpu, progress=False)
     images = cpu.normalizer.prepare(data.images[:64])
     with torch.no_grad():
         return float((here.model(images.to(device)).float().cpu() - cpu.model(images).float()).abs().max())

@@ -22,16 +22,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from devise.evaluation import model_outputs
-from devise.metrics import hit_at_k
 from devise.hardware import autocast, inference_bf16
-from devise.train import label_vectors_for, load_run, load_split
+from devise.infer import model_outputs
+from devise.metrics import hit_at_k
+from devise.runs import load_run, run_split
+from devise.vectors import training_label_vectors
 
 
 def frozen_features(run, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(features, labels, the run's own logits) for every image of a split: the body's outputs,
     computed as `devise evaluate` computes a model's, then the run's head on them."""
-    data = load_split(run.config, split, progress=False)
+    data = run_split(run, split, progress=False)
     features = model_outputs(replace(run, model=run.model.body), data, progress=False)
     with torch.no_grad(), autocast(run.device, inference_bf16(run.config.bf16, run.device)):
         logits = run.model.head(features).float()
@@ -96,7 +97,7 @@ def main() -> None:
              ("DeViSE MLP, minilm, centred label vectors", "minilm", True, {})]
     for name, space, centred, options in heads:
         vectors = None if space is None else F.normalize(
-            label_vectors_for(replace(run.config, vectors=space), run.class_names).float(), dim=1)
+            training_label_vectors(replace(run.config, vectors=space), run.class_names).float(), dim=1)
         if centred:  # less crowded: the labels' mean direction removed, then unit length again
             vectors = F.normalize(vectors - vectors.mean(dim=0), dim=1)
         started = time.perf_counter()

@@ -26,8 +26,10 @@ from devise.config import TrainConfig
 from devise.data import BatchLoader, Normalizer
 from devise.hardware import use_bf16
 from devise.memory import freed_memory_kept
-from devise.reproduce import preset_settings
-from devise.train import build_model, load_split, make_optimizer, training_step
+from devise.config import preset_settings
+from devise.data.pipeline import Augment
+from devise.runs import build_model, seen_split
+from devise.train import make_optimizer, training_step
 
 
 def step_function(config: TrainConfig, num_classes: int, compiled: bool = False):
@@ -48,7 +50,7 @@ def step_function(config: TrainConfig, num_classes: int, compiled: bool = False)
 
 def batches(config: TrainConfig, data, normalizer: Normalizer):
     while True:
-        yield from BatchLoader(data, config.batch_size, normalizer, shuffle=True, augment=config.augment)
+        yield from BatchLoader(data, config.batch_size, normalizer, shuffle=True, augment=Augment.of(config))
 
 
 def images_per_second(step, source, steps: int, warmup: int = 2) -> float:
@@ -98,7 +100,7 @@ def main() -> None:
     config = replace(config, bf16=use_bf16(torch.device("cpu"), config.bf16))  # as `devise train` decides
     if args.model:
         config = replace(config, model=args.model)
-    data = load_split(config, "train", progress=False)
+    data = seen_split(config, "train", [], progress=False)
     normalizer = Normalizer.fit(data.images)
     with freed_memory_kept():  # as `devise train` runs its steps
         profile_steps(config, data, normalizer, args.steps)
@@ -119,7 +121,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, (variant, n_threads, compiled) in variants.items():
             if variant.image_size not in data_at:
-                data_at[variant.image_size] = load_split(variant, "train", progress=False)
+                data_at[variant.image_size] = seen_split(variant, "train", [], progress=False)
             torch.set_num_threads(n_threads)
             step = step_function(variant, data.num_classes, compiled)
             with freed_memory_kept():

@@ -37,7 +37,8 @@ from devise.hardware import describe_host, host_line, use_bf16
 from devise.data.sources import FileSource
 from devise.data.tiny_imagenet import list_split, locate, open_source, read_class_names
 from devise.memory import freed_memory_kept
-from devise.models import create_model
+from devise.data.pipeline import Augment
+from devise.models import ModelSpec, create_model
 
 
 class PlainTinyImageNet(torch.utils.data.Dataset):
@@ -110,8 +111,8 @@ def devise_model_and_batches(size: int, data_root: str, batch_size: int):
     """Our way: the default CNN in channels_last, shuffled and augmented uint8 batches from memory."""
     config = TrainConfig()
     data = load_dataset("tiny-imagenet", data_root, "train", image_size=size, progress=False)
-    model = create_model(config.model_spec, 200).to(memory_format=torch.channels_last)
-    return model, BatchLoader(data, batch_size, Normalizer.fit(data.images), shuffle=True, augment=config.augment)
+    model = create_model(ModelSpec.of(config), 200).to(memory_format=torch.channels_last)
+    return model, BatchLoader(data, batch_size, Normalizer.fit(data.images), shuffle=True, augment=Augment.of(config))
 
 
 def measure(method: str, size: int, data_root: str, batch_size: int, steps: int) -> tuple[float, float]:
@@ -122,7 +123,7 @@ def measure(method: str, size: int, data_root: str, batch_size: int, steps: int)
     if method != "plain":
         model, batches = devise_model_and_batches(size, data_root, batch_size)
     else:
-        model = create_model(TrainConfig().model_spec, 200)
+        model = create_model(ModelSpec.of(TrainConfig()), 200)
         batches = torch.utils.data.DataLoader(PlainTinyImageNet(data_root, size), batch_size, shuffle=True,
                                               num_workers=2, persistent_workers=False)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)

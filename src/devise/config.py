@@ -1,165 +1,205 @@
-"""Run settings as one flat dataclass: from defaults, a TOML file, and command-line flags.
+"""Run settings as one flat dataclass, the rules they must follow, and the presets.
 
 Flat on purpose (nanoGPT style): every setting is one name, the same in the TOML file, on the
-command line (`--batch-size` for `batch_size`) and in the run folder's saved `config.toml`.
+command line (`--batch-size` for `batch_size`) and in the run folder's saved `config.toml`. The
+comment beside each field is its help text on the command line (`field_help`).
+
+This module imports nothing else from devise: the model, the data pipeline and the label spaces
+read their settings from here, never the other way round. `problems(config)` says, in a user's
+words, every rule a config breaks; the code that acts on a config turns them into errors.
 """
 
 from __future__ import annotations
 
-import tomllib
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import tomli_w
-
-from devise.data.pipeline import Augment
-from devise.errors import DeviseError
-from devise.models import ModelSpec
-from devise.vectors import DEFAULT_RULE, RULES, SOURCES
+DATASETS = ("tiny-imagenet", "cifar100", "folder", "toy")
+HEADS = ("softmax", "embedding")
+MODELS = ("cnn", "resnet9")
+LOSSES = ("cosine", "hinge", "rank", "crossentropy")
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("onecycle", "cosine", "step", "constant")
+LABEL_SPACES = ("glove-6b-50d", "word2vec-text", "word2vec-binary", "glove-text", "fasttext-vec", "minilm")
+LABEL_RULES = ("first", "mean")
+DEFAULT_RULE = "mean"  # measured on Tiny ImageNet: docs/results.md, DeViSE table
 
 
 @dataclass
 class TrainConfig:
     # data
-    data: str = "tiny-imagenet"  # tiny-imagenet, cifar100, folder or toy
-    data_root: str | None = None  # zip, folder, ...; none: the cache (or --download)
-    cache_dir: str | None = None  # where decoded datasets are kept; default ~/.cache/devise
+    data: str = "tiny-imagenet"  # dataset: tiny-imagenet, cifar100, folder or toy
+    data_root: str | None = None  # the dataset's zip or folder; unset: the cache (or --download)
+    cache_dir: str | None = None  # where decoded datasets are kept (default ~/.cache/devise)
     download: bool = False  # fetch the dataset when it is not on disk
-    val_split: str = "val"
+    val_split: str = "val"  # the split validated on after each epoch
     image_size: int = 32  # pixels; Tiny ImageNet's 64 px images are downsampled once at load
     train_limit: int = 0  # use only the first N training images (0: all); for quick trials
-    unseen: int = 0  # hold out this many classes (seeded draw) from training, for zero-shot tests
-    unseen_seed: int = 0
+    unseen: int = 0  # hold this many classes (a seeded draw) out of training, for zero-shot tests
+    unseen_seed: int = 0  # the seed of that draw
     # model
-    head: str = "softmax"  # softmax (class logits) or embedding (DeViSE)
+    head: str = "softmax"  # softmax (class logits) or embedding (DeViSE: a vector in the label space)
     model: str = "resnet9"  # cnn (plain, the paper's style) or resnet9
     width: int = 32  # channels of the first conv block (x2, x4, x8 later); 32 suits a 2-core CPU
     stem_pool: bool = False  # resnet9: max-pool after the first conv, so 64 px images cost what 32 px ones do
-    hidden: int = 512
-    dropout: float = 0.4
+    hidden: int = 512  # units of the fully connected layer before the head
+    dropout: float = 0.4  # dropout between the convolutions and the FC layer, and before the head
     # embedding head (DeViSE)
     loss: str = "hinge"  # cosine, hinge (one random wrong label), rank (all wrong labels) or crossentropy
-    margin: float = 0.1  # of the hinge and rank losses
-    temperature: float = 0.05  # of the crossentropy loss: cosines are divided by it
+    margin: float = 0.1  # margin of the hinge and rank losses
+    temperature: float = 0.05  # the crossentropy loss divides the cosines by it
     vectors: str = "glove-6b-50d"  # label space: glove-6b-50d, minilm, or a file format with --vectors-path
-    vectors_path: str | None = None
-    label_rule: str = DEFAULT_RULE  # synonym lists: "first" usable synonym or "mean" of all usable
-    replacements: str | None = None  # file mapping labels without vectors to other words
+    vectors_path: str | None = None  # the vectors file for word2vec-text, word2vec-binary, glove-text, fasttext-vec
+    label_rule: str = DEFAULT_RULE  # synonym lists: the "first" usable synonym or the "mean" of all usable
+    replacements: str | None = None  # file of 'label<TAB>words' lines for labels the vectors do not know
     random_vectors: bool = False  # control: random unit label vectors of the same size
-    embed_hidden: int = 0  # 0: one linear layer to the embedding (the paper); N: an MLP with N units
+    embed_hidden: int = 0  # 0: one linear layer to the label space (the paper); N: an MLP with N units
     init: str | None = None  # a softmax run folder to warm-start the body from
-    init_epoch: int = 0  # warm-start from the --init run's weights after this epoch (its snapshot); 0: its last
-    snapshot_epoch: int = 0  # also keep this epoch's weights (checkpoint-epochN.pt) for a later --init-epoch
     freeze_epochs: int = 0  # keep the warm-started body frozen for this many epochs
-    phase_schedules: bool = False  # the frozen epochs, then the rest, each run the whole rate schedule
-    body_lr_scale: float = 1.0  # the body learns at this fraction of --lr (gentle fine-tuning of a warm start)
     distill: float = 0.0  # weight of the --init softmax run's probabilities in the targets (crossentropy loss)
     distill_temperature: float = 1.0  # the teacher's logits are divided by it first: above 1 spreads its probabilities
     # optimisation
-    epochs: int = 10
+    epochs: int = 10  # passes over the training set
     epoch_images: int = 0  # train on this many images an epoch, a fresh draw each time (0: all); set by --budget
     val_images: int = 0  # validate each epoch on this many evenly spaced images (0: all); set by --budget
-    batch_size: int = 256
+    batch_size: int = 256  # images a step, over all processes
     optimizer: str = "sgd"  # sgd (Nesterov momentum) or adam
-    lr: float = 0.2
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "onecycle"  # onecycle, cosine, step or constant
-    warmup: float = 0.25  # fraction of training spent warming up (onecycle)
-    step_epochs: int = 5  # step schedule: multiply the rate by step_gamma every this many epochs
-    step_gamma: float = 0.1
-    label_smoothing: float = 0.0
+    lr: float = 0.2  # the peak learning rate
+    momentum: float = 0.9  # SGD's momentum
+    weight_decay: float = 5e-4  # on weights, not on biases and normalisation
+    schedule: str = "onecycle"  # the rate over training: onecycle, cosine, step or constant
+    warmup: float = 0.25  # share of training spent warming up (onecycle)
+    step_epochs: int = 5  # step schedule: multiply the rate by --step-gamma every this many epochs
+    step_gamma: float = 0.1  # step schedule: the factor
+    label_smoothing: float = 0.0  # softmax head: share of each target spread over the other classes
     small_epochs: int = 0  # progressive resizing: the first N epochs train on --small-size images
-    small_size: int = 0  # ... this many pixels square (cheaper per image); 0: off
+    small_size: int = 0  # progressive resizing: their size in pixels (cheaper per image)
     # augmentation
-    crop_padding: int = 4
-    flip: bool = True
-    jitter: float = 0.0
+    crop_padding: int = 4  # random crops: pixels of reflect padding around the image (0: none)
+    flip: bool = True  # random horizontal flips
+    jitter: float = 0.0  # random brightness, contrast and saturation, this strong (0: none)
     # machinery
-    seed: int = 0
+    seed: int = 0  # of initialisation, batch order, augmentation and dropout
     bf16: bool | None = None  # bfloat16 autocast; unset: where the device computes bf16 natively (recorded)
-    channels_last: bool = True
+    channels_last: bool = True  # the memory layout oneDNN and cuDNN convolutions prefer
     threads: int = 0  # torch threads; 0: torch's default
-    eval_batch_size: int = 1000
-    out: str = "runs/latest"
-
-    @property
-    def model_spec(self) -> ModelSpec:
-        return ModelSpec(self.model, self.width, self.hidden, self.dropout, self.stem_pool)
-
-    @property
-    def augment(self) -> Augment:
-        return Augment(self.crop_padding, self.flip, self.jitter)
-
-    @property
-    def small_augment(self) -> Augment:
-        """The augmentation of the small-image epochs, its crop padding scaled down with the images."""
-        return Augment(round(self.crop_padding * self.small_size / self.image_size), self.flip, self.jitter)
+    eval_batch_size: int = 1000  # images a batch when validating and evaluating
+    out: str = "runs/latest"  # the run folder
 
     def to_dict(self) -> dict:
+        """The settings that are set (unset ones are left out, as TOML has no null)."""
         return {k: v for k, v in asdict(self).items() if v is not None}
 
-    def save(self, path: Path) -> None:
-        path.write_text(tomli_w.dumps(self.to_dict()))
-
     @classmethod
-    def from_dict(cls, values: dict, source: str = "settings") -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise DeviseError(f"{source}: unknown setting(s) {', '.join(unknown)}")
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """A config from settings by name; `unknown_settings` first says which names it would reject."""
         return cls(**values)
 
 
-def read_toml(path: str | Path) -> dict:
-    """A TOML file's settings as a dict; errors name the file."""
-    path = Path(path)
-    try:
-        return tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise DeviseError(f"{path}: no such config file") from None
-    except tomllib.TOMLDecodeError as error:
-        raise DeviseError(f"{path}: not valid TOML ({error})") from None
+def unknown_settings(values: dict) -> list[str]:
+    known = {f.name for f in fields(TrainConfig)}
+    return sorted(set(values) - known)
 
 
-def validate(config: TrainConfig) -> None:
-    """Reject settings that cannot work before any data is loaded."""
-    from devise.losses import LOSSES
+def field_help() -> dict[str, str]:
+    """Each field's comment in this file, by field name: the help text of its flag."""
+    line = re.compile(r"^    (\w+): [^=]+=.*?  # (.+)$")
+    return {m[1]: m[2] for m in map(line.match, Path(__file__).read_text().splitlines()) if m}
 
-    choices = {"head": ("softmax", "embedding"), "optimizer": ("sgd", "adam"),
-               "schedule": ("onecycle", "cosine", "step", "constant"), "loss": tuple(LOSSES),
-               "vectors": SOURCES, "label_rule": RULES}
-    for name, allowed in choices.items():
+
+# ---------------------------------------------------------------------------------------------
+# The rules
+
+
+CHOICES = {"data": DATASETS, "head": HEADS, "model": MODELS, "loss": LOSSES, "optimizer": OPTIMIZERS,
+           "schedule": SCHEDULES, "vectors": LABEL_SPACES, "label_rule": LABEL_RULES}
+POSITIVE = ("epochs", "batch_size", "image_size", "width", "hidden", "lr", "temperature", "distill_temperature")
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def problems(config: TrainConfig) -> list[str]:
+    """Every rule `config` breaks, each as the one line a user should read; empty if it can run."""
+    found = []
+    for name, allowed in CHOICES.items():
         if getattr(config, name) not in allowed:
-            raise DeviseError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, not {getattr(config, name)!r}")
-    for name in ("epochs", "batch_size", "image_size", "width", "hidden"):
-        if getattr(config, name) <= 0:
-            raise DeviseError(f"--{name.replace('_', '-')} must be positive")
-    if config.epoch_images and config.epoch_images < config.batch_size:
-        raise DeviseError("--epoch-images must be 0 (all) or at least --batch-size")
-    if config.val_images < 0:
-        raise DeviseError("--val-images must be 0 (all) or positive")
+            found.append(f"{flag(name)} must be one of {', '.join(allowed)}, not {getattr(config, name)!r}")
+    found += [f"{flag(name)} must be positive" for name in POSITIVE if getattr(config, name) <= 0]
     if not 0 <= config.dropout < 1:
-        raise DeviseError("--dropout must be in [0, 1)")
-    if config.lr <= 0:
-        raise DeviseError("--lr must be positive")
-    if config.body_lr_scale < 0:
-        raise DeviseError("--body-lr-scale must be zero or positive")
-    if config.small_epochs and not 0 < config.small_size < config.image_size:
-        raise DeviseError("--small-epochs needs --small-size between 0 and --image-size")
-    if config.temperature <= 0:
-        raise DeviseError("--temperature must be positive")
+        found.append("--dropout must be in [0, 1)")
     if not 0 <= config.distill <= 1:
-        raise DeviseError("--distill must be in [0, 1]")
-    if config.distill_temperature <= 0:
-        raise DeviseError("--distill-temperature must be positive")
+        found.append("--distill must be in [0, 1]")
+    if config.epoch_images and config.epoch_images < config.batch_size:
+        found.append("--epoch-images must be 0 (all) or at least --batch-size")
+    if config.val_images < 0:
+        found.append("--val-images must be 0 (all) or positive")
+    if config.small_epochs and not 0 < config.small_size < config.image_size:
+        found.append("--small-epochs needs --small-size between 0 and --image-size")
     if config.distill and not (config.head == "embedding" and config.loss == "crossentropy" and config.init):
-        raise DeviseError("--distill needs --head embedding, --loss crossentropy and --init RUN (the softmax teacher)")
-    if config.init_epoch and not config.init:
-        raise DeviseError("--init-epoch needs --init RUN (the run whose snapshot to start from)")
-    if not 0 <= config.snapshot_epoch <= config.epochs or config.init_epoch < 0:
-        raise DeviseError("--snapshot-epoch must be between 0 and --epochs, and --init-epoch not negative")
+        found.append("--distill needs --head embedding, --loss crossentropy and --init RUN (the softmax teacher)")
     if config.freeze_epochs and not config.init:
-        raise DeviseError("--freeze-epochs needs --init RUN (a trained body to keep frozen)")
-    if config.phase_schedules and not 0 < config.freeze_epochs < config.epochs:
-        raise DeviseError("--phase-schedules needs --freeze-epochs between 0 and --epochs (two phases)")
+        found.append("--freeze-epochs needs --init RUN (a trained body to keep frozen)")
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets: the settings of `devise reproduce` (and of `devise train --preset NAME`)
+
+PRESETS: dict[str, dict] = {
+    "cpu": {  # about 7-9 minutes on a 2-core CPU with native bf16
+        "common": dict(data="tiny-imagenet", image_size=32, model="cnn", width=32, hidden=512, dropout=0.2,
+                       batch_size=256, crop_padding=4, flip=True),
+        "softmax": dict(epochs=10, optimizer="sgd", lr=0.2, weight_decay=5e-4, schedule="onecycle",
+                        label_smoothing=0.1),
+        "devise": dict(epochs=6, freeze_epochs=1, loss="hinge", margin=0.1, optimizer="adam", lr=1e-3,
+                       weight_decay=5e-5, schedule="cosine"),
+        "unseen": 20, "vocabulary": "target",
+    },
+    "cpu-long": {  # a stronger result within the hour on the same CPU
+        "common": dict(data="tiny-imagenet", image_size=64, model="resnet9", width=32, stem_pool=True, hidden=512,
+                       dropout=0.2, batch_size=256, crop_padding=8, flip=True),
+        "softmax": dict(epochs=15, small_epochs=5, small_size=32, optimizer="sgd", lr=0.2, weight_decay=5e-4,
+                        schedule="onecycle", label_smoothing=0.1),
+        "devise": dict(epochs=6, freeze_epochs=6, loss="crossentropy", temperature=0.05, embed_hidden=1024,
+                       vectors="minilm", distill=0.8, distill_temperature=3.0, optimizer="adam", lr=1e-3,
+                       weight_decay=5e-5, schedule="cosine"),
+        "unseen": 20, "vocabulary": "target",
+    },
+    "gpu": {  # one GPU: the default CNN at twice the width on the full 64 px images, all data on the GPU
+        "common": dict(data="tiny-imagenet", image_size=64, model="resnet9", width=64, hidden=512, dropout=0.2,
+                       batch_size=512, crop_padding=8, flip=True, eval_batch_size=2000),
+        "softmax": dict(epochs=30, optimizer="sgd", lr=0.4, weight_decay=5e-4, schedule="onecycle",
+                        label_smoothing=0.1),
+        "devise": dict(epochs=6, freeze_epochs=6, loss="crossentropy", temperature=0.05, embed_hidden=1024,
+                       vectors="minilm", distill=0.8, distill_temperature=3.0, optimizer="adam", lr=1e-3,
+                       weight_decay=5e-5, schedule="cosine"),
+        "unseen": 20, "vocabulary": "target",
+    },
+    "paper": {  # the student paper: the plain CNN at 64 px, dropout 0.4 with augmentation, Adam, hinge loss
+        "common": dict(data="tiny-imagenet", image_size=64, model="cnn", width=32, hidden=512, dropout=0.4,
+                       batch_size=128, crop_padding=8, flip=True, jitter=0.2),
+        "softmax": dict(epochs=20, optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="step", step_epochs=7,
+                        step_gamma=0.3),
+        "devise": dict(epochs=10, loss="hinge", margin=0.1, optimizer="adam", lr=1e-4, weight_decay=0.0,
+                       schedule="step", step_epochs=4, step_gamma=0.3),
+        "unseen": 20, "vocabulary": "target,train",
+    },
+    "demo": {  # the generated toy set, in well under a minute
+        "common": dict(data="toy", image_size=32, model="cnn", width=16, hidden=64, dropout=0.1, batch_size=32,
+                       crop_padding=2, flip=True, bf16=False),
+        "softmax": dict(epochs=5, optimizer="adam", lr=3e-3, weight_decay=0.0, schedule="cosine"),
+        "devise": dict(epochs=4, freeze_epochs=1, loss="rank", margin=0.1, optimizer="adam", lr=3e-3,
+                       weight_decay=0.0, schedule="cosine"),
+        "unseen": 8, "vocabulary": "target,train",
+    },
+}
+
+
+def preset_settings(preset: str, head: str) -> dict:
+    """A preset's training settings for one head ("softmax" or "embedding"), as TrainConfig fields;
+    also what `devise train --preset NAME` starts from. `preset` must be a key of `PRESETS`."""
+    settings = PRESETS[preset]
+    return dict(settings["common"], **settings["devise" if head == "embedding" else "softmax"], head=head)

@@ -72,6 +72,11 @@ class ModelSpec:
     dropout: float = 0.4  # between the conv body and the FC layers, and before the head
     stem_pool: bool = False  # max-pool right after the first conv (resnet9)
 
+    @classmethod
+    def of(cls, settings) -> "ModelSpec":
+        """The network of a run's settings (a `TrainConfig`, or anything with its fields)."""
+        return cls(settings.model, settings.width, settings.hidden, settings.dropout, settings.stem_pool)
+
 
 class VisualNet(nn.Module):
     """Conv layers -> global max pool -> dropout -> FC + ReLU -> dropout -> head."""

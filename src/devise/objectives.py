@@ -46,6 +46,13 @@ class EmbeddingObjective:
         return outputs.float() @ self.label_vectors.to(outputs.device).T
 
 
+def objective_for(settings, label_vectors: torch.Tensor | None):
+    """A run's objective: the softmax one, or with the training labels' vectors the embedding one."""
+    if label_vectors is None:
+        return SoftmaxObjective(settings.label_smoothing)
+    return EmbeddingObjective(label_vectors, settings.loss, settings.margin, settings.temperature)
+
+
 class SoftmaxTeacher:
     """A trained softmax model whose class probabilities are mixed into the DeViSE model's targets.
 

@@ -12,3 +12,10 @@ T = TypeVar("T")
 def progress_bar(iterable: Iterable[T], enabled: bool = True, **options) -> Iterable[T]:
     """`tqdm(iterable)` when `enabled` and stderr is a terminal, else the iterable as it is."""
     return tqdm(iterable, disable=None if enabled else True, **options)
+
+
+def stage(text: str, enabled: bool = True) -> None:
+    """One line saying what a long command does now, flushed at once: a log file or CI, where
+    progress bars stay silent, still shows where a run is."""
+    if enabled:
+        print(f"devise: {text}", flush=True)

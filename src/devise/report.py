@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import tempfile
 from pathlib import Path
 
+from devise import runs
 from devise.errors import DeviseError
 from devise.plots import plot_hit_at_k, plot_learning_curves
-from devise.train import read_metrics
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -44,20 +43,16 @@ def table(header: list[str], rows: list[list]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def training_section(runs: list[Path], scratch: Path) -> str:
+def training_section(folders: list[Path], scratch: Path) -> str:
     rows = []
-    for run in runs:
-        summary = read_json(run / "summary.json") or {}
+    for run in folders:
+        summary = runs.read_summary(run) or {}
         rows.append([run.name, summary.get("head", "?"), summary.get("model", "?"), summary.get("image_size", "?"),
                      summary.get("epochs", "?"), summary.get("val_top1", float("nan")),
                      summary.get("val_top5", float("nan")), summary.get("train_minutes", float("nan"))])
     parts = ["<h2>Training</h2>", table(["run", "head", "model", "px", "epochs", "val top-1", "val top-5", "minutes"], rows),
              '<p class="note">For embedding runs, top-k is the ranked lookup among the training labels.</p>']
-    curves = {run.name: read_metrics(run / "metrics.csv") for run in runs}
+    curves = {run.name: runs.read_metrics(run) for run in folders}
     curves = {name: rows for name, rows in curves.items() if rows}
     if curves:
         parts.append(embed_png(plot_learning_curves(curves, scratch / "curves.png", "learning curves"),
@@ -65,8 +60,8 @@ def training_section(runs: list[Path], scratch: Path) -> str:
     return "\n".join(parts)
 
 
-def hit_at_k_section(runs: list[Path], scratch: Path) -> str:
-    results = {run.name: m for run in runs if (m := read_json(run / "metrics.json"))}
+def hit_at_k_section(folders: list[Path], scratch: Path) -> str:
+    results = {run.name: m for run in folders if (m := runs.read_evaluation(run))}
     if not results:
         return ""
     ks = sorted(int(key[4:]) for key in next(iter(results.values())) if key.startswith("hit@"))
@@ -79,7 +74,7 @@ def hit_at_k_section(runs: list[Path], scratch: Path) -> str:
 
 
 def zero_shot_section(folder: Path) -> str:
-    results = read_json(folder / "zeroshot.json")
+    results = runs.read_zero_shot(folder)
     ks = sorted(int(key[4:]) for key in next(iter(results["models"].values())) if key.startswith("hit@"))
     gzsl = any("gzsl_harmonic" in m for m in results["models"].values())
     header = ["model", *[f"hit@{k}" for k in ks], "per-class top-1", "similarity", "lift"]
@@ -101,19 +96,18 @@ def zero_shot_section(folder: Path) -> str:
     return "\n".join(parts)
 
 
-def write_report(runs: list[str | Path], out: str | Path, title: str = "devise report",
+def write_report(run_folders: list[str | Path], out: str | Path, title: str = "devise report",
                  zero_shot: list[str | Path] = ()) -> Path:
-    """Write the report of `runs` (and of zero-shot output folders, found inside the runs
+    """Write the report of the runs (and of zero-shot output folders, found inside the runs
     when not given) to `out`; returns its path."""
-    folders = [Path(r) for r in runs]
+    folders = [Path(r) for r in run_folders]
     for folder in folders:
-        if not (folder / "config.toml").is_file():
-            raise DeviseError(f"{folder} is not a run folder (no config.toml)")
-    zero_shot_folders = [Path(z) for z in zero_shot] or sorted(
-        {z.parent for f in folders for z in f.glob("zeroshot-*/zeroshot.json")})
+        if not (folder / runs.CONFIG).is_file():
+            raise DeviseError(f"{folder} is not a run folder (no {runs.CONFIG})")
+    zero_shot_folders = [Path(z) for z in zero_shot] or sorted({z for f in folders for z in runs.zero_shot_folders(f)})
     with tempfile.TemporaryDirectory() as scratch:
         sections = [training_section(folders, Path(scratch)), hit_at_k_section(folders, Path(scratch))]
-        sections += [zero_shot_section(z) for z in zero_shot_folders if (z / "zeroshot.json").is_file()]
+        sections += [zero_shot_section(z) for z in zero_shot_folders if runs.read_zero_shot(z) is not None]
     page = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body>\n<h1>{html.escape(title)}</h1>\n"
             + "\n".join(s for s in sections if s) + "\n</body></html>\n")

@@ -1,10 +1,7 @@
 """The whole experiment in one call: softmax CNN, DeViSE, hit@k, zero-shot, report, summary.
 
-Presets hold the settings. "cpu" is tuned for a 2-core CPU with native bf16 (about 10 minutes),
-"cpu-long" for a stronger result within an hour on the same machine, "gpu" for one GPU; `--budget`
-fits any of them into the minutes a user has on the host at hand; "paper" follows the student paper
-(the plain CNN at 64 px, dropout 0.4 with augmentation, Adam with decay, hinge loss with margin
-0.1); "demo" runs the same pipeline on the generated toy set in about a minute.
+A preset (`devise.config.PRESETS`: cpu, cpu-long, gpu, paper, demo) holds the settings of both
+stages; `--budget` fits any of them into the minutes a user has on the host at hand.
 
 Without a separate target dataset, zero-shot runs on a held-out split: `unseen` classes of the
 training dataset are removed from training and named afterwards.
@@ -12,7 +9,7 @@ training dataset are removed from training and named afterwards.
 
 from __future__ import annotations
 
-import json
+import itertools
 import statistics
 import time
 from dataclasses import replace
@@ -21,84 +18,31 @@ from pathlib import Path
 import torch
 
 from devise import budget as budgets
-from devise.config import TrainConfig
+from devise import runs
+from devise.config import PRESETS, TrainConfig, preset_settings
+from devise.data import BatchLoader, ImageSet, Normalizer
+from devise.data.pipeline import NO_AUGMENT, Augment
 from devise.errors import DeviseError
 from devise.evaluation import evaluate_run
-from devise.hardware import Distributed, describe_host, distributed, host_line, use_bf16
+from devise.hardware import Distributed, autocast, describe_host, distributed, host_line, use_bf16
+from devise.memory import freed_memory_kept
+from devise.progress import stage
 from devise.report import write_report
-from devise.train import load_data, load_run_config, read_metrics, train
+from devise.runs import build_model
+from devise.train import body_features, held_out_classes, load_data, make_optimizer, train, training_step
 from devise.zeroshot import run_zero_shot
-
-PRESETS: dict[str, dict] = {
-    "cpu": {
-        "common": dict(data="tiny-imagenet", image_size=32, model="cnn", width=32, hidden=512, dropout=0.2,
-                       batch_size=256, crop_padding=4, flip=True),
-        "softmax": dict(epochs=10, optimizer="sgd", lr=0.2, weight_decay=5e-4, schedule="onecycle",
-                        label_smoothing=0.1),
-        "devise": dict(epochs=6, freeze_epochs=1, loss="hinge", margin=0.1, optimizer="adam", lr=1e-3,
-                       weight_decay=5e-5, schedule="cosine"),
-        "unseen": 20, "vocabulary": "target",
-    },
-    "cpu-long": {
-        "common": dict(data="tiny-imagenet", image_size=64, model="resnet9", width=32, stem_pool=True, hidden=512,
-                       dropout=0.2, batch_size=256, crop_padding=8, flip=True),
-        "softmax": dict(epochs=15, small_epochs=5, small_size=32, optimizer="sgd", lr=0.2, weight_decay=5e-4,
-                        schedule="onecycle", label_smoothing=0.1),
-        "devise": dict(epochs=6, freeze_epochs=6, loss="crossentropy", temperature=0.05, embed_hidden=1024,
-                       vectors="minilm", distill=0.8, distill_temperature=3.0, optimizer="adam", lr=1e-3,
-                       weight_decay=5e-5, schedule="cosine"),
-        "unseen": 20, "vocabulary": "target",
-    },
-    "gpu": {  # one GPU: the default CNN at twice the width on the full 64 px images, all data on the GPU
-        "common": dict(data="tiny-imagenet", image_size=64, model="resnet9", width=64, hidden=512, dropout=0.2,
-                       batch_size=512, crop_padding=8, flip=True, eval_batch_size=2000),
-        "softmax": dict(epochs=30, optimizer="sgd", lr=0.4, weight_decay=5e-4, schedule="onecycle",
-                        label_smoothing=0.1),
-        "devise": dict(epochs=6, freeze_epochs=6, loss="crossentropy", temperature=0.05, embed_hidden=1024,
-                       vectors="minilm", distill=0.8, distill_temperature=3.0, optimizer="adam", lr=1e-3,
-                       weight_decay=5e-5, schedule="cosine"),
-        "unseen": 20, "vocabulary": "target",
-    },
-    "paper": {
-        "common": dict(data="tiny-imagenet", image_size=64, model="cnn", width=32, hidden=512, dropout=0.4,
-                       batch_size=128, crop_padding=8, flip=True, jitter=0.2),
-        "softmax": dict(epochs=20, optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="step", step_epochs=7,
-                        step_gamma=0.3),
-        "devise": dict(epochs=10, loss="hinge", margin=0.1, optimizer="adam", lr=1e-4, weight_decay=0.0,
-                       schedule="step", step_epochs=4, step_gamma=0.3),
-        "unseen": 20, "vocabulary": "target,train",
-    },
-    "demo": {
-        "common": dict(data="toy", image_size=32, model="cnn", width=16, hidden=64, dropout=0.1, batch_size=32,
-                       crop_padding=2, flip=True, bf16=False),
-        "softmax": dict(epochs=5, optimizer="adam", lr=3e-3, weight_decay=0.0, schedule="cosine"),
-        "devise": dict(epochs=4, freeze_epochs=1, loss="rank", margin=0.1, optimizer="adam", lr=3e-3,
-                       weight_decay=0.0, schedule="cosine"),
-        "unseen": 8, "vocabulary": "target,train",
-    },
-}
 
 # The student paper's reported figures, to print beside ours (never as ours).
 PAPER = {"softmax top-1": 0.25, "DeViSE hit@5": 0.31, "DeViSE similarity": 0.63, "softmax similarity": 0.31,
          "control similarity": 0.1}
 
 
-def get_preset(name: str) -> dict:
-    if name not in PRESETS:
-        raise DeviseError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return PRESETS[name]
-
-
-def preset_settings(preset: str, head: str) -> dict:
-    """A preset's training settings for one head ("softmax" or "embedding"), as TrainConfig fields;
-    also what `devise train --preset NAME` starts from."""
-    settings = get_preset(preset)
-    return dict(settings["common"], **settings["devise" if head == "embedding" else "softmax"], head=head)
-
-
 def preset_configs(preset: str, out: Path, data_root: str | None, target: str, download: bool,
                    cache_dir: str | None = None) -> tuple[TrainConfig, TrainConfig]:
-    unseen = get_preset(preset)["unseen"] if target == "unseen" else 0
+    """The two stages of a preset: the softmax run, and DeViSE warm-started from it."""
+    if preset not in PRESETS:
+        raise DeviseError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    unseen = PRESETS[preset]["unseen"] if target == "unseen" else 0
     where = dict(data_root=data_root, download=download, cache_dir=cache_dir, unseen=unseen)
     softmax = TrainConfig(**preset_settings(preset, "softmax"), **where, out=str(out / "softmax"))
     devise = TrainConfig(**preset_settings(preset, "embedding"), **where, init=softmax.out, out=str(out / "devise"))
@@ -109,12 +53,90 @@ def train_or_continue(config: TrainConfig, progress: bool, device: str) -> None:
     """Train, or resume a run an earlier call left unfinished (as it began: its own config.toml),
     or keep a finished one."""
     folder = Path(config.out)
-    if (folder / "summary.json").is_file() and json.loads((folder / "summary.json").read_text())["epochs"] >= config.epochs:
+    done = runs.read_summary(folder)
+    if done and done["epochs"] >= config.epochs:
         return
-    if (folder / "checkpoint.pt").is_file():
-        train(load_run_config(folder), resume=True, progress=progress, device=device)
+    if runs.has_checkpoint(folder):
+        train(runs.load_config(folder), resume=True, progress=progress, device=device)
     else:
         train(config, progress=progress, device=device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring this host's speed for a budget
+
+WARMUP_STEPS, TIMED_STEPS = 2, 5
+
+
+def timed_steps(step, batches, dist: Distributed) -> float:
+    """Seconds per step over `TIMED_STEPS` steps after `WARMUP_STEPS` (oneDNN and CUDA pick their
+    kernels, the allocator grows); every process waits for the slowest."""
+    iterator = itertools.cycle(batches)  # a set smaller than the steps taken is gone through again
+    for _ in range(WARMUP_STEPS):
+        step(*next(iterator))
+    synchronise(dist)
+    started = time.perf_counter()
+    for _ in range(TIMED_STEPS):
+        step(*next(iterator))
+    synchronise(dist)
+    return (time.perf_counter() - started) / TIMED_STEPS
+
+
+def synchronise(dist: Distributed) -> None:
+    if dist.device.type == "cuda" or torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    dist.barrier()
+
+
+def measure_speeds(config: TrainConfig, train_set: ImageSet, small_set: ImageSet | None, val_set: ImageSet,
+                   device: torch.device, dist: Distributed) -> budgets.Speeds:
+    """Time real steps of the preset's softmax model on real batches, then throw the model away."""
+    normalizer = Normalizer.fit(train_set.images)
+    model, objective = build_model(config, train_set.num_classes, None, device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(config, model)
+    stepper = dist.wrap(model.train())
+
+    def training_batches(data: ImageSet, augment) -> BatchLoader:
+        return BatchLoader(data.to(device), config.batch_size, normalizer, shuffle=True, augment=augment,
+                           seed=config.seed, shard=(dist.rank, dist.world_size),
+                           limit=(WARMUP_STEPS + TIMED_STEPS) * config.batch_size)
+
+    def train_speed(data: ImageSet, augment) -> float:
+        def step(images, labels):
+            training_step(stepper, objective, optimizer, images, labels, config.bf16)
+
+        return config.batch_size / timed_steps(step, training_batches(data, augment), dist)
+
+    def frozen_speed() -> float:
+        head = dist.wrap(model.head)
+
+        def step(images, labels):
+            training_step(head, objective, optimizer, body_features(model, images, config.bf16), labels, config.bf16)
+
+        model.eval()
+        return config.batch_size / timed_steps(step, training_batches(train_set, Augment.of(config)), dist)
+
+    def forward_speed() -> float:
+        batch = min(config.eval_batch_size, len(val_set))
+        loader = BatchLoader(val_set.to(device), batch, normalizer, augment=NO_AUGMENT)
+        steps = [next(iter(loader))] * (WARMUP_STEPS + TIMED_STEPS)
+        model.eval()
+
+        @torch.no_grad()
+        def step(images, labels):
+            with autocast(device, config.bf16):
+                model(images)
+
+        return batch / timed_steps(step, steps, dist)
+
+    with freed_memory_kept():  # as training runs
+        speeds = [train_speed(train_set, Augment.of(config)),
+                  train_speed(small_set, Augment.of(config, config.small_size)) if small_set is not None else None,
+                  frozen_speed(), forward_speed()]
+    # Every process must size the run alike: rank 0's figures decide.
+    return budgets.Speeds(*(dist.broadcast(v) if v is not None else None for v in speeds))
 
 
 def fit_budget(minutes: float, started: float, stages: list[TrainConfig], unseen: int, device: torch.device,
@@ -122,8 +144,9 @@ def fit_budget(minutes: float, started: float, stages: list[TrainConfig], unseen
     """Measure this host's speed on the preset's first steps and size both stages' epochs to end
     within `minutes` of `started`; says what it chose and why."""
     softmax = replace(stages[0], bf16=use_bf16(device, stages[0].bf16))
-    train_set, small_set, val_set = load_data(softmax, progress and dist.is_main, dist)
-    speeds = budgets.measure_speeds(softmax, train_set, small_set, val_set, device, dist)
+    talk = progress and dist.is_main
+    train_set, small_set, val_set = load_data(softmax, held_out_classes(softmax, talk)[0], talk, dist)
+    speeds = measure_speeds(softmax, train_set, small_set, val_set, device, dist)
     zero_shot_images = len(val_set) * (train_set.num_classes + unseen) / train_set.num_classes
     work = budgets.Workload(len(train_set), len(val_set), round(2 * len(val_set) + 2 * zero_shot_images))
     left = dist.broadcast(minutes * 60 - (time.perf_counter() - started))  # every process sizes alike
@@ -136,7 +159,7 @@ def fit_budget(minutes: float, started: float, stages: list[TrainConfig], unseen
 def refit_budget(minutes: float, started: float, speeds: budgets.Speeds, work: budgets.Workload,
                  first: TrainConfig, second: TrainConfig, dist: Distributed) -> budgets.Plan:
     """Size the second stage for the time left, at the speed the first stage really ran."""
-    rows = [r for r in read_metrics(Path(first.out) / "metrics.csv") if r["epoch"] > first.small_epochs]
+    rows = [r for r in runs.read_metrics(Path(first.out)) if r["epoch"] > first.small_epochs]
     speeds = budgets.rescale(speeds, statistics.median(r["images_per_second"] for r in rows))
     left = dist.broadcast(minutes * 60 - (time.perf_counter() - started))
     plan = budgets.plan_budget(left, [second], speeds, work, second.batch_size, at_least_one_batch=True)
@@ -171,24 +194,30 @@ def reproduce(preset: str = "cpu", data_root: str | None = None, out: str | Path
     if budget is not None:
         plan, speeds, work = fit_budget(budget, started, [softmax, devise], softmax.unseen, device, dist, progress)
         softmax = replace(softmax, **plan.overrides())
+    talk = progress and dist.is_main
+    stage(f"training the softmax model into {softmax.out}", talk)
     train_or_continue(softmax, progress, str(device))
     if budget is not None:
         second = refit_budget(budget, started, speeds, work, softmax, devise, dist)
         devise = replace(devise, **second.overrides())
         shares = [plan.fraction, second.fraction]
+    stage(f"training DeViSE into {devise.out}, warm-started from the softmax model", talk)
     train_or_continue(devise, progress, str(device))
     if not dist.is_main:
         return None
+    stage("evaluating hit@k of both models", talk)
     hits = {name: evaluate_run(out / name, progress=progress, device=str(device)) for name in ("softmax", "devise")}
+    stage(f"zero-shot on {target}: DeViSE, ConSE and softmax", talk)
     zero_shot = run_zero_shot([out / "devise", out / "softmax"], target, target_root, PRESETS[preset]["vocabulary"],
                               out=out / f"zeroshot-{target}", progress=progress, download=download,
                               device=str(device))
     minutes = (time.perf_counter() - started) / 60
+    stage(f"writing {out / 'report.html'} and {out / 'summary.md'}", talk)
     write_report([out / "softmax", out / "devise"], out / "report.html", f"devise reproduce --preset {preset}",
                  [out / f"zeroshot-{target}"])
     summary = summarise(preset, hits, zero_shot, minutes, {**describe_host(device), "processes": dist.world_size},
                         budget, shares)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    runs.write_summary(out, summary)
     (out / "summary.md").write_text(summary_table(summary))
     return summary
 

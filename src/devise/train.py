@@ -1,254 +1,98 @@
-"""One training loop for every head: data, optimiser, schedule, checkpoints, resume, curves.
+"""One training loop for every head, readable top to bottom: data, model, optimiser, schedule,
+the epoch loop with its checkpoint, and resume.
 
-A run folder holds everything about a run: `config.toml` (the settings), `metrics.csv` (one row
-per epoch), `checkpoint.pt` (weights and optimiser state, rewritten atomically every epoch),
-`summary.json` (the final figures) and `curves.png` (train vs val accuracy and loss).
+Where it runs is decided once, at the top of `train` (`devise.hardware`): the device, bf16 where
+the device computes it natively, and under torchrun this process's place among the others. The
+run folder's files are written through `devise.runs`.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import os
 import resource
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from devise.config import TrainConfig, validate
+from devise import runs
+from devise.config import TrainConfig, problems
 from devise.data import BatchLoader, ImageSet, Normalizer, load_dataset
-from devise.data.pipeline import NO_AUGMENT
-from devise.data.splits import choose_unseen, keep_classes, seen_classes
+from devise.data.pipeline import NO_AUGMENT, Augment
+from devise.data.splits import choose_unseen
 from devise.errors import DeviseError
-from devise.hardware import Distributed, autocast, describe_host, distributed, resolve_device, use_bf16
+from devise.hardware import Distributed, autocast, describe_host, distributed, use_bf16
 from devise.memory import freed_memory_kept
 from devise.metrics import topk_counts
-from devise.models import EmbeddingHead, VisualNet, create_model
-from devise.objectives import EmbeddingObjective, SoftmaxObjective, SoftmaxTeacher
+from devise.models import VisualNet
+from devise.objectives import SoftmaxTeacher
 from devise.progress import progress_bar
-
-METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_top1", "train_top5", "val_loss", "val_top1", "val_top5",
-                 "epoch_seconds", "images_per_second"]
-
-
-@dataclass
-class Run:
-    """A trained (or training) model with what is needed to use it."""
-
-    config: TrainConfig
-    model: VisualNet
-    normalizer: Normalizer
-    class_names: list[str]
-    objective: SoftmaxObjective | EmbeddingObjective
-    folder: Path
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+from devise.runs import Run, build_model
+from devise.vectors import training_label_vectors
 
 
-def load_data(config: TrainConfig, progress: bool,
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+def held_out_classes(config: TrainConfig, progress: bool) -> tuple[list[str], list[str]]:
+    """(ids, names) of the classes `--unseen K` holds out of training: a seeded draw, made once
+    here and written to the run folder, from which everything later reads it."""
+    if not config.unseen:
+        return [], []
+    data = load_dataset(config.data, config.data_root, config.val_split, cache_dir=config.cache_dir,
+                        download=config.download, progress=progress)
+    ids = choose_unseen(data.class_ids, config.unseen, config.unseen_seed)
+    return ids, [data.class_names[data.class_ids.index(i)] for i in ids]
+
+
+def load_data(config: TrainConfig, unseen: list[str], progress: bool,
               dist: Distributed = Distributed()) -> tuple[ImageSet, ImageSet | None, ImageSet]:
-    """The training set, its small copy for progressive resizing (or None) and the validation set
-    a run sees, held-out classes removed. With several processes, rank 0 loads first: it may
-    have to decode the dataset into the cache, which the others then read."""
+    """The training set, its small copy for progressive resizing (or None) and the validation set,
+    the `unseen` classes removed. With several processes, rank 0 loads first: it may have to
+    decode the dataset into the cache, which the others then read."""
     if not dist.is_main:
         dist.barrier()
-    train = load_training_set(config, config.image_size, progress)
-    small = load_training_set(config, config.small_size, progress) if config.small_epochs else None
-    val = load_split(config, config.val_split, progress=progress)
+    train = training_set(config, unseen, config.image_size, progress)
+    small = training_set(config, unseen, config.small_size, progress) if config.small_epochs else None
+    val = runs.seen_split(config, config.val_split, unseen, progress=progress)
     if dist.is_main:
         dist.barrier()
     return train, small, val
 
 
-def load_training_set(config: TrainConfig, image_size: int, progress: bool) -> ImageSet:
-    """The training images a run sees, at `image_size` pixels (the run's, or the small size of
-    progressive resizing: a dataset's cached copy at that size when it keeps one)."""
-    train = load_split(replace(config, image_size=image_size), "train", progress=progress)
+def training_set(config: TrainConfig, unseen: list[str], image_size: int, progress: bool) -> ImageSet:
+    """The training images at `image_size` pixels (the run's, or progressive resizing's small one,
+    which the dataset's cache keeps ready)."""
+    train = runs.seen_split(config, "train", unseen, progress=progress, image_size=image_size)
     if config.train_limit:
         train = train.subset(torch.arange(min(config.train_limit, len(train))))
     return train
 
 
-def load_split(config: TrainConfig, split: str, data_root: str | None = None, progress: bool = True) -> ImageSet:
-    """One split of a run's dataset at the run's image size, without its held-out classes."""
-    data = load_dataset(config.data, data_root or config.data_root, split, config.image_size, config.cache_dir,
-                        config.download, progress)
-    return seen_only(config, data)
+def evenly_spaced(data: ImageSet, count: int) -> ImageSet:
+    """`count` images spread evenly over the set (all of them when `count` is 0 or more)."""
+    if not count or count >= len(data):
+        return data
+    return data.subset(torch.linspace(0, len(data) - 1, count).round().long())
 
 
-def unseen_classes(config: TrainConfig, data: ImageSet) -> list[str]:
-    """Ids of the classes held out of training by `--unseen K` (empty without it)."""
-    return choose_unseen(data.class_ids, config.unseen, config.unseen_seed) if config.unseen else []
-
-
-def seen_only(config: TrainConfig, data: ImageSet) -> ImageSet:
-    unseen = unseen_classes(config, data)
-    return keep_classes(data, seen_classes(data, unseen)) if unseen else data
-
-
-def make_optimizer(config: TrainConfig, model: VisualNet) -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum or Adam; no weight decay on biases and normalisation weights.
-
-    Each group carries an `lr_scale`: the body's is `config.body_lr_scale`, so that a warm-started
-    body can be fine-tuned gently while the new head learns at the full rate.
-    """
-    groups = []
-    for part, scale in ((model.body, config.body_lr_scale), (model.head, 1.0)):
-        params = list(part.parameters())
-        groups += [{"params": [p for p in params if p.dim() > 1], "weight_decay": config.weight_decay, "lr_scale": scale},
-                   {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0, "lr_scale": scale}]
-    if config.optimizer == "adam":
-        return torch.optim.AdamW(groups, lr=config.lr)
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
-
-
-def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """The rate at a global step: a plain function of the step, so resuming needs no state.
-    With `phase_schedules`, the frozen epochs and the unfrozen ones each run the schedule from its
-    start to its end: the new head settles fully before the body starts to move."""
-    total = config.epochs * steps_per_epoch
-    if config.phase_schedules:
-        frozen_steps = config.freeze_epochs * steps_per_epoch
-        if step < frozen_steps:
-            total = frozen_steps
-        else:
-            step, total = step - frozen_steps, total - frozen_steps
-    progress = step / max(1, total)
-    if config.schedule == "onecycle":
-        if progress < config.warmup:
-            return config.lr * (0.04 + 0.96 * progress / config.warmup)
-        return config.lr * max(0.0, (1 - progress) / (1 - config.warmup))
-    if config.schedule == "cosine":
-        return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
-    if config.schedule == "step":
-        return config.lr * config.step_gamma ** (step // steps_per_epoch // config.step_epochs)
-    return config.lr
-
-
-def batch_totals(objective, outputs: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
-    """[loss x images, top-1 hits, top-5 hits, images] of one batch, on its device: summed over
-    an epoch (and over processes) before anything waits for the device."""
-    counts = topk_counts(objective.class_scores(outputs.detach()), labels, (1, 5))
-    return torch.cat([(loss.detach().double() * len(labels)).view(1), counts.double(),
-                      torch.full((1,), len(labels), dtype=torch.float64, device=labels.device)])
-
-
-def mean_figures(totals: torch.Tensor | None, dist: Distributed) -> dict[str, float]:
-    """Mean loss, top-1 and top-5 from summed `batch_totals`, over every process's share."""
-    loss, top1, top5, count = dist.sum(totals.tolist() if totals is not None else [0.0] * 4)
-    count = max(count, 1)
-    return {"loss": loss / count, "top1": top1 / count, "top5": top5 / count, "images": int(count)}
-
-
-def evaluate(model: torch.nn.Module, loader: BatchLoader, objective, bf16: bool = True,
-             dist: Distributed = Distributed()) -> dict[str, float]:
-    """Mean loss, top-1 and top-5 over a loader, without dropout or gradients."""
-    model.eval()
-    totals = None
-    with torch.no_grad():
-        for images, labels in loader:
-            with autocast(images.device, bf16):
-                outputs = model(images)
-            batch = batch_totals(objective, outputs, labels, objective.loss(outputs, labels))
-            totals = batch if totals is None else totals + batch
-    return mean_figures(totals, dist)
-
-
-def cpu_copy(state):
-    """A state dict (nested dicts and lists of tensors) with every tensor on the CPU: a
-    checkpoint does not depend on the device it was written on."""
-    if isinstance(state, torch.Tensor):
-        return state.detach().cpu()
-    if isinstance(state, dict):
-        return {key: cpu_copy(value) for key, value in state.items()}
-    if isinstance(state, (list, tuple)):
-        return type(state)(cpu_copy(value) for value in state)
-    return state
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write to a temporary file and rename, so a crash never leaves a half-written checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path) -> dict:
-    """Plain tensors and containers only (`weights_only=True`): loading runs no code."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise DeviseError(f"{path}: no checkpoint (has this run trained for an epoch?)") from None
-    except Exception as error:  # a corrupt or foreign file; the user needs one line
-        raise DeviseError(f"{path} is not a devise checkpoint ({error.__class__.__name__})") from None
-
-
-def read_metrics(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as handle:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-
-
-def write_metrics(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (int(row[k]) if k == "epoch" else round(row[k], 6)) for k in METRIC_FIELDS})
-    os.replace(tmp, path)
-
-
-def label_vectors_for(config: TrainConfig, class_names: list[str]) -> torch.Tensor:
-    """Unit vectors of the training classes in the chosen label space, or, for the control,
-    random unit vectors of the same size (seeded, so the control is reproducible)."""
-    from devise.vectors import load_label_space, read_replacements
-
-    space = load_label_space(config.vectors, config.vectors_path)
-    if config.random_vectors:
-        generator = torch.Generator().manual_seed(config.seed + 12345)
-        return F.normalize(torch.randn(len(class_names), space.dim, generator=generator), dim=1)
-    replacements = read_replacements(config.replacements) if config.replacements else None
-    return space.embed(class_names, config.label_rule, replacements)
-
-
-def build_model(config: TrainConfig, num_classes: int, label_vectors: torch.Tensor | None,
-                device: torch.device = torch.device("cpu")):
-    """The network and its objective, on `device`: class logits, or unit vectors in the label space."""
-    model = create_model(config.model_spec, num_classes)
-    if label_vectors is None:
-        return model.to(device), SoftmaxObjective(config.label_smoothing)
-    model.head = EmbeddingHead(model.feature_dim, label_vectors.shape[1], config.embed_hidden or None)
-    return model.to(device), EmbeddingObjective(label_vectors.to(device), config.loss, config.margin, config.temperature)
+# ---------------------------------------------------------------------------------------------
+# Model, optimiser, schedule
 
 
 def inherit_architecture(config: TrainConfig) -> TrainConfig:
     """With --init, the body's shape comes from the run it is warm-started from."""
     if not config.init:
         return config
-    source = load_run_config(Path(config.init))
+    source = runs.load_config(config.init)
     return replace(config, model=source.model, width=source.width, hidden=source.hidden, stem_pool=source.stem_pool)
 
 
-def snapshot_path(folder: Path, epoch: int) -> Path:
-    """Where a run keeps the weights of one earlier epoch (`--snapshot-epoch`)."""
-    return folder / f"checkpoint-epoch{epoch}.pt"
-
-
-def warm_start(model: VisualNet, folder: Path, epoch: int = 0) -> None:
-    """Copy the body (convolutions and FC layers) of a trained run, as it was after `epoch`
-    (its snapshot) or at its end; the head stays new."""
-    path = snapshot_path(folder, epoch) if epoch else folder / "checkpoint.pt"
-    if epoch and not path.is_file():
-        raise DeviseError(f"{folder} kept no weights of epoch {epoch}: train it with --snapshot-epoch {epoch}")
-    state = load_checkpoint(path)["model"]
+def warm_start(model: VisualNet, folder: Path) -> None:
+    """Copy the body (convolutions and FC layers) of a trained run; the head stays new."""
+    state = runs.load_checkpoint(folder)["model"]
     body = {key[len("body."):]: value for key, value in state.items() if key.startswith("body.")}
     try:
         model.body.load_state_dict(body)
@@ -260,11 +104,35 @@ def load_teacher(config: TrainConfig, class_names: list[str], device: torch.devi
     """With --distill, the --init softmax run as the teacher; it must know the same classes."""
     if not config.distill:
         return None
-    teacher = load_run(config.init, device)
+    teacher = runs.load_run(config.init, device)
     if teacher.config.head != "softmax" or teacher.class_names != class_names:
         raise DeviseError(f"--distill needs {config.init} to be a softmax run over the same training classes")
     model = teacher.model.to(memory_format=torch.channels_last) if config.channels_last else teacher.model
     return SoftmaxTeacher(model, config.distill, config.bf16, config.distill_temperature)
+
+
+def make_optimizer(config: TrainConfig, model: VisualNet) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum or Adam; no weight decay on biases and normalisation weights."""
+    params = list(model.parameters())
+    groups = [{"params": [p for p in params if p.dim() > 1], "weight_decay": config.weight_decay},
+              {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]
+    if config.optimizer == "adam":
+        return torch.optim.AdamW(groups, lr=config.lr)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
+
+
+def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The rate at a global step: a plain function of the step, so resuming needs no state."""
+    progress = step / max(1, config.epochs * steps_per_epoch)
+    if config.schedule == "onecycle":
+        if progress < config.warmup:
+            return config.lr * (0.04 + 0.96 * progress / config.warmup)
+        return config.lr * max(0.0, (1 - progress) / (1 - config.warmup))
+    if config.schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    if config.schedule == "step":
+        return config.lr * config.step_gamma ** (step // steps_per_epoch // config.step_epochs)
+    return config.lr
 
 
 def set_body_frozen(model: VisualNet, frozen: bool) -> None:
@@ -272,6 +140,10 @@ def set_body_frozen(model: VisualNet, frozen: bool) -> None:
     model.body.requires_grad_(not frozen)
     if frozen:
         model.body.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps and epochs
 
 
 @torch.no_grad()
@@ -291,6 +163,21 @@ def training_step(model: torch.nn.Module, objective, optimizer: torch.optim.Opti
     loss.backward()
     optimizer.step()
     return outputs, loss
+
+
+def batch_totals(objective, outputs: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+    """[loss x images, top-1 hits, top-5 hits, images] of one batch, on its device: summed over
+    an epoch (and over processes) before anything waits for the device."""
+    counts = topk_counts(objective.class_scores(outputs.detach()), labels, (1, 5))
+    return torch.cat([(loss.detach().double() * len(labels)).view(1), counts.double(),
+                      torch.full((1,), len(labels), dtype=torch.float64, device=labels.device)])
+
+
+def mean_figures(totals: torch.Tensor | None, dist: Distributed) -> dict[str, float]:
+    """Mean loss, top-1 and top-5 from summed `batch_totals`, over every process's share."""
+    loss, top1, top5, count = dist.sum(totals.tolist() if totals is not None else [0.0] * 4)
+    count = max(count, 1)
+    return {"loss": loss / count, "top1": top1 / count, "top5": top5 / count, "images": int(count)}
 
 
 def train_one_epoch(model: VisualNet, loader: BatchLoader, objective, optimizer: torch.optim.Optimizer,
@@ -313,11 +200,11 @@ def train_one_epoch(model: VisualNet, loader: BatchLoader, objective, optimizer:
     for step, (images, labels) in enumerate(bar):
         lr = learning_rate(config, epoch * steps_per_epoch + step, steps_per_epoch)
         for group in optimizer.param_groups:
-            group["lr"] = lr * group["lr_scale"]
+            group["lr"] = lr
         inputs = body_features(model, images, config.bf16) if frozen else images
         if teacher is None:
             targets = labels
-        elif frozen and not config.init_epoch:  # the body is the teacher's own: its features serve both
+        elif frozen:  # the body is the teacher's own: its features serve both
             targets = teacher.targets(inputs, labels, from_features=True)
         else:
             targets = teacher.targets(images, labels)
@@ -329,6 +216,24 @@ def train_one_epoch(model: VisualNet, loader: BatchLoader, objective, optimizer:
     return {**mean_figures(totals, dist), "lr": lr}
 
 
+def evaluate(model: torch.nn.Module, loader: BatchLoader, objective, bf16: bool = True,
+             dist: Distributed = Distributed()) -> dict[str, float]:
+    """Mean loss, top-1 and top-5 over a loader, without dropout or gradients."""
+    model.eval()
+    totals = None
+    with torch.no_grad():
+        for images, labels in loader:
+            with autocast(images.device, bf16):
+                outputs = model(images)
+            batch = batch_totals(objective, outputs, labels, objective.loss(outputs, labels))
+            totals = batch if totals is None else totals + batch
+    return mean_figures(totals, dist)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
 def train(config: TrainConfig, resume: bool = False, progress: bool = True, device: str = "auto") -> Run:
     """Train a model as `config` says, writing everything into the run folder `config.out`.
 
@@ -338,17 +243,18 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, devi
     `device` is auto, cpu, cuda or cuda:N; under torchrun each process trains its share of every
     batch (the global batch is `config.batch_size`) and rank 0 alone writes the run folder.
     """
-    validate(config)
+    broken = problems(config)
+    if broken:
+        raise DeviseError(broken[0])
     config = inherit_architecture(config)
     dist, device = distributed(device)
     config = replace(config, bf16=use_bf16(device, config.bf16))  # config.toml records what is used
     if config.batch_size % dist.world_size:
         raise DeviseError(f"--batch-size {config.batch_size} does not split evenly over {dist.world_size} processes")
     folder = Path(config.out)
-    checkpoint_path = folder / "checkpoint.pt"
-    if resume and not checkpoint_path.is_file():
-        raise DeviseError(f"cannot resume: {checkpoint_path} does not exist")
-    if not resume and checkpoint_path.is_file():
+    if resume and not runs.has_checkpoint(folder):
+        raise DeviseError(f"cannot resume: {folder / runs.CHECKPOINT} does not exist")
+    if not resume and runs.has_checkpoint(folder):
         raise DeviseError(f"{folder} already holds a run: use --resume to continue it or another --out")
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -356,44 +262,45 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, devi
     torch.manual_seed(config.seed)
     talk = progress and dist.is_main
 
-    train_set, small_set, val_set = load_data(config, talk, dist)
-    label_vectors = label_vectors_for(config, train_set.class_names) if config.head == "embedding" else None
+    unseen, unseen_names = held_out_classes(config, talk) if not resume else (runs.read_unseen(folder, config), None)
+    train_set, small_set, val_set = load_data(config, unseen, talk, dist)
+    label_vectors = training_label_vectors(config, train_set.class_names) if config.head == "embedding" else None
     normalizer = Normalizer.fit(train_set.images)
     model, objective = build_model(config, train_set.num_classes, label_vectors, device)
     if config.init and not resume:
-        warm_start(model, Path(config.init), config.init_epoch)
+        warm_start(model, Path(config.init))
     teacher = load_teacher(config, train_set.class_names, device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model)
     batches = dict(normalizer=normalizer, shard=(dist.rank, dist.world_size))
-    train_loader = BatchLoader(train_set.to(device), config.batch_size, shuffle=True, augment=config.augment,
+    train_loader = BatchLoader(train_set.to(device), config.batch_size, shuffle=True, augment=Augment.of(config),
                                seed=config.seed, drop_last=len(train_set) > config.batch_size,
                                limit=config.epoch_images, **batches)
     small_loader = None
     if small_set is not None:  # progressive resizing: the same images, smaller
-        small_loader = BatchLoader(small_set.to(device), config.batch_size, shuffle=True, augment=config.small_augment,
-                                   seed=config.seed, drop_last=train_loader.drop_last, limit=config.epoch_images,
-                                   **batches)
+        small_loader = BatchLoader(small_set.to(device), config.batch_size, shuffle=True,
+                                   augment=Augment.of(config, config.small_size), seed=config.seed,
+                                   drop_last=train_loader.drop_last, limit=config.epoch_images, **batches)
     val_loader = BatchLoader(evenly_spaced(val_set, config.val_images).to(device), config.eval_batch_size,
                              augment=NO_AUGMENT, **batches)
 
     if dist.is_main:
         folder.mkdir(parents=True, exist_ok=True)
-        config.save(folder / "config.toml")
-        if config.unseen:
-            write_unseen(folder, config)
+        runs.save_config(folder, config)
+        if unseen_names is not None and unseen:
+            runs.write_unseen(folder, unseen, unseen_names)
     start_epoch, rows = 0, []
     if resume:
-        state = load_checkpoint(checkpoint_path)
+        state = runs.load_checkpoint(folder)
         model.load_state_dict(state["model"])
         try:
             optimizer.load_state_dict(state["optimizer"])
-        except ValueError:  # e.g. written before the optimiser split the body from the head
-            raise DeviseError(f"{checkpoint_path}: its optimiser state does not fit this version of devise; "
+        except ValueError:  # written by a version of devise that grouped the parameters otherwise
+            raise DeviseError(f"{folder / runs.CHECKPOINT}: its optimiser state does not fit this version of devise; "
                               "start the run again in a new --out") from None
         start_epoch = int(state["epoch"])
-        rows = [r for r in read_metrics(folder / "metrics.csv") if r["epoch"] <= start_epoch]
+        rows = [r for r in runs.read_metrics(folder) if r["epoch"] <= start_epoch]
 
     with freed_memory_kept():  # each step reuses the last one's memory: no page faults
         for epoch in range(start_epoch, config.epochs):
@@ -408,57 +315,47 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, devi
                          "val_top5": val["top5"], "epoch_seconds": time.perf_counter() - started,
                          "images_per_second": fit["images"] / train_seconds})
             if dist.is_main:
-                save_epoch(folder, rows, model, optimizer, train_set.class_names, normalizer, label_vectors, config)
+                save_epoch(folder, rows, model, optimizer, train_set.class_names, normalizer, label_vectors)
             if talk:
                 print(f"epoch {epoch + 1}/{config.epochs}: train loss {rows[-1]['train_loss']:.3f} "
                       f"top1 {rows[-1]['train_top1']:.3f} | val loss {val['loss']:.3f} top1 {val['top1']:.3f} "
                       f"top5 {val['top5']:.3f} | {rows[-1]['epoch_seconds']:.0f}s", flush=True)
     if dist.is_main:
-        write_summary(folder, config, rows, {**describe_host(device), "processes": dist.world_size})
+        runs.write_summary(folder, summary(config, rows, {**describe_host(device), "processes": dist.world_size}))
     dist.barrier()  # the others wait until the folder is complete (the next stage reads it)
-    return Run(config, model, normalizer, train_set.class_names, objective, folder)
+    return Run(config, model, normalizer, train_set.class_names, objective, folder, label_vectors)
 
 
-def evenly_spaced(data: ImageSet, count: int) -> ImageSet:
-    """`count` images spread evenly over the set (all of them when `count` is 0 or more)."""
-    if not count or count >= len(data):
-        return data
-    return data.subset(torch.linspace(0, len(data) - 1, count).round().long())
+def cpu_copy(state):
+    """A state dict (nested dicts and lists of tensors) with every tensor on the CPU: a
+    checkpoint does not depend on the device it was written on."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu()
+    if isinstance(state, dict):
+        return {key: cpu_copy(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(cpu_copy(value) for value in state)
+    return state
 
 
 def save_epoch(folder: Path, rows: list[dict], model: VisualNet, optimizer: torch.optim.Optimizer,
-               class_names: list[str], normalizer: Normalizer, label_vectors: torch.Tensor | None,
-               config: TrainConfig) -> None:
-    """After an epoch: its metrics row, the checkpoint (CPU tensors), a snapshot if asked, the curves."""
-    write_metrics(folder / "metrics.csv", rows)
-    epoch = int(rows[-1]["epoch"])
-    state = cpu_copy({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+               class_names: list[str], normalizer: Normalizer, label_vectors: torch.Tensor | None) -> None:
+    """After an epoch: its metrics row, the checkpoint (CPU tensors), the curves."""
+    from devise.plots import plot_learning_curves
+
+    runs.write_metrics(folder, rows)
+    state = cpu_copy({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": int(rows[-1]["epoch"]),
                       "class_names": class_names, "normalizer": [list(normalizer.mean), list(normalizer.std)]})
     if label_vectors is not None:
         state["label_vectors"] = label_vectors.cpu()
-    save_checkpoint(folder / "checkpoint.pt", state)
-    if epoch == config.snapshot_epoch:  # for a later run's --init-epoch
-        save_checkpoint(snapshot_path(folder, epoch), {"model": state["model"], "epoch": epoch})
-    plot_run(folder, rows)
-
-
-def write_unseen(folder: Path, config: TrainConfig) -> None:
-    """List the held-out classes in the run folder, so anyone can check none was trained on."""
-    full = load_dataset(config.data, config.data_root, config.val_split, cache_dir=config.cache_dir, progress=False)
-    unseen = unseen_classes(config, full)
-    names = [full.class_names[full.class_ids.index(c)] for c in unseen]
-    (folder / "unseen.json").write_text(json.dumps({"ids": unseen, "names": names}, indent=2) + "\n")
-
-
-def plot_run(folder: Path, rows: list[dict]) -> None:
-    from devise.plots import plot_learning_curves
-
+    runs.save_checkpoint(folder, state)
     plot_learning_curves({folder.name: rows}, folder / "curves.png")
 
 
-def write_summary(folder: Path, config: TrainConfig, rows: list[dict], host: dict) -> None:
+def summary(config: TrainConfig, rows: list[dict], host: dict) -> dict:
+    """The figures of a finished run, for summary.json."""
     last = rows[-1] if rows else {}
-    summary = {
+    return {
         "head": config.head, "data": config.data, "model": config.model, "image_size": config.image_size,
         "epochs": int(last.get("epoch", 0)),
         "val_top1": last.get("val_top1"), "val_top5": last.get("val_top5"),
@@ -467,25 +364,3 @@ def write_summary(folder: Path, config: TrainConfig, rows: list[dict], host: dic
         "peak_memory_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "bf16": config.bf16, "host": host,
     }
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-
-
-def load_run_config(folder: Path) -> TrainConfig:
-    from devise.config import read_toml
-
-    if not folder.is_dir():
-        raise DeviseError(f"{folder}: no such run folder")
-    return TrainConfig.from_dict(read_toml(folder / "config.toml"), str(folder / "config.toml"))
-
-
-def load_run(folder: str | Path, device: str | torch.device = "cpu") -> Run:
-    """A run folder's model on `device`, ready for evaluation (weights from its last checkpoint)."""
-    folder = Path(folder)
-    config = load_run_config(folder)
-    state = load_checkpoint(folder / "checkpoint.pt")
-    model, objective = build_model(config, len(state["class_names"]), state.get("label_vectors"),
-                                   resolve_device(device))
-    model.load_state_dict(state["model"])
-    model.eval()
-    mean, std = state["normalizer"]
-    return Run(config, model, Normalizer(tuple(mean), tuple(std)), list(state["class_names"]), objective, folder)

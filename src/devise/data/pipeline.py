@@ -30,6 +30,13 @@ class Augment:
     def enabled(self) -> bool:
         return self.crop_padding > 0 or self.flip or self.jitter > 0
 
+    @classmethod
+    def of(cls, settings, size: int | None = None) -> "Augment":
+        """A run's augmentation (its crop_padding, flip and jitter settings); for images of `size`
+        pixels instead of its image_size (progressive resizing), the padding scaled with them."""
+        padding = settings.crop_padding if size is None else round(settings.crop_padding * size / settings.image_size)
+        return cls(padding, settings.flip, settings.jitter)
+
 
 NO_AUGMENT = Augment(crop_padding=0, flip=False, jitter=0.0)
 

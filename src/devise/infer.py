@@ -1,0 +1,148 @@
+"""From images to ranked labels: the one place where a model's outputs become names.
+
+Three kinds of model name an image:
+
+- DeViSE (an embedding run): its output is a unit vector; the vocabulary is ranked by cosine;
+- ConSE (Norouzi et al. 2014), from a softmax run: the probability-weighted mean of the vectors of
+  its T most probable training labels, ranked the same way;
+- softmax: its own training labels by probability; it can name nothing else.
+
+`Predictor` is the Python API behind `devise predict`:
+
+    from devise.infer import Predictor
+    predictor = Predictor.load("runs/devise", vocabulary="train,words:20000", device="auto")
+    predictor.predict(["tiger.jpg"], top=5)   # [[("tiger", 0.83), ("lion", 0.79), ...]]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from devise.data import BatchLoader, ImageSet
+from devise.data.pipeline import NO_AUGMENT
+from devise.data.sources import decode_image, square_resize
+from devise.errors import DeviseError
+from devise.hardware import autocast, inference_bf16
+from devise.memory import freed_memory_kept
+from devise.progress import progress_bar
+from devise.rank import rank_topk
+from devise.runs import Run, load_run
+from devise.vectors import RunLabels, Vocabulary, build_vocabulary, label_space_for
+
+CONSE_TOP = 10
+
+
+def kind_of(run: Run, conse: bool = False) -> str:
+    """"DeViSE" for an embedding run; for a softmax run "ConSE" if asked, else "softmax"."""
+    if run.config.head == "embedding":
+        return "DeViSE"
+    return "ConSE" if conse else "softmax"
+
+
+def model_outputs(run: Run, data: ImageSet | torch.Tensor, batch_size: int = 1000, progress: bool = True) -> torch.Tensor:
+    """The model's raw outputs for every image (logits, or unit vectors for an embedding run), on
+    the CPU, computed on the run's device in the precision `inference_bf16` chooses. `data` is an
+    `ImageSet` or a uint8 batch (N x 3 x H x W) at the run's image size."""
+    if isinstance(data, torch.Tensor):
+        data = ImageSet(data, torch.zeros(len(data), dtype=torch.int64), ["image"])
+    device = run.device
+    loader = BatchLoader(data.to(device), batch_size, run.normalizer, augment=NO_AUGMENT)
+    outputs = []
+    run.model.eval()
+    with freed_memory_kept(), torch.no_grad(), autocast(device, inference_bf16(run.config.bf16, device)):
+        for images, _ in progress_bar(loader, progress, desc=f"evaluating {run.folder.name}", unit="batch"):
+            outputs.append(run.model(images).float().cpu())
+    return torch.cat(outputs)
+
+
+def conse_vectors(logits: torch.Tensor, label_vectors: torch.Tensor, top: int = CONSE_TOP) -> torch.Tensor:
+    """ConSE: sum over the T most probable training labels of p(label) * vector, normalised.
+
+    Dividing by the sum of those T probabilities (Norouzi et al.'s Z) does not change the
+    direction, so the unit result is the same either way.
+    """
+    probabilities = logits.float().softmax(dim=1)
+    p, index = probabilities.topk(min(top, probabilities.shape[1]), dim=1)
+    return F.normalize((p[:, :, None] * label_vectors[index]).sum(dim=1), dim=1)
+
+
+def query_vectors(kind: str, outputs: torch.Tensor, training_vectors: torch.Tensor,
+                  conse_top: int = CONSE_TOP) -> torch.Tensor | None:
+    """The vectors DeViSE and ConSE rank a vocabulary with; None for softmax, which ranks its own labels."""
+    if kind == "DeViSE":
+        return F.normalize(outputs.float(), dim=1)
+    if kind == "ConSE":
+        return conse_vectors(outputs, training_vectors, conse_top)
+    return None
+
+
+def top_labels(kind: str, outputs: torch.Tensor, training_vectors: torch.Tensor, candidates: torch.Tensor, k: int,
+               conse_top: int = CONSE_TOP) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores, indices) of each image's k best labels, best first: cosines to the `candidates`
+    rows for DeViSE and ConSE, probabilities over its training labels for softmax."""
+    queries = query_vectors(kind, outputs, training_vectors, conse_top)
+    if queries is None:  # ranked by logit, scored by probability
+        top = outputs.float().topk(min(k, outputs.shape[1]), dim=1)
+        return outputs.float().softmax(dim=1).gather(1, top.indices), top.indices
+    return rank_topk(queries, candidates, k)
+
+
+def image_batch(images: list, size: int) -> torch.Tensor:
+    """File paths, PIL images or uint8 arrays (H x W x C) -> a uint8 batch of `size` px squares."""
+    arrays = []
+    for image in images:
+        if isinstance(image, (str, Path)):
+            path = Path(image)
+            if not path.is_file():
+                raise DeviseError(f"{path}: no such image file")
+            arrays.append(decode_image(path.read_bytes(), size, str(path)))
+        elif isinstance(image, Image.Image):
+            arrays.append(np.asarray(square_resize(image.convert("RGB"), size)))
+        else:
+            arrays.append(np.asarray(square_resize(Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB"), size)))
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+class Predictor:
+    """A run plus a vocabulary: images in, ranked labels with scores out."""
+
+    def __init__(self, run: Run, vocabulary: str = "train", conse: bool = False, conse_top: int = CONSE_TOP,
+                 replacements: str | None = None, vectors: str | None = None):
+        self.run = run
+        self.kind = kind_of(run, conse)
+        self.conse_top = conse_top
+        self.labels: RunLabels | None = None
+        self.vocabulary: Vocabulary | None = None
+        if self.kind != "softmax":
+            known = dict(zip(run.class_names, run.label_vectors)) if run.label_vectors is not None else None
+            self.labels = label_space_for(run.config, known, replacements, vectors if self.kind == "ConSE" else None)
+            self.vocabulary = build_vocabulary(self.labels, {"train": run.class_names}, vocabulary)
+
+    @classmethod
+    def load(cls, folder: str | Path, vocabulary: str = "train", device: str = "auto", **options) -> "Predictor":
+        """A run folder's model on `device` (auto: a CUDA GPU if there is one, else the CPU)."""
+        return cls(load_run(folder, device), vocabulary, **options)
+
+    def image_tensor(self, images: list) -> torch.Tensor:
+        return image_batch(images, self.run.config.image_size)
+
+    @torch.no_grad()
+    def predict(self, images: list, top: int = 5) -> list[list[tuple[str, float]]]:
+        """For each image, the `top` best labels with their scores (cosine, or probability)."""
+        if top <= 0:
+            raise DeviseError(f"--top must be positive, not {top}")
+        outputs = model_outputs(self.run, self.image_tensor(images), progress=False)
+        if self.vocabulary is None:
+            scores, index = top_labels(self.kind, outputs, None, None, top)
+            labels = self.run.class_names
+        else:
+            training = self.labels.embed(self.run.class_names)
+            scores, index = top_labels(self.kind, outputs, training, self.vocabulary.vectors, top, self.conse_top)
+            labels = self.vocabulary.labels
+        return [[(labels[i], float(s)) for i, s in zip(row_index.tolist(), row_scores.tolist())]
+                for row_index, row_scores in zip(index, scores)]

@@ -1,0 +1,246 @@
+"""The run folder: the only module that writes or reads its files.
+
+    RUN/config.toml        the settings (`TrainConfig`), as used
+    RUN/checkpoint.pt      weights, optimiser state, epoch, class names, normaliser, label vectors
+    RUN/metrics.csv        one row per epoch
+    RUN/summary.json       the final figures and the host
+    RUN/unseen.json        the classes held out of training (`--unseen K`), ids and names
+    RUN/metrics.json       hit@k of `devise evaluate`
+    RUN/zeroshot-TARGET/   `devise zeroshot`: zeroshot.json and its figures
+
+`load_run` turns a folder back into a model ready to use, on any device.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomli_w
+import torch
+
+from devise.config import TrainConfig, unknown_settings
+from devise.data import ImageSet, Normalizer, load_dataset
+from devise.data.splits import keep_classes, seen_classes
+from devise.errors import DeviseError
+from devise.hardware import resolve_device
+from devise.models import EmbeddingHead, ModelSpec, VisualNet, create_model
+from devise.objectives import EmbeddingObjective, SoftmaxObjective, objective_for
+
+CONFIG, CHECKPOINT, METRICS, SUMMARY, UNSEEN, EVALUATION = (
+    "config.toml", "checkpoint.pt", "metrics.csv", "summary.json", "unseen.json", "metrics.json")
+ZERO_SHOT = "zeroshot.json"
+METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_top1", "train_top5", "val_loss", "val_top1", "val_top5",
+                 "epoch_seconds", "images_per_second"]
+# Settings earlier versions wrote into config.toml: harmless at these values, gone since.
+RETIRED = {"init_epoch": 0, "snapshot_epoch": 0, "phase_schedules": False, "body_lr_scale": 1.0}
+
+
+@dataclass
+class Run:
+    """A trained (or training) model with what is needed to use it."""
+
+    config: TrainConfig
+    model: VisualNet
+    normalizer: Normalizer
+    class_names: list[str]
+    objective: SoftmaxObjective | EmbeddingObjective
+    folder: Path
+    label_vectors: torch.Tensor | None = None  # the training labels' unit vectors (embedding runs)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings
+
+
+def read_settings(path: str | Path) -> dict:
+    """A TOML file of settings as a dict; errors name the file."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise DeviseError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as error:
+        raise DeviseError(f"{path}: not valid TOML ({error})") from None
+
+
+def config_from(values: dict, source: str = "settings") -> TrainConfig:
+    """A `TrainConfig` from settings by name, refusing names it does not know."""
+    values = dict(values)
+    for name, neutral in RETIRED.items():
+        if name in values and values.pop(name) != neutral:
+            raise DeviseError(f"{source}: setting {name} is no longer supported")
+    unknown = unknown_settings(values)
+    if unknown:
+        raise DeviseError(f"{source}: unknown setting(s) {', '.join(unknown)}")
+    return TrainConfig.from_dict(values)
+
+
+def save_config(folder: Path, config: TrainConfig) -> None:
+    (folder / CONFIG).write_text(tomli_w.dumps(config.to_dict()))
+
+
+def load_config(folder: str | Path) -> TrainConfig:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DeviseError(f"{folder}: no such run folder")
+    return config_from(read_settings(folder / CONFIG), str(folder / CONFIG))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoint, metrics, summary
+
+
+def save_checkpoint(folder: Path, state: dict) -> None:
+    """Write to a temporary file and rename, so a crash never leaves a half-written checkpoint."""
+    path = folder / CHECKPOINT
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(folder: Path) -> dict:
+    """Plain tensors and containers only (`weights_only=True`): loading runs no code."""
+    path = folder / CHECKPOINT
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DeviseError(f"{path}: no checkpoint (has this run trained for an epoch?)") from None
+    except Exception as error:  # a corrupt or foreign file; the user needs one line
+        raise DeviseError(f"{path} is not a devise checkpoint ({error.__class__.__name__})") from None
+
+
+def has_checkpoint(folder: Path) -> bool:
+    return (folder / CHECKPOINT).is_file()
+
+
+def read_metrics(folder: Path) -> list[dict]:
+    """The per-epoch rows of `metrics.csv` (none when the run has not finished an epoch)."""
+    path = Path(folder) / METRICS
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def write_metrics(folder: Path, rows: list[dict]) -> None:
+    path = folder / METRICS
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (int(row[k]) if k == "epoch" else round(row[k], 6)) for k in METRIC_FIELDS})
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, content: dict) -> None:
+    path.write_text(json.dumps(content, indent=2) + "\n")
+
+
+def read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_summary(folder: Path, summary: dict) -> None:
+    write_json(Path(folder) / SUMMARY, summary)
+
+
+def read_summary(folder: Path) -> dict | None:
+    return read_json(Path(folder) / SUMMARY)
+
+
+def write_evaluation(folder: Path, result: dict) -> None:
+    write_json(Path(folder) / EVALUATION, result)
+
+
+def read_evaluation(folder: Path) -> dict | None:
+    return read_json(Path(folder) / EVALUATION)
+
+
+def zero_shot_folder(run_folder: Path, target: str) -> Path:
+    """Where `devise zeroshot` writes by default: inside the first run's folder."""
+    return Path(run_folder) / f"zeroshot-{target}"
+
+
+def write_zero_shot(folder: Path, results: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / ZERO_SHOT, results)
+
+
+def read_zero_shot(folder: Path) -> dict | None:
+    return read_json(Path(folder) / ZERO_SHOT)
+
+
+def zero_shot_folders(run_folder: Path) -> list[Path]:
+    """The zero-shot output folders inside a run folder."""
+    return sorted(path.parent for path in Path(run_folder).glob(f"zeroshot-*/{ZERO_SHOT}"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Held-out classes and the images a run sees
+
+
+def write_unseen(folder: Path, ids: list[str], names: list[str]) -> None:
+    """List the held-out classes in the run folder, so anyone can check none was trained on."""
+    write_json(folder / UNSEEN, {"ids": ids, "names": names})
+
+
+def read_unseen(folder: Path, config: TrainConfig) -> list[str]:
+    """The ids of the classes the run held out of training (none without `--unseen`)."""
+    if not config.unseen:
+        return []
+    content = read_json(Path(folder) / UNSEEN)
+    if content is None:
+        raise DeviseError(f"{Path(folder) / UNSEEN} is missing: the run's held-out classes are unknown")
+    return list(content["ids"])
+
+
+def seen_split(config: TrainConfig, split: str, unseen: list[str], data_root: str | None = None,
+               progress: bool = True, image_size: int | None = None) -> ImageSet:
+    """One split of a run's dataset at its image size (or `image_size`), the `unseen` classes removed."""
+    data = load_dataset(config.data, data_root or config.data_root, split, image_size or config.image_size,
+                        config.cache_dir, config.download, progress)
+    return keep_classes(data, seen_classes(data, unseen)) if unseen else data
+
+
+def run_split(run: Run, split: str | None = None, data_root: str | None = None, progress: bool = True) -> ImageSet:
+    """The images of a trained run's classes in one split (default: its validation split)."""
+    return seen_split(run.config, split or run.config.val_split, read_unseen(run.folder, run.config), data_root,
+                      progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# A run as a model
+
+
+def build_model(config: TrainConfig, num_classes: int, label_vectors: torch.Tensor | None,
+                device: torch.device = torch.device("cpu")):
+    """The network and its objective, on `device`: class logits, or unit vectors in the label space."""
+    model = create_model(ModelSpec.of(config), num_classes)
+    if label_vectors is not None:
+        model.head = EmbeddingHead(model.feature_dim, label_vectors.shape[1], config.embed_hidden or None)
+        label_vectors = label_vectors.to(device)
+    return model.to(device), objective_for(config, label_vectors)
+
+
+def load_run(folder: str | Path, device: str | torch.device = "cpu") -> Run:
+    """A run folder's model on `device`, ready to use (weights from its last checkpoint)."""
+    folder = Path(folder)
+    config = load_config(folder)
+    state = load_checkpoint(folder)
+    label_vectors = state.get("label_vectors")
+    model, objective = build_model(config, len(state["class_names"]), label_vectors, resolve_device(device))
+    model.load_state_dict(state["model"])
+    model.eval()
+    mean, std = state["normalizer"]
+    return Run(config, model, Normalizer(tuple(mean), tuple(std)), list(state["class_names"]), objective, folder,
+               label_vectors)
