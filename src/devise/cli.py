@@ -28,7 +28,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     for field in fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
-        text = f"{helps.get(field.name, '')} (default: {default})".replace("%", "%%")
+        text = helps.get(field.name, "") + ("" if default is None else f" (default: {default})")
+        text = text.replace("%", "%%")
         if field.type in ("bool", "bool | None", bool):
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
