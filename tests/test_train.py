@@ -14,7 +14,7 @@ from devise import runs
 from devise.config import TrainConfig
 from devise.data import BatchLoader, Normalizer, load_dataset
 from devise.data.pipeline import NO_AUGMENT
-from devise.errors import DeviseError
+from devise.errors import DeviseError, RunFailed
 from devise.models import ModelSpec, create_model
 from devise.objectives import SoftmaxObjective
 
@@ -97,13 +97,50 @@ def test_resume_after_a_stop_matches_an_uninterrupted_run(tmp_path, monkeypatch)
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2", "3"]
 
 
-def test_resuming_a_checkpoint_whose_optimiser_does_not_fit_is_one_clear_error(tmp_path):
+def folder_contents(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_resuming_a_checkpoint_whose_optimiser_does_not_fit_is_one_clear_error_and_changes_nothing(tmp_path):
     run = training.train(toy_config(tmp_path, epochs=1), progress=False)
     state = runs.load_checkpoint(run.folder)
     state["optimizer"]["param_groups"] = state["optimizer"]["param_groups"][:1]  # an older layout
     runs.save_checkpoint(run.folder, state)
-    with pytest.raises(DeviseError, match="does not fit this version"):
-        training.train(toy_config(tmp_path, epochs=2), resume=True, progress=False)
+    before = folder_contents(run.folder)
+    with pytest.raises(DeviseError, match="do not fit this run's settings or this version of devise"):
+        training.train(toy_config(tmp_path, epochs=2, lr=0.01), resume=True, progress=False)
+    assert folder_contents(run.folder) == before
+
+
+def test_resume_refuses_a_changed_architecture_before_writing_anything(tmp_path):
+    run = training.train(toy_config(tmp_path, epochs=1), progress=False)
+    before = folder_contents(run.folder)
+    with pytest.raises(DeviseError, match="--resume cannot change --width"):
+        training.train(toy_config(tmp_path, epochs=2, width=16), resume=True, progress=False)
+    assert folder_contents(run.folder) == before
+
+
+def test_a_new_run_refuses_a_folder_holding_someone_elses_files(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(DeviseError, match=r"holds files devise did not write \(notes.txt\)"):
+        training.train(toy_config(tmp_path), progress=False)
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["notes.txt"]
+
+
+def test_a_run_folder_has_one_writer_at_a_time(tmp_path):
+    with runs.held(tmp_path / "run", "train"):
+        with pytest.raises(RunFailed, match=r"run is in use by devise train \(pid \d+"):
+            training.train(toy_config(tmp_path), progress=False)
+    assert not (tmp_path / "run").exists(), "nothing left behind by the refused run, nor by the holder"
+
+
+def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp_path):
+    training.train(toy_config(tmp_path, epochs=1), progress=False)
+    kept = folder_contents(tmp_path / "run")["checkpoint.pt"]
+    with pytest.raises(RunFailed, match="training diverged in epoch 2.*the checkpoint of epoch 1 is kept"):
+        training.train(toy_config(tmp_path, epochs=3, lr=1e12), resume=True, progress=False)
+    assert folder_contents(tmp_path / "run")["checkpoint.pt"] == kept
 
 
 def test_learning_rate_schedules():

@@ -1,7 +1,8 @@
 """The `devise` command: parse arguments, call the library, print. No logic of its own.
 
 Every mistake a user can make surfaces as a `DeviseError` and ends as one line on stderr with
-exit status 2; anything else is a bug and keeps its traceback.
+exit status 2 (1 for a `RunFailed`: the input was fine, the work could not go on); anything else is
+a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -356,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except DeviseError as error:
         print(f"devise: error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
     except KeyboardInterrupt:
         print("devise: interrupted", file=sys.stderr)
         return 130

@@ -23,6 +23,7 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
 LABEL_SPACES = ("glove-6b-50d", "word2vec-text", "word2vec-binary", "glove-text", "fasttext-vec", "minilm")
 LABEL_RULES = ("first", "mean")
+ON_BAD_IMAGE = ("error", "skip")
 DEFAULT_RULE = "mean"  # measured on Tiny ImageNet: docs/results.md, DeViSE table
 
 
@@ -71,7 +72,7 @@ class TrainConfig:
     schedule: str = "onecycle"  # the rate over training: onecycle, cosine, step or constant
     warmup: float = 0.25  # share of training spent warming up (onecycle)
     step_epochs: int = 5  # step schedule: multiply the rate by --step-gamma every this many epochs
-    step_gamma: float = 0.1  # step schedule: the factor
+    step_gamma: float = 0.1  # step schedule: the factor (in (0, 1])
     label_smoothing: float = 0.0  # softmax head: share of each target spread over the other classes
     small_epochs: int = 0  # progressive resizing: the first N epochs train on --small-size images
     small_size: int = 0  # progressive resizing: their size in pixels (cheaper per image)
@@ -85,6 +86,7 @@ class TrainConfig:
     channels_last: bool = True  # the memory layout oneDNN and cuDNN convolutions prefer
     threads: int = 0  # torch threads; 0: torch's default
     eval_batch_size: int = 1000  # images a batch when validating and evaluating
+    on_bad_image: str = "error"  # an image that does not decode: stop with its name (error), or leave it out (skip)
     out: str = "runs/latest"  # the run folder
 
     def to_dict(self) -> dict:
@@ -113,35 +115,77 @@ def field_help() -> dict[str, str]:
 
 
 CHOICES = {"data": DATASETS, "head": HEADS, "model": MODELS, "loss": LOSSES, "optimizer": OPTIMIZERS,
-           "schedule": SCHEDULES, "vectors": LABEL_SPACES, "label_rule": LABEL_RULES}
-POSITIVE = ("epochs", "batch_size", "image_size", "width", "hidden", "lr", "temperature", "distill_temperature")
+           "schedule": SCHEDULES, "vectors": LABEL_SPACES, "label_rule": LABEL_RULES, "on_bad_image": ON_BAD_IMAGE}
+
+# field: (lowest, highest, whether the lowest is allowed, whether the highest is); None: no bound
+RANGES = {
+    "image_size": (8, 1024, True, True), "train_limit": (0, None, True, None), "unseen": (0, None, True, None),
+    "unseen_seed": (0, None, True, None), "width": (1, 1024, True, True), "hidden": (1, None, True, None),
+    "dropout": (0, 1, True, False), "margin": (0, None, True, None), "temperature": (0, None, False, None),
+    "embed_hidden": (0, None, True, None), "freeze_epochs": (0, None, True, None), "distill": (0, 1, True, True),
+    "distill_temperature": (0, None, False, None), "epochs": (1, None, True, None),
+    "epoch_images": (0, None, True, None), "val_images": (0, None, True, None), "batch_size": (1, None, True, None),
+    "lr": (0, None, False, None), "momentum": (0, 1, True, False), "weight_decay": (0, None, True, None),
+    "warmup": (0, 1, True, False), "step_epochs": (1, None, True, None), "step_gamma": (0, 1, False, True),
+    "label_smoothing": (0, 1, True, False), "small_epochs": (0, None, True, None), "small_size": (0, None, True, None),
+    "crop_padding": (0, None, True, None), "jitter": (0, 1, True, True), "seed": (0, None, True, None),
+    "threads": (0, None, True, None), "eval_batch_size": (1, None, True, None),
+}
+TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "str | None": (str, type(None)),
+         "bool | None": (bool, type(None))}
+TYPE_WORDS = {"int": "a whole number", "float": "a number", "str": "text", "bool": "true or false",
+              "str | None": "text", "bool | None": "true or false"}
 
 
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def type_problems(values: dict) -> list[str]:
+    """Settings whose value is not of the field's type (from a TOML file, say: epochs = "ten")."""
+    kinds = {f.name: str(f.type) for f in fields(TrainConfig)}
+    found = []
+    for name, value in values.items():
+        expected = TYPES[kinds[name]] if name in kinds else object
+        if not isinstance(value, expected) or (isinstance(value, bool) and kinds.get(name) in ("int", "float")):
+            found.append(f"{flag(name)} must be {TYPE_WORDS[kinds[name]]}, not {value!r}")
+    return found
+
+
+def outside(value: float, low, high, low_ok: bool, high_ok: bool) -> bool:
+    return ((low is not None and (value < low or (value == low and not low_ok)))
+            or (high is not None and (value > high or (value == high and not high_ok))))
+
+
+def range_text(low, high, low_ok: bool, high_ok: bool) -> str:
+    if high is None:
+        return f"at least {low}" if low_ok else ("positive" if low == 0 else f"above {low}")
+    return f"in {'[' if low_ok else '('}{low}, {high}{']' if high_ok else ')'}"
+
+
 def problems(config: TrainConfig) -> list[str]:
     """Every rule `config` breaks, each as the one line a user should read; empty if it can run."""
-    found = []
+    found = type_problems(config.to_dict())
+    if found:
+        return found
     for name, allowed in CHOICES.items():
         if getattr(config, name) not in allowed:
             found.append(f"{flag(name)} must be one of {', '.join(allowed)}, not {getattr(config, name)!r}")
-    found += [f"{flag(name)} must be positive" for name in POSITIVE if getattr(config, name) <= 0]
-    if not 0 <= config.dropout < 1:
-        found.append("--dropout must be in [0, 1)")
-    if not 0 <= config.distill <= 1:
-        found.append("--distill must be in [0, 1]")
+    for name, bounds in RANGES.items():
+        if outside(getattr(config, name), *bounds):
+            found.append(f"{flag(name)} must be {range_text(*bounds)}, not {getattr(config, name)!r}")
+    if config.crop_padding >= config.image_size:
+        found.append("--crop-padding must be smaller than --image-size")
     if config.epoch_images and config.epoch_images < config.batch_size:
         found.append("--epoch-images must be 0 (all) or at least --batch-size")
-    if config.val_images < 0:
-        found.append("--val-images must be 0 (all) or positive")
     if config.small_epochs and not 0 < config.small_size < config.image_size:
         found.append("--small-epochs needs --small-size between 0 and --image-size")
     if config.distill and not (config.head == "embedding" and config.loss == "crossentropy" and config.init):
         found.append("--distill needs --head embedding, --loss crossentropy and --init RUN (the softmax teacher)")
     if config.freeze_epochs and not config.init:
         found.append("--freeze-epochs needs --init RUN (a trained body to keep frozen)")
+    if config.vectors_path and config.vectors in ("glove-6b-50d", "minilm"):
+        found.append(f"--vectors {config.vectors} is packaged and takes no --vectors-path")
     return found
 
 

@@ -7,33 +7,40 @@
     RUN/unseen.json        the classes held out of training (`--unseen K`), ids and names
     RUN/metrics.json       hit@k of `devise evaluate`
     RUN/zeroshot-TARGET/   `devise zeroshot`: zeroshot.json and its figures
+    RUN/curves.png, RUN/skipped-images.txt, RUN/.devise-lock (while a writer holds the folder)
 
-`load_run` turns a folder back into a model ready to use, on any device.
+One writer at a time (`held`): a second one gets one line naming the holder. `load_run` turns a
+folder back into a model ready to use, on any device.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import socket
+import time
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import tomli_w
 import torch
 
-from devise.config import TrainConfig, unknown_settings
+from devise.config import TrainConfig, type_problems, unknown_settings
 from devise.data import ImageSet, Normalizer, load_dataset
 from devise.data.splits import keep_classes, seen_classes
-from devise.errors import DeviseError
+from devise.errors import DeviseError, RunFailed, read_text_file
 from devise.hardware import resolve_device
 from devise.models import EmbeddingHead, ModelSpec, VisualNet, create_model
 from devise.objectives import EmbeddingObjective, SoftmaxObjective, objective_for
 
 CONFIG, CHECKPOINT, METRICS, SUMMARY, UNSEEN, EVALUATION = (
     "config.toml", "checkpoint.pt", "metrics.csv", "summary.json", "unseen.json", "metrics.json")
-ZERO_SHOT = "zeroshot.json"
+ZERO_SHOT, CURVES, SKIPPED, HOLDER = "zeroshot.json", "curves.png", "skipped-images.txt", ".devise-lock"
+DEVISE_FILES = {CONFIG, CHECKPOINT, METRICS, SUMMARY, UNSEEN, EVALUATION, CURVES, SKIPPED, HOLDER}
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_top1", "train_top5", "val_loss", "val_top1", "val_top5",
                  "epoch_seconds", "images_per_second"]
 # Settings earlier versions wrote into config.toml: harmless at these values, gone since.
@@ -58,16 +65,60 @@ class Run:
 
 
 # ---------------------------------------------------------------------------------------------
+# One writer at a time
+
+
+@contextlib.contextmanager
+def held(folder: str | Path, what: str) -> Iterator[Path]:
+    """Hold `folder` for the life of the block: an exclusive lock on the folder itself (released
+    by the system if the process dies), and while it is held a file naming the holder. A second
+    writer gets one line naming the holder. A folder made here and left empty is removed again."""
+    folder = Path(folder)
+    made = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # no flock on this system: one writer by convention only
+        yield folder
+        return
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = folder / HOLDER
+            who = holder.read_text(errors="replace").strip() if holder.is_file() else "another process"
+            raise RunFailed(f"{folder} is in use by {who}; wait for it to finish or choose another folder") from None
+        (folder / HOLDER).write_text(f"devise {what} (pid {os.getpid()} on {socket.gethostname()}, "
+                                     f"since {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+        try:
+            yield folder
+        finally:
+            (folder / HOLDER).unlink(missing_ok=True)
+            if made and not any(folder.iterdir()):
+                folder.rmdir()
+    finally:
+        os.close(handle)
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """Names in a would-be run folder that devise did not write (a user's own files)."""
+    if not folder.is_dir():
+        return []
+    ours = [name for name in os.listdir(folder)
+            if name in DEVISE_FILES or name.endswith(".tmp") or (name.startswith("zeroshot-") and (folder / name).is_dir())]
+    return sorted(set(os.listdir(folder)) - set(ours))
+
+
+# ---------------------------------------------------------------------------------------------
 # Settings
 
 
 def read_settings(path: str | Path) -> dict:
     """A TOML file of settings as a dict; errors name the file."""
-    path = Path(path)
+    text = read_text_file(path, "config file")
     try:
-        return tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise DeviseError(f"{path}: no such config file") from None
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise DeviseError(f"{path}: not valid TOML ({error})") from None
 
@@ -81,6 +132,9 @@ def config_from(values: dict, source: str = "settings") -> TrainConfig:
     unknown = unknown_settings(values)
     if unknown:
         raise DeviseError(f"{source}: unknown setting(s) {', '.join(unknown)}")
+    wrong = type_problems(values)
+    if wrong:
+        raise DeviseError(f"{source}: {wrong[0]}")
     return TrainConfig.from_dict(values)
 
 
@@ -109,13 +163,18 @@ def save_checkpoint(folder: Path, state: dict) -> None:
 
 def load_checkpoint(folder: Path) -> dict:
     """Plain tensors and containers only (`weights_only=True`): loading runs no code."""
-    path = folder / CHECKPOINT
+    path = Path(folder) / CHECKPOINT
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise DeviseError(f"{path}: no checkpoint (has this run trained for an epoch?)") from None
     except Exception as error:  # a corrupt or foreign file; the user needs one line
         raise DeviseError(f"{path} is not a devise checkpoint ({error.__class__.__name__})") from None
+    missing = [key for key in ("model", "optimizer", "epoch", "class_names", "normalizer")
+               if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise DeviseError(f"{path} is not a devise checkpoint (no {missing[0]!r} in it)")
+    return state
 
 
 def has_checkpoint(folder: Path) -> bool:
@@ -127,8 +186,12 @@ def read_metrics(folder: Path) -> list[dict]:
     path = Path(folder) / METRICS
     if not path.is_file():
         return []
-    with open(path, newline="") as handle:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    try:
+        rows = list(csv.DictReader(read_text_file(path).splitlines()))
+        parsed = [{k: float(row[k]) for k in METRIC_FIELDS} for row in rows]
+    except (KeyError, ValueError, TypeError, csv.Error) as error:
+        raise DeviseError(f"{path} is not a metrics file devise wrote ({error.__class__.__name__}: {error})") from None
+    return parsed
 
 
 def write_metrics(folder: Path, rows: list[dict]) -> None:
@@ -146,8 +209,24 @@ def write_json(path: Path, content: dict) -> None:
     path.write_text(json.dumps(content, indent=2) + "\n")
 
 
+# The keys each JSON file of a run folder must hold, to be taken as one devise wrote.
+REQUIRED = {SUMMARY: ("epochs",), UNSEEN: ("ids", "names"), EVALUATION: ("hit@1", "chance"),
+            ZERO_SHOT: ("target", "images", "target_classes", "label_space", "vocabulary", "models",
+                        "control_similarity")}
+
+
 def read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    """A JSON file of a run folder (None when it is not there), checked for the keys devise writes."""
+    if not path.is_file():
+        return None
+    try:
+        content = json.loads(read_text_file(path))
+    except ValueError as error:
+        raise DeviseError(f"{path} is not valid JSON ({error})") from None
+    missing = [key for key in REQUIRED.get(path.name, ()) if not isinstance(content, dict) or key not in content]
+    if not isinstance(content, dict) or missing:
+        raise DeviseError(f"{path} is not a file devise wrote (no {missing[0] if missing else 'object'!r} in it)")
+    return content
 
 
 def write_summary(folder: Path, summary: dict) -> None:
@@ -189,6 +268,11 @@ def zero_shot_folders(run_folder: Path) -> list[Path]:
 # Held-out classes and the images a run sees
 
 
+def write_skipped(folder: Path, names: list[str]) -> None:
+    """List the images left out with --on-bad-image skip, one a line."""
+    (folder / SKIPPED).write_text("".join(f"{name}\n" for name in names))
+
+
 def write_unseen(folder: Path, ids: list[str], names: list[str]) -> None:
     """List the held-out classes in the run folder, so anyone can check none was trained on."""
     write_json(folder / UNSEEN, {"ids": ids, "names": names})
@@ -198,17 +282,21 @@ def read_unseen(folder: Path, config: TrainConfig) -> list[str]:
     """The ids of the classes the run held out of training (none without `--unseen`)."""
     if not config.unseen:
         return []
-    content = read_json(Path(folder) / UNSEEN)
+    path = Path(folder) / UNSEEN
+    content = read_json(path)
     if content is None:
-        raise DeviseError(f"{Path(folder) / UNSEEN} is missing: the run's held-out classes are unknown")
-    return list(content["ids"])
+        raise DeviseError(f"{path} is missing: the run's held-out classes are unknown")
+    ids = content["ids"]
+    if not isinstance(ids, list) or len(ids) != config.unseen or not all(isinstance(i, str) for i in ids):
+        raise DeviseError(f"{path} does not list the run's {config.unseen} held-out class ids")
+    return ids
 
 
 def seen_split(config: TrainConfig, split: str, unseen: list[str], data_root: str | None = None,
                progress: bool = True, image_size: int | None = None) -> ImageSet:
     """One split of a run's dataset at its image size (or `image_size`), the `unseen` classes removed."""
     data = load_dataset(config.data, data_root or config.data_root, split, image_size or config.image_size,
-                        config.cache_dir, config.download, progress)
+                        config.cache_dir, config.download, progress, config.on_bad_image)
     return keep_classes(data, seen_classes(data, unseen)) if unseen else data
 
 

@@ -8,6 +8,7 @@ run folder's files are written through `devise.runs`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import resource
 import time
@@ -21,13 +22,13 @@ from devise.config import TrainConfig, problems
 from devise.data import BatchLoader, ImageSet, Normalizer, load_dataset
 from devise.data.pipeline import NO_AUGMENT, Augment
 from devise.data.splits import choose_unseen
-from devise.errors import DeviseError
+from devise.errors import DeviseError, RunFailed
 from devise.hardware import Distributed, autocast, describe_host, distributed, use_bf16
 from devise.memory import freed_memory_kept
 from devise.metrics import topk_counts
 from devise.models import VisualNet
 from devise.objectives import SoftmaxTeacher
-from devise.progress import progress_bar
+from devise.progress import progress_bar, stage
 from devise.runs import Run, build_model
 from devise.vectors import training_label_vectors
 
@@ -42,7 +43,7 @@ def held_out_classes(config: TrainConfig, progress: bool) -> tuple[list[str], li
     if not config.unseen:
         return [], []
     data = load_dataset(config.data, config.data_root, config.val_split, cache_dir=config.cache_dir,
-                        download=config.download, progress=progress)
+                        download=config.download, progress=progress, on_bad_image=config.on_bad_image)
     ids = choose_unseen(data.class_ids, config.unseen, config.unseen_seed)
     return ids, [data.class_names[data.class_ids.index(i)] for i in ids]
 
@@ -234,6 +235,11 @@ def evaluate(model: torch.nn.Module, loader: BatchLoader, objective, bf16: bool 
 # The run
 
 
+# Settings a resumed run cannot change: they shape the network, its label space or its data.
+ARCHITECTURE = ("head", "model", "width", "hidden", "stem_pool", "embed_hidden", "vectors", "vectors_path",
+                "random_vectors", "label_rule", "data", "unseen", "unseen_seed")
+
+
 def train(config: TrainConfig, resume: bool = False, progress: bool = True, device: str = "auto") -> Run:
     """Train a model as `config` says, writing everything into the run folder `config.out`.
 
@@ -241,7 +247,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, devi
     epoch and batch order, so the result matches an uninterrupted run. With `config.init`, an
     embedding model starts from the body of a trained softmax run (the paper's warm start).
     `device` is auto, cpu, cuda or cuda:N; under torchrun each process trains its share of every
-    batch (the global batch is `config.batch_size`) and rank 0 alone writes the run folder.
+    batch (the global batch is `config.batch_size`) and rank 0 alone writes the run folder, which
+    it holds for the whole run: a second writer is refused.
     """
     broken = problems(config)
     if broken:
@@ -252,15 +259,38 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, devi
     if config.batch_size % dist.world_size:
         raise DeviseError(f"--batch-size {config.batch_size} does not split evenly over {dist.world_size} processes")
     folder = Path(config.out)
-    if resume and not runs.has_checkpoint(folder):
-        raise DeviseError(f"cannot resume: {folder / runs.CHECKPOINT} does not exist")
-    if not resume and runs.has_checkpoint(folder):
+    check_folder(folder, config, resume)
+    with runs.held(folder, "train") if dist.is_main else contextlib.nullcontext():
+        return fit(config, folder, resume, progress and dist.is_main, device, dist)
+
+
+def check_folder(folder: Path, config: TrainConfig, resume: bool) -> None:
+    """Refuse, before anything is written: a resume without a run, a new run over an old one or
+    over someone's files, and a resume that would change the network or its labels."""
+    if resume:
+        if not runs.has_checkpoint(folder):
+            raise DeviseError(f"cannot resume: {folder / runs.CHECKPOINT} does not exist")
+        saved = runs.load_config(folder)
+        changed = [name for name in ARCHITECTURE if getattr(saved, name) != getattr(config, name)]
+        if changed:
+            name = changed[0]
+            raise DeviseError(f"--resume cannot change --{name.replace('_', '-')} (the run has "
+                              f"{getattr(saved, name)!r}, not {getattr(config, name)!r}); train a new run instead")
+        return
+    if runs.has_checkpoint(folder):
         raise DeviseError(f"{folder} already holds a run: use --resume to continue it or another --out")
+    foreign = runs.foreign_files(folder)
+    if foreign:
+        raise DeviseError(f"{folder} holds files devise did not write ({', '.join(foreign[:3])}"
+                          f"{', ...' if len(foreign) > 3 else ''}): choose another --out")
+
+
+def fit(config: TrainConfig, folder: Path, resume: bool, talk: bool, device: torch.device, dist: Distributed) -> Run:
+    """The run itself, once the folder is held: data, model, optimiser, then epoch after epoch."""
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick its fastest kernels
     torch.manual_seed(config.seed)
-    talk = progress and dist.is_main
 
     unseen, unseen_names = held_out_classes(config, talk) if not resume else (runs.read_unseen(folder, config), None)
     train_set, small_set, val_set = load_data(config, unseen, talk, dist)
@@ -285,35 +315,33 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, devi
     val_loader = BatchLoader(evenly_spaced(val_set, config.val_images).to(device), config.eval_batch_size,
                              augment=NO_AUGMENT, **batches)
 
-    if dist.is_main:
-        folder.mkdir(parents=True, exist_ok=True)
+    start_epoch, rows = 0, []
+    if resume:
+        start_epoch = restore(folder, model, optimizer)
+        rows = [r for r in runs.read_metrics(folder) if r["epoch"] <= start_epoch]
+    if dist.is_main:  # only now, when nothing can fail before training: a failed resume changes nothing
         runs.save_config(folder, config)
         if unseen_names is not None and unseen:
             runs.write_unseen(folder, unseen, unseen_names)
-    start_epoch, rows = 0, []
-    if resume:
-        state = runs.load_checkpoint(folder)
-        model.load_state_dict(state["model"])
-        try:
-            optimizer.load_state_dict(state["optimizer"])
-        except ValueError:  # written by a version of devise that grouped the parameters otherwise
-            raise DeviseError(f"{folder / runs.CHECKPOINT}: its optimiser state does not fit this version of devise; "
-                              "start the run again in a new --out") from None
-        start_epoch = int(state["epoch"])
-        rows = [r for r in runs.read_metrics(folder) if r["epoch"] <= start_epoch]
+        skipped = sorted(set(train_set.skipped + val_set.skipped + (small_set.skipped if small_set else [])))
+        if skipped:
+            runs.write_skipped(folder, skipped)
+            stage(f"skipped {len(skipped)} images that do not decode; listed in {folder / runs.SKIPPED}", talk)
 
     with freed_memory_kept():  # each step reuses the last one's memory: no page faults
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
             loader = small_loader if epoch < config.small_epochs else train_loader  # progressive resizing
-            fit = train_one_epoch(model, loader, objective, optimizer, config, epoch, talk, teacher, dist)
+            fit_figures = train_one_epoch(model, loader, objective, optimizer, config, epoch, talk, teacher, dist)
             train_seconds = time.perf_counter() - started
+            check_finite(model, fit_figures["loss"], epoch)
             dist.share_buffers(model)
             val = evaluate(model, val_loader, objective, config.bf16, dist)
-            rows.append({"epoch": epoch + 1, "lr": fit["lr"], "train_loss": fit["loss"], "train_top1": fit["top1"],
-                         "train_top5": fit["top5"], "val_loss": val["loss"], "val_top1": val["top1"],
-                         "val_top5": val["top5"], "epoch_seconds": time.perf_counter() - started,
-                         "images_per_second": fit["images"] / train_seconds})
+            rows.append({"epoch": epoch + 1, "lr": fit_figures["lr"], "train_loss": fit_figures["loss"],
+                         "train_top1": fit_figures["top1"], "train_top5": fit_figures["top5"], "val_loss": val["loss"],
+                         "val_top1": val["top1"], "val_top5": val["top5"],
+                         "epoch_seconds": time.perf_counter() - started,
+                         "images_per_second": fit_figures["images"] / train_seconds})
             if dist.is_main:
                 save_epoch(folder, rows, model, optimizer, train_set.class_names, normalizer, label_vectors)
             if talk:
@@ -324,6 +352,27 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, devi
         runs.write_summary(folder, summary(config, rows, {**describe_host(device), "processes": dist.world_size}))
     dist.barrier()  # the others wait until the folder is complete (the next stage reads it)
     return Run(config, model, normalizer, train_set.class_names, objective, folder, label_vectors)
+
+
+def restore(folder: Path, model: VisualNet, optimizer: torch.optim.Optimizer) -> int:
+    """Load a run's last checkpoint into the model and optimiser; returns its epoch."""
+    state = runs.load_checkpoint(folder)
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError):  # another shape, or an older devise's parameter groups
+        raise DeviseError(f"{folder / runs.CHECKPOINT}: its weights or optimiser state do not fit this run's "
+                          "settings or this version of devise; start the run again in a new --out") from None
+    return int(state["epoch"])
+
+
+def check_finite(model: VisualNet, loss: float, epoch: int) -> None:
+    """Stop a run whose loss or weights are no longer finite, before its checkpoint is overwritten."""
+    if math.isfinite(loss) and all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        return
+    kept = f"the checkpoint of epoch {epoch} is kept" if epoch else "no checkpoint was written"
+    raise RunFailed(f"training diverged in epoch {epoch + 1} (training loss {loss}, or weights no longer finite); "
+                    f"{kept}: try a lower --lr")
 
 
 def cpu_copy(state):

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from devise.config import DEFAULT_RULE, LABEL_RULES, LABEL_SPACES
-from devise.errors import DeviseError
+from devise.errors import DeviseError, read_text_file
 
 if TYPE_CHECKING:  # gensim takes a second to import: only where vectors are loaded
     from gensim.models import KeyedVectors
@@ -129,7 +129,20 @@ def keyed_vectors(words: list[str], vectors: np.ndarray) -> KeyedVectors:
 
     kv = KeyedVectors(vector_size=vectors.shape[1], count=0, dtype=np.float32)
     kv.add_vectors(words, vectors)
+    check_vectors(kv, "the word vectors")
     return kv
+
+
+def check_vectors(kv: KeyedVectors, source: str) -> None:
+    """Refuse vectors with a NaN or infinite value, or all zeros: a label on such a row would make
+    every loss and cosine NaN, and training would end in nonsense rather than an error."""
+    vectors = np.asarray(kv.vectors)
+    bad = ~np.isfinite(vectors).all(axis=1) | ~(np.abs(vectors).sum(axis=1) > 0)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        what = "all zeros" if np.isfinite(vectors[first]).all() else "not finite"
+        raise DeviseError(f"{source}: {int(bad.sum())} vectors are NaN, infinite or zero, the first for "
+                          f"{kv.index_to_key[first]!r} ({what})")
 
 
 @functools.lru_cache(maxsize=4)
@@ -144,6 +157,7 @@ def load_vector_file(source: str, path: str, mtime_ns: int, size: int) -> KeyedV
         raise DeviseError(f"cannot read {path} as {source} vectors: {one_line(error)}") from error
     if len(kv) == 0:
         raise DeviseError(f"no vectors in {path}")
+    check_vectors(kv, path)
     return kv
 
 
@@ -542,10 +556,8 @@ def build_vocabulary(space: RunLabels, label_sets: dict[str, list[str]], spec: s
             words = [w for w in space.vocabulary_words(int(value)) if w not in seen]
             add(words, space.embed_words(words))
         elif kind == "file":
-            path = Path(value)
-            if not path.is_file():
-                raise DeviseError(f"vocabulary file {path} does not exist")
-            phrases = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+            text = read_text_file(value, "vocabulary file")
+            phrases = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
             add(phrases, space.embed(phrases))
         else:
             names = ", ".join([*label_sets, "words:N", "file:PATH"])

@@ -22,20 +22,23 @@ def load_dataset(
     cache_dir: str | Path | None = None,
     download: bool = False,
     progress: bool = True,
+    on_bad_image: str = "error",
 ) -> ImageSet:
     """Load one split of a dataset by name, resized to `image_size` when given.
 
     Names: "tiny-imagenet" (zip or folder, cached), "cifar100" (official pickle files),
     "folder" (`root/<class>/<image>`), "toy" (generated coloured shapes, no files needed).
+    `on_bad_image` is "error" (stop at the first image that does not decode) or "skip" (leave
+    such images out; the set's `skipped` lists them).
     """
     if name == "tiny-imagenet":
-        images = load_tiny_imagenet(root, split, cache_dir, download, progress, image_size)
+        images = load_tiny_imagenet(root, split, cache_dir, download, progress, image_size, on_bad_image)
     elif name == "cifar100":
         images = load_cifar100(root, split, download)
     elif name == "folder":
         if root is None:
             raise DeviseError("the folder dataset needs --data-root PATH")
-        images = load_image_folder(root, image_size or 64, split, progress)
+        images = load_image_folder(root, image_size or 64, split, progress, on_bad_image)
     elif name == "toy":
         images = load_toy(split, size=image_size or 32)
     else:

@@ -6,7 +6,7 @@ loops over files; labels are int64 indices into `class_names`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,7 @@ class ImageSet:
     class_names: list[str]
     name: str = "dataset"
     class_ids: list[str] | None = None  # stable identifiers, e.g. WordNet ids; default: the names
+    skipped: list[str] = field(default_factory=list)  # images left out because they do not decode
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4 or self.images.shape[1] != 3:

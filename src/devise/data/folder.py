@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from devise.data.base import ImageSet
-from devise.data.sources import decode_image
+from devise.data.sources import decode_many
 from devise.errors import DeviseError
-from devise.progress import progress_bar
 
 
-def load_image_folder(root: str | Path, size: int = 64, split: str | None = None, progress: bool = True) -> ImageSet:
+def load_image_folder(root: str | Path, size: int = 64, split: str | None = None, progress: bool = True,
+                      on_bad_image: str = "error") -> ImageSet:
     """Every image below `root/<class>/`, resized (shorter side, then centre crop) to `size`.
 
     Class names are the folder names, sorted. With `split`, `root/<split>/` is used when it
@@ -35,8 +34,7 @@ def load_image_folder(root: str | Path, size: int = 64, split: str | None = None
         labels += [index] * len(found)
     if not files:
         raise DeviseError(f"{root} has class folders but no images")
-    images = np.empty((len(files), size, size, 3), dtype=np.uint8)
-    for i, path in enumerate(progress_bar(files, progress, desc=f"reading {root.name}", unit="img")):
-        images[i] = decode_image(path.read_bytes(), size, str(path))
+    images, kept, skipped = decode_many([str(f) for f in files], lambda name: Path(name).read_bytes(), size, str,
+                                        on_bad_image, progress, f"reading {root.name}")
     return ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
-                    torch.tensor(labels, dtype=torch.int64), classes, root.name)
+                    torch.tensor(labels, dtype=torch.int64)[kept], classes, root.name, skipped=skipped)

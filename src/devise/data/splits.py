@@ -29,7 +29,7 @@ def keep_classes(data: ImageSet, class_ids: list[str]) -> ImageSet:
     new_labels = remap[data.labels]
     mask = new_labels >= 0
     return ImageSet(data.images[mask], new_labels[mask], [data.class_names[i] for i in wanted], data.name,
-                    [data.class_ids[i] for i in wanted])
+                    [data.class_ids[i] for i in wanted], data.skipped)
 
 
 def seen_classes(data: ImageSet, unseen: list[str]) -> list[str]:

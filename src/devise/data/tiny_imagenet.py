@@ -6,17 +6,14 @@ memory-map that copy and take well under a second.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from devise.data.base import ImageSet, resize_uint8
 from devise.data.cache import default_cache_dir, derived_array, load_arrays, load_extra, save_arrays, source_fingerprint
-from devise.data.sources import FileSource, decode_image
+from devise.data.sources import FileSource, decode_many
 from devise.errors import DeviseError
-from devise.progress import progress_bar
 
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 MD5 = "90528d7ca1a48142e341f4ef8d21d0de"  # of the official archive
@@ -31,6 +28,7 @@ def load_tiny_imagenet(
     download: bool = False,
     progress: bool = True,
     image_size: int | None = None,
+    on_bad_image: str = "error",
 ) -> ImageSet:
     """One split of Tiny ImageNet as an `ImageSet`, at `image_size` pixels (default: 64).
 
@@ -46,14 +44,19 @@ def load_tiny_imagenet(
     entry = cache_dir / f"tiny-imagenet-200-{source_fingerprint(*identifying_files(located))}"
     arrays = load_arrays(entry)
     if arrays is None:  # only now open the source: listing a 110,000-entry zip takes a second
-        arrays, extra = decode_all(open_source(located), progress)
+        arrays, extra = decode_all(open_source(located), progress, on_bad_image)
         save_arrays(entry, arrays, extra)
         arrays = load_arrays(entry)
     extra = load_extra(entry)
+    skipped = [name for name in extra.get("skipped", []) if f": {split}/" in name]
+    if skipped and on_bad_image != "skip":
+        raise DeviseError(f"{skipped[0]} is not a readable image ({len(skipped)} in the {split} split, left out "
+                          f"by an earlier --on-bad-image skip; use it again to leave them out)")
     images = arrays[f"{split}_images"]
     if image_size and image_size != images.shape[-1]:
         images = derived_array(entry, f"{split}_images_{image_size}px", lambda: resize_uint8(images, image_size))
-    return ImageSet(images, arrays[f"{split}_labels"], extra["class_names"], "tiny-imagenet", class_ids=extra["wnids"])
+    return ImageSet(images, arrays[f"{split}_labels"], extra["class_names"], "tiny-imagenet", class_ids=extra["wnids"],
+                    skipped=skipped)
 
 
 def locate(root: str | Path | None, cache_dir: Path, download: bool) -> Path:
@@ -143,22 +146,17 @@ def list_split(source: FileSource, wnids: list[str]) -> dict[str, tuple[list[str
     return {"train": (train_files, train_labels), "val": (val_files, val_labels)}
 
 
-def decode_all(source: FileSource, progress: bool) -> tuple[dict[str, torch.Tensor], dict]:
-    """Decode every image of both splits into uint8 tensors (greyscale becomes RGB)."""
+def decode_all(source: FileSource, progress: bool, on_bad_image: str = "error") -> tuple[dict[str, torch.Tensor], dict]:
+    """Decode every image of both splits into uint8 tensors (greyscale becomes RGB); with
+    `on_bad_image="skip"`, images that do not decode are left out and listed in the extra."""
     wnids, class_names = read_class_names(source)
-    arrays = {}
+    arrays, skipped = {}, []
     for split, (files, labels) in list_split(source, wnids).items():
         if not files:
             raise DeviseError(f"{source.path} has no {split} images")
-        images = np.empty((len(files), 64, 64, 3), dtype=np.uint8)
-
-        def decode(i: int) -> None:
-            images[i] = decode_image(source.read(files[i]), 64, f"{source.path}: {files[i]}")
-
-        # Reading is serial (one zip handle); decoding releases the GIL, so two threads help.
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            list(progress_bar(pool.map(decode, range(len(files)), chunksize=256), progress, total=len(files),
-                              desc=f"decoding {split}", unit="img"))
+        images, kept, bad = decode_many(files, source.read, 64, lambda name: f"{source.path}: {name}", on_bad_image,
+                                        progress, f"decoding {split}", threads=2)
         arrays[f"{split}_images"] = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-        arrays[f"{split}_labels"] = torch.tensor(labels, dtype=torch.int64)
-    return arrays, {"wnids": wnids, "class_names": class_names}
+        arrays[f"{split}_labels"] = torch.tensor(labels, dtype=torch.int64)[kept]
+        skipped += bad
+    return arrays, {"wnids": wnids, "class_names": class_names, "skipped": skipped}
