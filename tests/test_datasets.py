@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+
 import pickle
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,7 +134,7 @@ def test_image_folder_with_png_jpg_greyscale_rgba_and_odd_sizes(tmp_path):
     Image.fromarray(rng.integers(0, 256, (100, 100), dtype=np.uint8), "L").save(tmp_path / "tiger" / "b.png")
     Image.fromarray(rng.integers(0, 256, (20, 30, 4), dtype=np.uint8), "RGBA").save(tmp_path / "shark" / "c.png")
     (tmp_path / "shark" / ".DS_Store").write_bytes(b"\0junk")
-    data = load_dataset("folder", tmp_path, image_size=48, progress=False)
+    data = load_dataset("folder", tmp_path, "all", image_size=48, progress=False)
     assert_image_set(data, 3, 2, 48)
     assert data.class_names == ["shark", "tiger"]
     assert data.labels.tolist() == [0, 1, 1]
@@ -145,6 +148,86 @@ def test_image_folder_names_a_file_that_is_not_an_image(tmp_path):
     (tmp_path / "cat" / "notes.txt").write_text("not an image")
     with pytest.raises(DeviseError, match="notes.txt is not a readable image"):
         load_dataset("folder", tmp_path, progress=False)
+    skipped = load_dataset("folder", tmp_path, "all", progress=False, on_bad_image="skip")
+    assert len(skipped) == 1 and [Path(name).name for name in skipped.skipped] == ["notes.txt"]
+
+
+def write_classes(root, names, per_class=10):
+    for c, name in enumerate(names):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (8, 8), (c * 20, i * 20, 0)).save(root / name / f"{i}.png")
+
+
+def test_a_folder_without_val_is_validated_on_a_seeded_share_of_its_images_not_on_its_training_ones(tmp_path):
+    write_classes(tmp_path, ["cat", "dog", "train", "val"])  # "train" and "val" are classes here
+    train = load_dataset("folder", tmp_path, "train", image_size=8, progress=False)
+    val = load_dataset("folder", tmp_path, "val", image_size=8, progress=False)
+    assert train.class_names == val.class_names == ["cat", "dog", "train", "val"]
+    assert len(train) == 36 and len(val) == 4 and val.labels.tolist() == [0, 1, 2, 3]
+    every = {(int(y), bytes(x.flatten().tolist())) for x, y in zip(torch.cat([train.images, val.images]),
+                                                                 torch.cat([train.labels, val.labels]))}
+    assert len(every) == 40, "the two splits together are every image, once"
+    assert torch.equal(val.images, load_dataset("folder", tmp_path, "val", image_size=8, progress=False).images)
+
+
+def test_a_split_folder_uses_its_val_or_holds_out_part_of_train(tmp_path):
+    write_classes(tmp_path / "train", ["cat", "dog"])
+    assert len(load_dataset("folder", tmp_path, "val", image_size=8, progress=False)) == 2
+    write_classes(tmp_path / "val", ["cat", "dog"], per_class=3)
+    assert len(load_dataset("folder", tmp_path, "val", image_size=8, progress=False)) == 6
+    assert len(load_dataset("folder", tmp_path, "train", image_size=8, progress=False)) == 20
+
+
+# ---------------------------------------------------------------------------------------------
+# Every image mode, read faithfully
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def gradient(shape, high):
+    return np.linspace(0, high, int(np.prod(shape))).reshape(shape)
+
+
+MODES = {  # name: (encoded image, the mean its 8-bit RGB must have)
+    "16-bit greyscale": lambda: (encoded(Image.fromarray(gradient((32, 32), 60000).astype(np.uint16)), "PNG"),
+                                 30000 / 257),
+    "32-bit float": lambda: (encoded(Image.fromarray(gradient((32, 32), 0.8).astype(np.float32)), "TIFF"), 0.4 * 255),
+    "palette with transparency": lambda: (encoded(Image.fromarray(gradient((32, 32), 200).astype(np.uint8)).convert("P"),
+                                                  "PNG", transparency=0), 100),
+    "CMYK": lambda: (encoded(Image.new("CMYK", (16, 16), (0, 0, 0, 64)), "TIFF"), 255 - 64),
+    "greyscale with alpha": lambda: (encoded(Image.new("LA", (16, 16), (90, 10)), "PNG"), 90),
+    "1-bit": lambda: (encoded(Image.fromarray(np.tile([True, False], (16, 8))), "PNG"), 127.5),
+    "greyscale": lambda: (encoded(Image.new("L", (16, 16), 77), "PNG"), 77),
+    "RGBA": lambda: (encoded(Image.new("RGBA", (16, 16), (30, 60, 90, 0)), "PNG"), 60),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_image_mode_decodes_to_the_right_8_bit_rgb(mode):
+    from devise.data.sources import decode_image
+
+    data, mean = MODES[mode]()
+    decoded = decode_image(data, None, mode)
+    assert decoded.dtype == np.uint8 and decoded.shape[2] == 3
+    assert decoded.mean() == pytest.approx(mean, abs=1.0), mode
+
+
+def test_an_image_too_large_is_refused_from_its_header_before_decoding():
+    import time
+
+    from devise.data.sources import MAX_PIXELS, decode_image
+
+    bomb = encoded(Image.new("1", (8000, 8000)), "PNG")  # 64 megapixels in a few kilobytes
+    assert len(bomb) < 100_000 and 8000 * 8000 > MAX_PIXELS
+    started = time.perf_counter()
+    with pytest.raises(DeviseError, match="8000 x 8000 pixels, above devise's limit of 40 megapixels"):
+        decode_image(bomb, 64, "bomb.png")
+    assert time.perf_counter() - started < 0.5
 
 
 def test_toy_set_has_word_labels_and_is_reproducible():

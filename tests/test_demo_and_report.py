@@ -125,3 +125,27 @@ def test_every_preset_gives_valid_settings_and_warm_starts_devise_from_its_softm
         assert problems(config) == []
     assert (softmax.head, devise.head) == ("softmax", "embedding")
     assert devise.init == softmax.out and softmax.unseen == devise.unseen > 0
+
+
+def test_the_report_escapes_everything_it_reads_from_files(demo, tmp_path):
+    import shutil
+
+    from devise.report import write_report
+
+    evil = "<script>alert(1)</script>"
+    run = tmp_path / "run"
+    shutil.copytree(demo / "devise", run, ignore=shutil.ignore_patterns("zeroshot-*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**{key: evil for key in metrics}, "hit@1": evil, "chance": {"hit@1": evil},
+                                                  evil: evil}))
+    zero_shot = run / "zeroshot-x"
+    zero_shot.mkdir()
+    entry = {"kind": evil, "hit@1": evil, "hit@5": 0.5, "per_class_top1": evil, "similarity": evil, "lift": evil,
+             "gzsl_harmonic": evil, evil: evil}
+    (zero_shot / "zeroshot.json").write_text(json.dumps({
+        "target": evil, "images": evil, "target_classes": evil, "label_space": evil, "vocabulary": evil,
+        "models": {evil: entry}, "control_similarity": evil, "examples": evil}))
+    page = write_report([run], tmp_path / "report.html", title=evil).read_text()
+    assert "<script" not in page.lower()
+    assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 10
+    assert "0.5000" in page, "numbers are still written as numbers"

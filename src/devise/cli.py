@@ -158,7 +158,7 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
             raise DeviseError(f"--example-images takes comma-separated numbers, not {args.example_images!r}") from None
     results = run_zero_shot(args.runs, args.target, args.target_root, args.vocabulary, args.vectors, args.conse_top,
                             args.out, examples, progress=not args.quiet, download=args.download, device=args.device,
-                            replacements=args.replacements)
+                            replacements=args.replacements, cache_dir=args.cache_dir)
     print(f"target {results['target']}: {results['images']} images, {results['target_classes']} classes, "
           f"label space {results['label_space']}, vocabulary {results['vocabulary']}")
     for name, entry in results["models"].items():
@@ -241,8 +241,15 @@ def options(*names: str) -> argparse.ArgumentParser:
     return parent
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a mistake on the command line is one line too (usage stays in --help)."""
+
+    def error(self, message: str):
+        self.exit(2, f"devise: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="devise", description=(
+    parser = OneLineParser(prog="devise", description=(
         "Train and evaluate DeViSE-style visual-semantic embedding models."))
     parser.add_argument("--version", action="version", version=f"devise {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -273,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--labels", nargs="+", help="names of the runs in the output and plot")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    zeroshot = commands.add_parser("zeroshot", parents=[options("quiet", "device", "download", "replacements")],
+    zeroshot = commands.add_parser("zeroshot", parents=[options("quiet", "device", "download", "replacements",
+                                                                "cache_dir")],
                                    help="zero-shot hit@k and semantic similarity: DeViSE, ConSE, softmax",
                                    description="Embedding runs are evaluated as DeViSE; softmax runs as themselves "
                                                "and as ConSE.")

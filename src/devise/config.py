@@ -35,6 +35,7 @@ class TrainConfig:
     cache_dir: str | None = None  # where decoded datasets are kept (default ~/.cache/devise)
     download: bool = False  # fetch the dataset when it is not on disk
     val_split: str = "val"  # the split validated on after each epoch
+    val_share: float = 0.1  # a folder dataset without val/: validate on this seeded share of each class's images
     image_size: int = 32  # pixels; Tiny ImageNet's 64 px images are downsampled once at load
     train_limit: int = 0  # use only the first N training images (0: all); for quick trials
     unseen: int = 0  # hold this many classes (a seeded draw) out of training, for zero-shot tests
@@ -120,7 +121,7 @@ CHOICES = {"data": DATASETS, "head": HEADS, "model": MODELS, "loss": LOSSES, "op
 # field: (lowest, highest, whether the lowest is allowed, whether the highest is); None: no bound
 RANGES = {
     "image_size": (8, 1024, True, True), "train_limit": (0, None, True, None), "unseen": (0, None, True, None),
-    "unseen_seed": (0, None, True, None), "width": (1, 1024, True, True), "hidden": (1, None, True, None),
+    "unseen_seed": (0, None, True, None), "val_share": (0, 1, False, False), "width": (1, 1024, True, True), "hidden": (1, None, True, None),
     "dropout": (0, 1, True, False), "margin": (0, None, True, None), "temperature": (0, None, False, None),
     "embed_hidden": (0, None, True, None), "freeze_epochs": (0, None, True, None), "distill": (0, 1, True, True),
     "distill_temperature": (0, None, False, None), "epochs": (1, None, True, None),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from devise.infer import model_outputs
 from devise.metrics import HIT_KS, chance_hit_at_k, hit_at_k
-from devise.runs import load_run, run_split, write_evaluation
+from devise.runs import held, load_run, run_split, write_evaluation
 
 
 def evaluate_run(folder: str | Path, split: str | None = None, data_root: str | None = None,
@@ -16,7 +16,11 @@ def evaluate_run(folder: str | Path, split: str | None = None, data_root: str | 
     Softmax runs rank classes by probability, embedding runs by cosine similarity of the
     predicted vector to each class's label vector.
     """
-    run = load_run(folder, device)
+    with held(folder, "evaluate"):
+        return evaluate_held(load_run(folder, device), split, data_root, progress)
+
+
+def evaluate_held(run, split: str | None, data_root: str | None, progress: bool) -> dict:
     data = run_split(run, split, data_root, progress)
     scores = run.objective.class_scores(model_outputs(run, data, run.config.eval_batch_size, progress))
     result = {

@@ -138,8 +138,8 @@ def top_of_block(queries: torch.Tensor, columns: torch.Tensor, k: int, chunk_siz
         top_scores, top_index = grouped_topk(queries @ columns[:, start : start + chunk_size], k, group)
         best_scores = torch.cat([best_scores, top_scores], dim=1)
         best_index = torch.cat([best_index, top_index + start], dim=1)
-        if start > 0:  # merge this chunk with the best so far
-            keep = best_scores.topk(k, dim=1)
+        if start > 0:  # merge this chunk with the best so far (chunks may hold fewer than k words)
+            keep = best_scores.topk(min(k, best_scores.shape[1]), dim=1)
             best_scores, best_index = keep.values, best_index.gather(1, keep.indices)
     return best_scores, best_index
 

@@ -1,13 +1,15 @@
 """One self-contained HTML page about one or more runs: tables, curves, hit@k, zero-shot figures.
 
 Every figure is embedded as a base64 PNG and the page loads nothing else, so it opens offline
-and can be mailed as one file.
+and can be mailed as one file. Whatever comes from a file is written as a number if it is one and
+escaped otherwise (`text`), so a crafted results file cannot put markup or script in the page.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import re
 import tempfile
 from pathlib import Path
 
@@ -32,24 +34,39 @@ def embed_png(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def table(header: list[str], rows: list[list]) -> str:
-    def cell(value) -> str:
-        if isinstance(value, float):
-            return f"{value:.4f}"
-        return html.escape(str(value))
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
+
+def text(value) -> str:
+    """Anything read from a file, for the page: a number formatted as one, all else escaped."""
+    if is_number(value):
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+    return html.escape(str(value))
+
+
+def table(header: list[str], rows: list[list]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{text(v)}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def hit_ks(result) -> list[int]:
+    """The k of every `hit@k` key of a result, in order (other keys, however named, are not k)."""
+    return sorted(int(m[1]) for key in result if (m := re.fullmatch(r"hit@(\d{1,4})", str(key)))) if isinstance(result, dict) else []
+
+
+def numeric_hits(result) -> dict[str, float]:
+    """The hit@k entries of a result that are numbers: what a plot can draw."""
+    return {f"hit@{k}": result[f"hit@{k}"] for k in hit_ks(result) if is_number(result[f"hit@{k}"])}
 
 
 def training_section(folders: list[Path], scratch: Path) -> str:
     rows = []
     for run in folders:
         summary = runs.read_summary(run) or {}
-        rows.append([run.name, summary.get("head", "?"), summary.get("model", "?"), summary.get("image_size", "?"),
-                     summary.get("epochs", "?"), summary.get("val_top1", float("nan")),
-                     summary.get("val_top5", float("nan")), summary.get("train_minutes", float("nan"))])
+        rows.append([run.name, *[summary.get(key, "?") for key in
+                                 ("head", "model", "image_size", "epochs", "val_top1", "val_top5", "train_minutes")]])
     parts = ["<h2>Training</h2>", table(["run", "head", "model", "px", "epochs", "val top-1", "val top-5", "minutes"], rows),
              '<p class="note">For embedding runs, top-k is the ranked lookup among the training labels.</p>']
     curves = {run.name: runs.read_metrics(run) for run in folders}
@@ -64,31 +81,37 @@ def hit_at_k_section(folders: list[Path], scratch: Path) -> str:
     results = {run.name: m for run in folders if (m := runs.read_evaluation(run))}
     if not results:
         return ""
-    ks = sorted(int(key[4:]) for key in next(iter(results.values())) if key.startswith("hit@"))
-    rows = [[name, m.get("loss", ""), m.get("label_space", ""), *[m[f"hit@{k}"] for k in ks]] for name, m in results.items()]
-    chance = next(iter(results.values()))["chance"]
-    rows.append(["chance", "", "", *[chance[f"hit@{k}"] for k in ks]])
-    return "\n".join(["<h2>Ranked lookup: hit@k on the validation split</h2>",
-                      table(["run", "loss", "label space", *[f"hit@{k}" for k in ks]], rows),
-                      embed_png(plot_hit_at_k(results, scratch / "hitk.png", chance), "hit@k against k")])
+    ks = hit_ks(next(iter(results.values())))
+    rows = [[name, m.get("loss", ""), m.get("label_space", ""), *[m.get(f"hit@{k}", "") for k in ks]]
+            for name, m in results.items()]
+    chance = next(iter(results.values())).get("chance")
+    chance = chance if isinstance(chance, dict) else {}
+    rows.append(["chance", "", "", *[chance.get(f"hit@{k}", "") for k in ks]])
+    parts = ["<h2>Ranked lookup: hit@k on the validation split</h2>",
+             table(["run", "loss", "label space", *[f"hit@{k}" for k in ks]], rows)]
+    drawable = {name: hits for name, m in results.items() if (hits := numeric_hits(m))}
+    if drawable:
+        parts.append(embed_png(plot_hit_at_k(drawable, scratch / "hitk.png", numeric_hits(chance)), "hit@k against k"))
+    return "\n".join(parts)
 
 
 def zero_shot_section(folder: Path) -> str:
     results = runs.read_zero_shot(folder)
-    ks = sorted(int(key[4:]) for key in next(iter(results["models"].values())) if key.startswith("hit@"))
-    gzsl = any("gzsl_harmonic" in m for m in results["models"].values())
+    models = results["models"] if isinstance(results["models"], dict) else {}
+    models = {name: m for name, m in models.items() if isinstance(m, dict)}
+    ks = hit_ks(next(iter(models.values()), {}))
+    gzsl = any("gzsl_harmonic" in m for m in models.values())
     header = ["model", *[f"hit@{k}" for k in ks], "per-class top-1", "similarity", "lift"]
     header += ["GZSL S", "GZSL U", "GZSL H"] if gzsl else []
-    rows = []
-    for name, m in results["models"].items():
-        row = [name, *[m[f"hit@{k}"] for k in ks], m["per_class_top1"], m["similarity"], m["lift"]]
-        rows.append(row + ([m["gzsl_seen"], m["gzsl_unseen"], m["gzsl_harmonic"]] if gzsl else []))
+    columns = [*[f"hit@{k}" for k in ks], "per_class_top1", "similarity", "lift"]
+    columns += ["gzsl_seen", "gzsl_unseen", "gzsl_harmonic"] if gzsl else []
+    rows = [[name, *[m.get(column, "") for column in columns]] for name, m in models.items()]
     rows.append(["control (random label pairs)", *[""] * len(ks), "", results["control_similarity"], 0.0]
                 + ([""] * 3 if gzsl else []))
-    parts = [f"<h2>Zero-shot: {html.escape(str(results['target']))}</h2>",
-             f'<p class="note">{results["images"]} images of {results["target_classes"]} classes; label space '
-             f'{html.escape(results["label_space"])}; similarity over the vocabulary '
-             f'"{html.escape(results["vocabulary"])}"; hit@k over the target labels.</p>',
+    parts = [f"<h2>Zero-shot: {text(results['target'])}</h2>",
+             f'<p class="note">{text(results["images"])} images of {text(results["target_classes"])} classes; '
+             f'label space {text(results["label_space"])}; similarity over the vocabulary '
+             f'"{text(results["vocabulary"])}"; hit@k over the target labels.</p>',
              table(header, rows)]
     for name, alt in (("similarity.png", "semantic similarity bars"), ("examples.png", "example predictions")):
         if (folder / name).is_file():

@@ -146,6 +146,8 @@ def load_config(folder: str | Path) -> TrainConfig:
     folder = Path(folder)
     if not folder.is_dir():
         raise DeviseError(f"{folder}: no such run folder")
+    if not (folder / CONFIG).is_file():
+        raise DeviseError(f"{folder} is not a run folder (no {CONFIG})")
     return config_from(read_settings(folder / CONFIG), str(folder / CONFIG))
 
 
@@ -296,7 +298,7 @@ def seen_split(config: TrainConfig, split: str, unseen: list[str], data_root: st
                progress: bool = True, image_size: int | None = None) -> ImageSet:
     """One split of a run's dataset at its image size (or `image_size`), the `unseen` classes removed."""
     data = load_dataset(config.data, data_root or config.data_root, split, image_size or config.image_size,
-                        config.cache_dir, config.download, progress, config.on_bad_image)
+                        config.cache_dir, config.download, progress, config.on_bad_image, config.val_share)
     return keep_classes(data, seen_classes(data, unseen)) if unseen else data
 
 

@@ -43,7 +43,8 @@ def held_out_classes(config: TrainConfig, progress: bool) -> tuple[list[str], li
     if not config.unseen:
         return [], []
     data = load_dataset(config.data, config.data_root, config.val_split, cache_dir=config.cache_dir,
-                        download=config.download, progress=progress, on_bad_image=config.on_bad_image)
+                        download=config.download, progress=progress, on_bad_image=config.on_bad_image,
+                        val_share=config.val_share)
     ids = choose_unseen(data.class_ids, config.unseen, config.unseen_seed)
     return ids, [data.class_names[data.class_ids.index(i)] for i in ids]
 
@@ -294,6 +295,8 @@ def fit(config: TrainConfig, folder: Path, resume: bool, talk: bool, device: tor
 
     unseen, unseen_names = held_out_classes(config, talk) if not resume else (runs.read_unseen(folder, config), None)
     train_set, small_set, val_set = load_data(config, unseen, talk, dist)
+    if train_set.num_classes < 2:
+        raise DeviseError(f"the training set has {train_set.num_classes} class: at least two are needed")
     label_vectors = training_label_vectors(config, train_set.class_names) if config.head == "embedding" else None
     normalizer = Normalizer.fit(train_set.images)
     model, objective = build_model(config, train_set.num_classes, label_vectors, device)

@@ -141,7 +141,8 @@ def check_vectors(kv: KeyedVectors, source: str) -> None:
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         what = "all zeros" if np.isfinite(vectors[first]).all() else "not finite"
-        raise DeviseError(f"{source}: {int(bad.sum())} vectors are NaN, infinite or zero, the first for "
+        count = int(bad.sum())
+        raise DeviseError(f"{source}: {count} vector{'s' if count > 1 else ''} NaN, infinite or zero, the first for "
                           f"{kv.index_to_key[first]!r} ({what})")
 
 

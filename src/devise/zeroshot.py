@@ -19,7 +19,7 @@ from devise.data.splits import keep_classes, seen_classes
 from devise.errors import DeviseError
 from devise.infer import CONSE_TOP, kind_of, model_outputs, top_labels
 from devise.metrics import ZERO_SHOT_KS, generalised_zero_shot, ranking_metrics, similarity_control
-from devise.runs import Run, load_run, read_unseen, write_zero_shot, zero_shot_folder
+from devise.runs import Run, held, load_run, read_unseen, write_zero_shot, zero_shot_folder
 from devise.vectors import RunLabels, Vocabulary, build_vocabulary, label_space_for
 
 
@@ -130,7 +130,7 @@ def generalised(model: ZeroShotModel, space: RunLabels, training_vectors: torch.
 
 
 def load_target(kind: str, root: str | None, runs: list[Run], image_size: int, progress: bool = True,
-                download: bool = False) -> tuple[ImageSet, tuple[ImageSet, list[str]] | None]:
+                download: bool = False, cache_dir: str | None = None) -> tuple[ImageSet, tuple[ImageSet, list[str]] | None]:
     """The target images, and for a held-out split also (all images, seen class ids).
 
     `kind` is "unseen" (the classes the runs held out of training with --unseen, as their
@@ -139,34 +139,46 @@ def load_target(kind: str, root: str | None, runs: list[Run], image_size: int, p
     """
     if kind != "unseen":
         split = {"cifar100": "test", "tiny-imagenet": "val", "toy": "test"}.get(kind)
-        return load_dataset(kind, root, split, image_size, download=download, progress=progress), None
+        return load_dataset(kind, root, split, image_size, cache_dir, download, progress), None
     held_out = {(r.config.data, tuple(read_unseen(r.folder, r.config))) for r in runs}
     if len(held_out) != 1 or not next(iter(held_out))[1]:
         raise DeviseError("--target unseen needs runs trained with the same --unseen K and --unseen-seed")
     config = runs[0].config
     unseen = list(next(iter(held_out))[1])
     everything = load_dataset(config.data, root or config.data_root, config.val_split, image_size,
-                              config.cache_dir, config.download, progress)
+                              cache_dir, config.download, progress)
     return keep_classes(everything, unseen), (everything, seen_classes(everything, unseen))
 
 
 def run_zero_shot(run_folders: list[str | Path], target: str, target_root: str | None = None,
                   vocabulary: str = "target,train", vectors: str | None = None, conse_top: int = CONSE_TOP,
                   out: str | Path | None = None, examples: int | list[int] = 6, seed: int = 0, progress: bool = True,
-                  download: bool = False, device: str = "auto", replacements: str | None = None) -> dict:
+                  download: bool = False, device: str = "auto", replacements: str | None = None,
+                  cache_dir: str | None = None) -> dict:
     """Load runs, run them on the target images, compute every metric, and write into `out`
     (default: `<first run>/zeroshot-<target>`): `zeroshot.json`, the similarity bar chart and
     the side-by-side top-5 figure of `examples` images: that many drawn with `seed`, or a list of
     chosen image indices into the target set. The models run on `device`; labels are read in the
-    runs' label space, with a `replacements` file for labels it has no vector for."""
+    runs' label space, with a `replacements` file for labels it has no vector for. Datasets are
+    cached in `cache_dir` (default: the first run's)."""
+    folder = Path(out) if out else zero_shot_folder(Path(run_folders[0]), target)
+    with held(folder, "zeroshot"):
+        return zero_shot_into(folder, run_folders, target, target_root, vocabulary, vectors, conse_top, examples,
+                              seed, progress, download, device, replacements, cache_dir)
+
+
+def zero_shot_into(folder: Path, run_folders: list, target: str, target_root: str | None, vocabulary: str,
+                   vectors: str | None, conse_top: int, examples: int | list[int], seed: int, progress: bool,
+                   download: bool, device: str, replacements: str | None, cache_dir: str | None) -> dict:
     from devise.plots import plot_examples, plot_similarity
 
-    runs = [load_run(folder, device) for folder in run_folders]
+    runs = [load_run(path, device) for path in run_folders]
     sizes = {r.config.image_size for r in runs}
     if len(sizes) != 1:
         raise DeviseError("the runs were trained at different image sizes; evaluate them separately")
     space = comparison_space(runs, vectors, replacements)
-    targets, gzsl_all = load_target(target, target_root, runs, sizes.pop(), progress, download)
+    targets, gzsl_all = load_target(target, target_root, runs, sizes.pop(), progress, download,
+                                    cache_dir or runs[0].config.cache_dir)
     models = models_from_runs(runs, conse_top)
     source = gzsl_all[0] if gzsl_all else targets
     raw = {run.folder: model_outputs(run, source, progress=progress) for run in runs}
@@ -182,7 +194,6 @@ def run_zero_shot(run_folders: list[str | Path], target: str, target_root: str |
     chosen = choose_examples(examples, len(targets), seed)
     results = evaluate_zero_shot(models, targets, space, vocabulary, outputs, conse_top, gzsl, chosen)
     results["target"] = target
-    folder = Path(out) if out else zero_shot_folder(Path(run_folders[0]), target)
     write_zero_shot(folder, results)
     plot_similarity(results, folder / "similarity.png")
     if chosen:

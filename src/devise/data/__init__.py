@@ -23,13 +23,15 @@ def load_dataset(
     download: bool = False,
     progress: bool = True,
     on_bad_image: str = "error",
+    val_share: float = 0.1,
 ) -> ImageSet:
     """Load one split of a dataset by name, resized to `image_size` when given.
 
     Names: "tiny-imagenet" (zip or folder, cached), "cifar100" (official pickle files),
     "folder" (`root/<class>/<image>`), "toy" (generated coloured shapes, no files needed).
     `on_bad_image` is "error" (stop at the first image that does not decode) or "skip" (leave
-    such images out; the set's `skipped` lists them).
+    such images out; the set's `skipped` lists them). A folder without val/ is validated on a
+    seeded `val_share` of its images.
     """
     if name == "tiny-imagenet":
         images = load_tiny_imagenet(root, split, cache_dir, download, progress, image_size, on_bad_image)
@@ -38,7 +40,8 @@ def load_dataset(
     elif name == "folder":
         if root is None:
             raise DeviseError("the folder dataset needs --data-root PATH")
-        images = load_image_folder(root, image_size or 64, split, progress, on_bad_image)
+        images = load_image_folder(root, image_size or 64, None if split == "all" else split, progress, on_bad_image,
+                                   val_share)
     elif name == "toy":
         images = load_toy(split, size=image_size or 32)
     else:

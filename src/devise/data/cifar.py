@@ -73,6 +73,8 @@ def load_cifar100(root: str | Path | None = None, split: str = "test", download:
         names = [n.decode() for n in meta[b"fine_label_names"]]
         pixels = np.asarray(data[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = torch.tensor(list(data[b"fine_labels"]), dtype=torch.int64)
-    except (KeyError, ValueError) as error:
-        raise DeviseError(f"{folder} does not have the CIFAR-100 layout ({error})") from None
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError) as error:  # not the dicts CIFAR holds
+        raise DeviseError(f"{folder} does not have the CIFAR-100 layout ({error.__class__.__name__}: {error})") from None
+    if len(labels) != len(pixels) or (len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < len(names)):
+        raise DeviseError(f"{folder} does not have the CIFAR-100 layout (labels do not match the images or names)")
     return ImageSet(torch.from_numpy(pixels.copy()), labels, names, "cifar100")

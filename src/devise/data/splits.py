@@ -14,8 +14,9 @@ from devise.errors import DeviseError
 
 def choose_unseen(class_ids: list[str], count: int, seed: int) -> list[str]:
     """`count` class ids drawn without replacement by `seed`, in their dataset order."""
-    if not 0 < count < len(class_ids):
-        raise DeviseError(f"--unseen must be between 1 and {len(class_ids) - 1}, not {count}")
+    if not 0 < count <= len(class_ids) - 2:
+        raise DeviseError(f"--unseen must be between 1 and {len(class_ids) - 2} (two classes at least must be "
+                          f"left to train on), not {count}")
     generator = torch.Generator().manual_seed(seed)
     chosen = set(torch.randperm(len(class_ids), generator=generator)[:count].tolist())
     return [class_id for i, class_id in enumerate(class_ids) if i in chosen]
