@@ -135,6 +135,8 @@ CASES = [
     ("words.txt not UTF-8", 2, lambda w, t: ["data", "--data-root", str(bad_zip(w / "t.zip", {
         "tiny-imagenet-200/wnids.txt": b"n1\n", "tiny-imagenet-200/words.txt": b"n1\t\xff\xfe cat\n"})),
         "--cache-dir", str(w / "cache")]),
+    ("a corrupt deflate stream in the zip", 2, lambda w, t: ["data", "--data-root", str(corrupt_deflate(w / "t.zip")),
+                                                             "--cache-dir", str(w / "cache")]),
     ("an image that is not one", 2, lambda w, t: ["data", "--data", "folder", "--splits", "all", "--data-root",
                                                   str(write(image_folder(w / "d", ["a", "b"]) / "a" / "x.jpg", "text").parent.parent)]),
     ("a decompression bomb", 2, lambda w, t: ["data", "--data", "folder", "--splits", "all", "--data-root",
@@ -177,6 +179,18 @@ CASES = [
     ("a budget too short for the host", 2, lambda w, t: ["reproduce", "--preset", "demo", "--budget", "0.05", "--quiet",
                                                          "--out", str(w / "r")]),
 ]
+
+
+def corrupt_deflate(path: Path) -> Path:
+    """A zip whose words.txt is deflated and then damaged inside its compressed bytes."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("tiny-imagenet-200/wnids.txt", "n1\n")
+        archive.writestr("tiny-imagenet-200/words.txt", "n1\tcat\n" * 2000)
+    data = bytearray(path.read_bytes())
+    start = data.index(b"words.txt") + len(b"words.txt")  # the compressed data follows the local header's name
+    data[start + 20 : start + 40] = b"\xff" * 20
+    path.write_bytes(bytes(data))
+    return path
 
 
 def foreign_checkpoint(folder: Path) -> Path:

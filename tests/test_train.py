@@ -11,7 +11,7 @@ import torch
 
 import devise.train as training
 from devise import runs
-from devise.config import TrainConfig
+from devise.config import RANGES, TrainConfig
 from devise.data import BatchLoader, Normalizer, load_dataset
 from devise.data.pipeline import NO_AUGMENT
 from devise.errors import DeviseError, RunFailed
@@ -182,3 +182,31 @@ def test_progressive_resizing_trains_the_first_epochs_on_small_images(tmp_path, 
 def test_progressive_resizing_needs_a_smaller_size(tmp_path):
     with pytest.raises(DeviseError, match="--small-size"):
         training.train(toy_config(tmp_path, small_epochs=1, small_size=32), progress=False)
+
+
+@pytest.mark.parametrize("name", sorted(RANGES))
+def test_every_setting_with_a_range_is_refused_just_outside_it_before_any_work(name, tmp_path):
+    low, high, low_ok, high_ok = RANGES[name]
+    kind = type(getattr(TrainConfig(), name))
+    step = 1 if kind is int else 1e-6
+    wrong = (low - step if low_ok else low) if high is None or name in ("image_size", "width") else (
+        high + step if high_ok else high)
+    config = toy_config(tmp_path, **{name: kind(wrong)})
+    with pytest.raises(DeviseError, match=f"--{name.replace('_', '-')} must be"):
+        training.train(config, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_images_that_do_not_decode_can_be_left_out_and_are_listed(tmp_path):
+    from PIL import Image
+
+    for c, name in enumerate(["red square", "blue circle"]):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (32, 32), (200 * c, 30 * i, 50)).save(tmp_path / "data" / name / f"{i}.png")
+    (tmp_path / "data" / "red square" / "broken.png").write_text("not an image")
+    config = toy_config(tmp_path, data="folder", data_root=str(tmp_path / "data"), batch_size=4, epochs=1)
+    with pytest.raises(DeviseError, match="broken.png is not a readable image"):
+        training.train(config, progress=False)
+    training.train(replace(config, on_bad_image="skip"), progress=False)
+    assert (tmp_path / "run" / "skipped-images.txt").read_text().strip().endswith("broken.png")

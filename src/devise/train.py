@@ -329,7 +329,8 @@ def fit(config: TrainConfig, folder: Path, resume: bool, talk: bool, device: tor
         skipped = sorted(set(train_set.skipped + val_set.skipped + (small_set.skipped if small_set else [])))
         if skipped:
             runs.write_skipped(folder, skipped)
-            stage(f"skipped {len(skipped)} images that do not decode; listed in {folder / runs.SKIPPED}", talk)
+            stage(f"skipped {len(skipped)} image{'s' if len(skipped) > 1 else ''} that do not decode; listed in "
+                  f"{folder / runs.SKIPPED}")
 
     with freed_memory_kept():  # each step reuses the last one's memory: no page faults
         for epoch in range(start_epoch, config.epochs):

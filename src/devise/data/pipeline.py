@@ -53,7 +53,8 @@ class Normalizer:
         """Channel statistics of (an evenly spaced sample of) a uint8 image tensor."""
         step = max(1, images.shape[0] // max_images)
         sample = images[::step].float()
-        return cls(tuple(sample.mean(dim=(0, 2, 3)).tolist()), tuple(sample.std(dim=(0, 2, 3)).tolist()))
+        std = sample.std(dim=(0, 2, 3)).nan_to_num(0).clamp(min=1.0)  # a channel that never varies: no division by 0
+        return cls(tuple(sample.mean(dim=(0, 2, 3)).tolist()), tuple(std.tolist()))
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         mean = channel_values(self.mean, images.dtype, images.device)

@@ -10,6 +10,7 @@ import io
 import os
 import warnings
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -54,7 +55,7 @@ class FileSource:
             return (self.path / self.prefix / rel).read_bytes()
         except KeyError:
             raise DeviseError(f"{self.path}: missing {self.prefix + rel}") from None
-        except zipfile.BadZipFile as error:
+        except (zipfile.BadZipFile, zlib.error, EOFError) as error:  # a bad header, or a corrupt deflate stream
             raise DeviseError(f"{self.path}: corrupt entry {self.prefix + rel} ({error})") from None
         except OSError as error:
             raise DeviseError(f"cannot read {self.prefix + rel} in {self.path}: {error}") from None
