@@ -179,6 +179,74 @@ def test_a_split_folder_uses_its_val_or_holds_out_part_of_train(tmp_path):
     assert len(load_dataset("folder", tmp_path, "train", image_size=8, progress=False)) == 20
 
 
+@pytest.fixture
+def decodes(monkeypatch):
+    """The number of times the image folder reader decoded its images."""
+    import devise.data.folder as folder
+
+    calls = []
+    real = folder.decode_many
+    monkeypatch.setattr(folder, "decode_many", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    return calls
+
+
+def test_a_decoded_image_folder_is_cached_and_a_changed_or_added_file_makes_a_new_entry(tmp_path, decodes):
+    import os
+
+    root, cache = tmp_path / "data", tmp_path / "cache"
+    write_classes(root, ["cat", "dog"], per_class=5)
+    first = load_dataset("folder", root, "all", image_size=8, cache_dir=cache, progress=False)
+    again = load_dataset("folder", root, "all", image_size=8, cache_dir=cache, progress=False)
+    assert len(decodes) == 1, "the second load reads the cache"
+    assert torch.equal(again.images, first.images) and torch.equal(again.labels, first.labels)
+    assert again.class_names == first.class_names == ["cat", "dog"] and again.name == first.name
+    train = load_dataset("folder", root, "train", image_size=8, cache_dir=cache, progress=False)
+    val = load_dataset("folder", root, "val", image_size=8, cache_dir=cache, progress=False)
+    assert len(decodes) == 1 and len(train) == 8 and len(val) == 2, "the splits come from the same entry"
+    assert [p.name.startswith("folder-data-8px-") for p in cache.iterdir()] == [True]
+
+    changed = root / "dog" / "3.png"
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(changed)
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    fresh = load_dataset("folder", root, "all", image_size=8, cache_dir=cache, progress=False)
+    assert len(decodes) == 2 and fresh.images[8, :, 0, 0].tolist() == [1, 2, 3]
+    assert len(list(cache.iterdir())) == 1, "the entry of the earlier contents is removed"
+    Image.new("RGB", (8, 8)).save(root / "cat" / "new.png")
+    assert len(load_dataset("folder", root, "all", image_size=8, cache_dir=cache, progress=False)) == 11
+    load_dataset("folder", root, "all", image_size=16, cache_dir=cache, progress=False)
+    assert len(decodes) == 4, "an added file, and another size, each decode again"
+
+
+def test_a_cached_image_folder_keeps_its_skipped_images_and_uses_the_default_cache(tmp_path, decodes, monkeypatch):
+    monkeypatch.setenv("DEVISE_CACHE", str(tmp_path / "default"))
+    write_classes(tmp_path / "data", ["cat", "dog"], per_class=2)
+    (tmp_path / "data" / "cat" / "notes.txt").write_text("not an image")
+    first = load_dataset("folder", tmp_path / "data", "all", image_size=8, progress=False, on_bad_image="skip")
+    again = load_dataset("folder", tmp_path / "data", "all", image_size=8, progress=False, on_bad_image="skip")
+    assert len(decodes) == 1 and len(again) == 4 and torch.equal(again.images, first.images)
+    assert [Path(name).name for name in again.skipped] == ["notes.txt"] and again.skipped == first.skipped
+    assert any((tmp_path / "default").glob("folder-data-8px-*/manifest.json"))
+    with pytest.raises(DeviseError, match="notes.txt is not a readable image"):
+        load_dataset("folder", tmp_path / "data", "all", image_size=8, progress=False)
+
+
+def test_a_folders_class_names_are_read_without_decoding_an_image(tmp_path, monkeypatch):
+    import devise.data.folder as folder
+
+    write_classes(tmp_path / "plain", ["cat", "dog", "train"], per_class=2)
+    write_classes(tmp_path / "split" / "train", ["cat", "dog"], per_class=2)
+    (tmp_path / "plain" / ".hidden").mkdir()
+    plain, split = ["cat", "dog", "train"], ["cat", "dog"]
+    expected = {(tmp_path / "plain", None): plain, (tmp_path / "plain", "val"): plain,
+                (tmp_path / "split", "val"): split, (tmp_path / "split", "train"): split}
+    loaded = {key: load_dataset("folder", key[0], key[1] or "all", image_size=8, progress=False).class_names
+              for key in expected}
+    monkeypatch.setattr(folder, "decode_many", lambda *args, **kwargs: pytest.fail("an image was decoded"))
+    assert {key: folder.folder_class_names(*key) for key in expected} == loaded == expected
+    with pytest.raises(DeviseError, match="no such folder"):
+        folder.folder_class_names(tmp_path / "nowhere")
+
+
 # ---------------------------------------------------------------------------------------------
 # Every image mode, read faithfully
 

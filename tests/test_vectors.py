@@ -274,8 +274,59 @@ def test_minilm_encodes_whole_phrases():
     torch.testing.assert_close(torch.stack([tiger.norm(), lion.norm(), truck.norm()]), torch.ones(3))
     assert cosine(tiger, lion) > cosine(tiger, truck)
     assert space.embed(["lion, big cat"], rule="mean").shape == (1, 384)
-    with pytest.raises(DeviseError):
-        space.vocabulary_words(10)
+    # Open vocabularies work here too: the packaged GloVe list's most frequent plain words.
+    assert space.vocabulary_words(5) == ["the", "of", "to", "and", "in"]
+    assert space.embed_words(["cat", "dog"]).shape == (2, 384)
+
+
+class CountingEncoder:
+    """A stand-in sentence model: a fixed random vector per text, and a count of texts encoded."""
+
+    def __init__(self):
+        self.encoded: list[str] = []
+        self.weight = torch.nn.Parameter(torch.ones(3))
+
+    def parameters(self):
+        return [self.weight]
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return 8
+
+    def encode(self, texts, **options):
+        self.encoded += texts
+        rows = [torch.randn(8, generator=torch.Generator().manual_seed(sum(map(ord, t)) * 7919 + len(t))) for t in texts]
+        return F.normalize(torch.stack(rows), dim=1)
+
+
+def test_prompts_average_each_label_over_the_templates_and_phrases_are_encoded_once():
+    model = CountingEncoder()
+    templates = ("a photo of a {}.", "a {} in the wild.")
+    space = SentenceSpace(model, "fake", templates)
+    vector = space.embed(["red fox"])[0]
+    expected = F.normalize(model.encode(["a photo of a red fox.", "a red fox in the wild."]).mean(dim=0), dim=0)
+    torch.testing.assert_close(vector, expected)
+    assert space.name == "fake+prompts"
+    model.encoded.clear()
+    again = SentenceSpace(model, "fake", templates).embed(["red fox", "wolf"])  # a new process would read the disk
+    assert model.encoded == ["a photo of a wolf.", "a wolf in the wild."], "red fox came from the cache"
+    torch.testing.assert_close(again[0], vector)
+    bare = SentenceSpace(model, "fake").embed(["red fox"])[0]  # no templates: another cache, the bare phrase
+    torch.testing.assert_close(bare, model.encode(["red fox"])[0])
+
+
+def test_prompt_files_and_where_prompts_belong(tmp_path):
+    from devise.config import TrainConfig, problems
+    from devise.vectors import DEFAULT_PROMPTS, read_prompts
+
+    assert read_prompts("default") == DEFAULT_PROMPTS and read_prompts(None) == ()
+    good, bad = tmp_path / "good.txt", tmp_path / "bad.txt"
+    good.write_text("# mine\na sketch of a {}.\n\nan {} in the snow\n")
+    bad.write_text("a photo of a cat.\n")
+    assert read_prompts(str(good)) == ("a sketch of a {}.", "an {} in the snow")
+    with pytest.raises(DeviseError, match="exactly one {}"):
+        read_prompts(str(bad))
+    assert problems(TrainConfig(prompts="default")) == ["--prompts needs a sentence label space (--vectors minilm)"]
+    assert problems(TrainConfig(prompts="default", vectors="minilm")) == []
 
 
 def test_minilm_without_its_extra_is_one_line_naming_the_extra(monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +16,8 @@ from devise.config import TrainConfig
 from devise.errors import DeviseError
 from devise import runs
 from devise.infer import conse_vectors
-from devise.metrics import harmonic_mean, ranking_metrics, semantic_similarity, similarity_control
+from devise.metrics import (area_under_seen_unseen_curve, calibration_gamma, harmonic_mean, ranking_metrics,
+                            seen_unseen_curve, semantic_similarity, similarity_control)
 from devise.vectors import RunLabels, Vocabulary, WordVectorSpace, build_vocabulary, keyed_vectors
 
 E = torch.eye(3)
@@ -52,6 +54,26 @@ def test_ranking_metrics_on_a_hand_built_case():
     assert result["hit@1"] == 0.25 and result["hit@2"] == 0.75 and result["hit@3"] == 0.75
     assert result["per_class_top1"] == pytest.approx((0.5 + 0 + 0) / 3)  # "zebra" is never a candidate
     assert harmonic_mean(0.5, 0.25) == pytest.approx(1 / 3) and harmonic_mean(0, 0) == 0
+
+
+
+def test_calibrated_stacking_sweeps_from_all_seen_to_all_unseen_by_hand():
+    # Classes 0, 1 are seen, 2, 3 unseen; one image each. margin = best seen score - best unseen;
+    # gamma above an image's margin names it with its best unseen label.
+    labels = torch.tensor([0, 1, 2, 3])
+    seen_image = torch.tensor([True, True, False, False])
+    margin = torch.tensor([0.3, -0.1, 0.2, 0.2])
+    seen_right = torch.tensor([True, True, False, False])  # both seen images: best seen label is right
+    unseen_right = torch.tensor([False, False, True, False])  # image 2's best unseen label is right
+    gammas, S, U = seen_unseen_curve(margin, seen_right, unseen_right, labels, seen_image)
+    # gamma: -inf -> both seen images right; past -0.1 image 1 flips; past 0.2 images 2, 3 (tied);
+    # past 0.3 image 0.
+    assert gammas.tolist() == pytest.approx([float("-inf"), -0.1, 0.2, 0.3])
+    assert S.tolist() == pytest.approx([1.0, 0.5, 0.5, 0.0])
+    assert U.tolist() == pytest.approx([0.0, 0.0, 0.5, 0.5])
+    assert area_under_seen_unseen_curve(S, U) == pytest.approx(0.5 * 0.5)
+    # Naming a quarter of the seen images unseen takes the quarter quantile of their margins.
+    assert calibration_gamma(torch.tensor([-0.1, 0.1, 0.3, 0.5, 0.7]), 0.25) == pytest.approx(0.1)
 
 
 def small_space():
@@ -146,6 +168,85 @@ def test_zeroshot_on_a_cifar100_target(held_out_runs, tmp_path):
                             examples=0, progress=False)
     assert results["images"] == 40 and results["target_classes"] == 5
     assert {m["kind"] for m in results["models"].values()} == {"DeViSE", "ConSE", "softmax"}
+
+
+def test_a_target_label_without_a_vector_fails_before_any_image_is_decoded_or_run(held_out_runs, tmp_path,
+                                                                                monkeypatch):
+    import devise.data.folder as folder
+    import devise.zeroshot as zeroshot
+    from conftest import write_cifar100
+    from PIL import Image
+
+    softmax, devise = held_out_runs
+    for name in ("qqvorp", "green circle"):
+        (tmp_path / "target" / name).mkdir(parents=True)
+        Image.new("RGB", (16, 16)).save(tmp_path / "target" / name / "0.png")
+    monkeypatch.setattr(folder, "decode_many", lambda *args, **kwargs: pytest.fail("an image was decoded"))
+    monkeypatch.setattr(zeroshot, "model_outputs", lambda *args, **kwargs: pytest.fail("a model ran"))
+    with pytest.raises(DeviseError) as failed:
+        zeroshot.run_zero_shot([devise.folder, softmax.folder], "folder", str(tmp_path / "target"),
+                               out=tmp_path / "zs", progress=False)
+    assert "no vector in" in str(failed.value) and "'qqvorp'" in str(failed.value)
+    assert "'green circle'" not in str(failed.value) and "--replacements FILE" in str(failed.value)
+    # A target whose names come with its images (CIFAR-100's meta file): refused before the models run.
+    write_cifar100(tmp_path / "cifar", {"test": 10}, names=["tiger", "qqvorp"])
+    with pytest.raises(DeviseError, match="no vector in .* 'qqvorp'; map them to other words with --replacements"):
+        zeroshot.run_zero_shot([devise.folder], "cifar100", str(tmp_path / "cifar"), out=tmp_path / "zs",
+                               progress=False)
+    assert not (tmp_path / "zs" / "zeroshot.json").exists()
+
+
+def test_a_run_trained_with_relative_paths_is_used_from_any_directory(tmp_path):
+    from PIL import Image
+
+    from devise.data import load_dataset
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    toy = load_dataset("toy", split="train", image_size=16)
+    for name in toy.class_names[:6]:
+        (work / "data" / name).mkdir(parents=True)
+        for i, image in enumerate(toy.images[toy.labels == toy.class_names.index(name)][:10]):
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(work / "data" / name / f"{i}.png")
+    (work / "replacements.txt").write_text("red square\tcrimson square\n")
+    devise = [sys.executable, "-m", "devise"]
+    train = [*devise, "train", "--data", "folder", "--data-root", "data", "--replacements", "replacements.txt",
+             "--cache-dir", "cache", "--unseen", "2", "--image-size", "16", "--crop-padding", "2", "--model", "cnn",
+             "--width", "8", "--hidden", "16", "--batch-size", "16", "--epochs", "1", "--out", "run", "--quiet"]
+    trained = subprocess.run(train, cwd=work, capture_output=True, text=True)
+    assert trained.returncode == 0, trained.stderr
+    saved = runs.load_config(work / "run")
+    assert saved.data_root == str((work / "data").resolve()) and saved.cache_dir == str((work / "cache").resolve())
+    assert saved.replacements == str((work / "replacements.txt").resolve()) and saved.out == "run"
+    for command in (["zeroshot", str(work / "run"), "--target", "unseen", "--out", "zs", "--example-images", "0"],
+                    ["evaluate", str(work / "run")],
+                    ["train", "--resume", "--out", str(work / "run"), "--epochs", "2"]):
+        done = subprocess.run([*devise, *command, "--quiet"], cwd=elsewhere, capture_output=True, text=True)
+        assert done.returncode == 0, (command[0], done.stderr)
+    assert json.loads((elsewhere / "zs" / "zeroshot.json").read_text())["target_classes"] == 2
+    assert len(runs.read_metrics(work / "run")) == 2
+
+
+def test_a_run_folder_written_with_relative_paths_still_resumes_from_where_it_was_trained(tmp_path, monkeypatch):
+    from devise.config import with_absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig(data="toy", vectors="glove-text", vectors_path="vectors.txt", replacements="~/r.txt",
+                         out="run")
+    (tmp_path / "run").mkdir()
+    runs.save_config(tmp_path / "run", config)  # as devise wrote it before paths were made absolute
+    (tmp_path / "run" / runs.CHECKPOINT).write_bytes(b"")
+    absolute = with_absolute_paths(config)
+    assert absolute.vectors_path == str(tmp_path.resolve() / "vectors.txt") and absolute.out == "run"
+    assert absolute.replacements == str(Path("~/r.txt").expanduser().resolve()) and absolute.data_root is None
+    training.check_folder(tmp_path / "run", absolute, resume=True)
+    with pytest.raises(DeviseError, match="--resume cannot change --vectors-path"):
+        training.check_folder(tmp_path / "run", with_absolute_paths(TrainConfig(**{**config.to_dict(),
+                                                                                   "vectors_path": "other.txt"})),
+                              resume=True)
+    assert with_absolute_paths(TrainConfig(vectors="minilm", prompts="default")).prompts == "default"
+    prompts = with_absolute_paths(TrainConfig(vectors="minilm", prompts="p.txt")).prompts
+    assert prompts == str(tmp_path.resolve() / "p.txt")
 
 
 # ---------------------------------------------------------------------------------------------

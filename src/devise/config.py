@@ -12,7 +12,7 @@ words, every rule a config breaks; the code that acts on a config turns them int
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 DATASETS = ("tiny-imagenet", "cifar100", "folder", "toy")
@@ -54,6 +54,7 @@ class TrainConfig:
     vectors: str = "glove-6b-50d"  # label space: glove-6b-50d, minilm, or a file format with --vectors-path
     vectors_path: str | None = None  # the vectors file for word2vec-text, word2vec-binary, glove-text, fasttext-vec
     label_rule: str = DEFAULT_RULE  # synonym lists: the "first" usable synonym or the "mean" of all usable
+    prompts: str | None = None  # sentence label spaces: "default" (built-in templates like "a photo of a {}.") or a file of templates; a label is their mean
     replacements: str | None = None  # file of 'label<TAB>words' lines for labels the vectors do not know
     random_vectors: bool = False  # control: random unit label vectors of the same size
     embed_hidden: int = 0  # 0: one linear layer to the label space (the paper); N: an MLP with N units
@@ -103,6 +104,22 @@ class TrainConfig:
 def unknown_settings(values: dict) -> list[str]:
     known = {f.name for f in fields(TrainConfig)}
     return sorted(set(values) - known)
+
+
+# Settings that name a file or folder; `prompts` may instead be the word "default".
+PATH_SETTINGS = ("data_root", "cache_dir", "vectors_path", "replacements", "init", "prompts")
+
+
+def with_absolute_paths(config: TrainConfig) -> TrainConfig:
+    """`config` with every file or folder it names made absolute (`~` expanded, then resolved
+    against the working directory), so that a run folder's config.toml means the same from any
+    directory."""
+    changes = {}
+    for name in PATH_SETTINGS:
+        value = getattr(config, name, None)
+        if isinstance(value, str) and value and not (name == "prompts" and value == "default"):
+            changes[name] = str(Path(value).expanduser().resolve())
+    return replace(config, **changes)
 
 
 def field_help() -> dict[str, str]:
@@ -185,6 +202,8 @@ def problems(config: TrainConfig) -> list[str]:
         found.append("--distill needs --head embedding, --loss crossentropy and --init RUN (the softmax teacher)")
     if config.freeze_epochs and not config.init:
         found.append("--freeze-epochs needs --init RUN (a trained body to keep frozen)")
+    if config.prompts and config.vectors != "minilm":
+        found.append("--prompts needs a sentence label space (--vectors minilm)")
     if config.vectors_path and config.vectors in ("glove-6b-50d", "minilm"):
         found.append(f"--vectors {config.vectors} is packaged and takes no --vectors-path")
     return found

@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from devise.infer import model_outputs
-from devise.metrics import HIT_KS, chance_hit_at_k, hit_at_k
+from devise.metrics import HIERARCHY_KS, HIT_KS, chance_hit_at_k, hit_at_k
 from devise.runs import held, load_run, run_split, write_evaluation
+from devise.wordnet import ranking_hierarchy
 
 
 def evaluate_run(folder: str | Path, split: str | None = None, data_root: str | None = None,
                  progress: bool = True, device: str = "auto") -> dict:
-    """hit@k (k = 1, 2, 3, 5, 10, 20) over the training classes, written to `metrics.json`.
+    """hit@k (k = 1, 2, 3, 5, 10, 20) over the training classes, written to `metrics.json`, and
+    where the classes are WordNet nouns (Tiny ImageNet) hierarchical precision hp@k.
 
     Softmax runs rank classes by probability, embedding runs by cosine similarity of the
     predicted vector to each class's label vector.
@@ -29,6 +31,8 @@ def evaluate_held(run, split: str | None, data_root: str | None, progress: bool)
         "label_space": "random" if run.config.random_vectors else run.config.vectors,
         "split": split or run.config.val_split, "images": len(data), "classes": data.num_classes,
         **hit_at_k(scores, data.labels, HIT_KS),
+        **ranking_hierarchy(scores.topk(min(max(HIT_KS), data.num_classes), dim=1).indices, data.class_ids,
+                            [data.class_ids[y] for y in data.labels.tolist()], HIERARCHY_KS),
         "chance": chance_hit_at_k(data.num_classes, HIT_KS),
     }
     write_evaluation(run.folder, result)

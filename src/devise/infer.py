@@ -121,7 +121,8 @@ class Predictor:
         if self.kind != "softmax":
             known = dict(zip(run.class_names, run.label_vectors)) if run.label_vectors is not None else None
             self.labels = label_space_for(run.config, known, replacements, vectors if self.kind == "ConSE" else None)
-            self.vocabulary = build_vocabulary(self.labels, {"train": run.class_names}, vocabulary)
+            self.vocabulary = build_vocabulary(self.labels, {"train": run.class_names}, vocabulary,
+                                               {"train": run.class_ids})
 
     @classmethod
     def load(cls, folder: str | Path, vocabulary: str = "train", device: str = "auto", **options) -> "Predictor":

@@ -42,6 +42,7 @@ def chance_hit_at_k(num_classes: int, ks: tuple[int, ...] = HIT_KS) -> dict[str,
 # Zero-shot: hit@k over a vocabulary, the paper's semantic similarity and its control, GZSL
 
 ZERO_SHOT_KS = (1, 2, 5, 10, 20)
+HIERARCHY_KS = ZERO_SHOT_KS  # Frome et al.'s hierarchical precision@k
 SIMILARITY_TOP = 3
 
 
@@ -96,3 +97,95 @@ def generalised_zero_shot(correct: torch.Tensor, labels: torch.Tensor, seen_imag
     """S, U and H: per-class top-1 over all labels on seen-class and on unseen-class images."""
     seen, unseen = per_class_accuracy(correct, labels, seen_image), per_class_accuracy(correct, labels, ~seen_image)
     return {"gzsl_seen": seen, "gzsl_unseen": unseen, "gzsl_harmonic": harmonic_mean(seen, unseen)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibrated stacking (Chao et al. 2016): a constant gamma taken off every seen label's score
+# before the top-1 over all labels. An image is named with an unseen label when gamma exceeds its
+# margin: its best seen label's score minus its best unseen label's.
+
+
+def class_weights(labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per image under `mask`, 1 / (classes under the mask x images of its class): summing these over
+    the correctly named images gives the per-class mean accuracy; 0 outside the mask."""
+    weights = torch.zeros(len(labels), dtype=torch.float64)
+    classes, counts = labels[mask].unique(return_counts=True)
+    if len(classes):
+        per_class = torch.zeros(int(labels.max()) + 1, dtype=torch.float64)
+        per_class[classes] = 1.0 / (len(classes) * counts.double())
+        weights[mask] = per_class[labels[mask]]
+    return weights
+
+
+def seen_unseen_curve(margin: torch.Tensor, seen_right: torch.Tensor, unseen_right: torch.Tensor,
+                      labels: torch.Tensor, seen_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(gammas, S, U): per-class accuracy on seen- and unseen-class images as gamma sweeps from
+    below every margin (nothing named unseen) to above every one (everything named unseen).
+
+    `seen_right` says an image's best seen label is its true one, `unseen_right` the same among
+    unseen labels; S[j] and U[j] hold for gamma just above gammas[j] (gammas[0] = -inf).
+    """
+    order = margin.argsort()
+    d = margin[order].double()
+    seen_gain = (class_weights(labels, seen_image) * seen_right)[order]
+    unseen_gain = (class_weights(labels, ~seen_image) * unseen_right)[order]
+    last = torch.ones(len(d), dtype=torch.bool)  # the end of each run of tied margins
+    last[:-1] = d[1:] != d[:-1]
+    S = torch.cat([seen_gain.sum()[None], seen_gain.sum() - seen_gain.cumsum(0)[last]])
+    U = torch.cat([torch.zeros(1, dtype=torch.float64), unseen_gain.cumsum(0)[last]])
+    gammas = torch.cat([torch.tensor([float("-inf")], dtype=torch.float64), d[last]])
+    return gammas, S.clamp(min=0), U
+
+
+def area_under_seen_unseen_curve(S: torch.Tensor, U: torch.Tensor) -> float:
+    """AUSUC (Chao et al.): the area under S as a function of U, by the trapezoid rule."""
+    return float(((U[1:] - U[:-1]) * (S[1:] + S[:-1]) / 2).sum())
+
+
+def calibration_gamma(margin: torch.Tensor, share: float) -> float:
+    """The gamma that names `share` of these (seen-class) images with an unseen label: the `share`
+    quantile of their margins. Chosen on seen-class images only, it never looks at an unseen one."""
+    if len(margin) == 0:
+        return 0.0
+    return float(torch.quantile(margin.double(), min(max(share, 0.0), 1.0)))
+
+
+def calibration_half(seen_image: torch.Tensor) -> torch.Tensor:
+    """Every other seen-class image (in dataset order): the images calibrated stacking chooses its
+    constant on. The other half and every unseen-class image are the ones scored."""
+    chosen = torch.zeros_like(seen_image)
+    chosen[seen_image.nonzero()[::2, 0]] = True
+    return chosen
+
+
+def generalised_figures(scores: torch.Tensor, labels: torch.Tensor, seen_label: torch.Tensor,
+                        calibrate: bool = True) -> dict[str, float]:
+    """Generalised zero-shot from every image's scores over all labels (N x C; `seen_label` marks
+    the seen columns): S, U and H as they come, and with `calibrate` also with calibrated stacking
+    (Chao et al. 2016), whose constant names as many seen-class calibration images unseen as there
+    are unseen labels among all (a random guess's rate), chosen without looking at an unseen-class
+    image, and AUSUC, the area under the whole S-U curve. Scored on the images
+    `calibration_half` leaves out."""
+    seen_image = seen_label[labels]
+    calibration = calibration_half(seen_image)
+    scored = ~calibration
+    seen_columns, unseen_columns = seen_label.nonzero()[:, 0], (~seen_label).nonzero()[:, 0]
+    best_seen, seen_index = scores[:, seen_columns].max(dim=1)
+    best_unseen, unseen_index = scores[:, unseen_columns].max(dim=1)
+    margin = best_seen - best_unseen
+    seen_right, unseen_right = seen_columns[seen_index] == labels, unseen_columns[unseen_index] == labels
+
+    def at(gamma: float) -> dict[str, float]:
+        correct = torch.where(margin < gamma, unseen_right, seen_right)
+        return generalised_zero_shot(correct[scored], labels[scored], seen_image[scored])
+
+    figures = at(0.0)
+    if not calibrate:
+        return figures
+    gamma = calibration_gamma(margin[calibration], len(unseen_columns) / len(seen_label))
+    calibrated = at(gamma)
+    _, S, U = seen_unseen_curve(margin[scored], seen_right[scored], unseen_right[scored], labels[scored],
+                                seen_image[scored])
+    return {**figures, "gzsl_gamma": gamma, "gzsl_cal_seen": calibrated["gzsl_seen"],
+            "gzsl_cal_unseen": calibrated["gzsl_unseen"], "gzsl_cal_harmonic": calibrated["gzsl_harmonic"],
+            "gzsl_ausuc": area_under_seen_unseen_curve(S, U)}

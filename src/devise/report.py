@@ -95,24 +95,34 @@ def hit_at_k_section(folders: list[Path], scratch: Path) -> str:
     return "\n".join(parts)
 
 
+GZSL_COLUMNS = {"gzsl_seen": "S", "gzsl_unseen": "U", "gzsl_harmonic": "H", "gzsl_gamma": "calibration constant",
+                "gzsl_cal_seen": "calibrated S", "gzsl_cal_unseen": "calibrated U", "gzsl_cal_harmonic": "calibrated H",
+                "gzsl_ausuc": "AUSUC"}
+
+
 def zero_shot_section(folder: Path) -> str:
     results = runs.read_zero_shot(folder)
     models = results["models"] if isinstance(results["models"], dict) else {}
     models = {name: m for name, m in models.items() if isinstance(m, dict)}
-    ks = hit_ks(next(iter(models.values()), {}))
-    gzsl = any("gzsl_harmonic" in m for m in models.values())
-    header = ["model", *[f"hit@{k}" for k in ks], "per-class top-1", "similarity", "lift"]
-    header += ["GZSL S", "GZSL U", "GZSL H"] if gzsl else []
-    columns = [*[f"hit@{k}" for k in ks], "per_class_top1", "similarity", "lift"]
-    columns += ["gzsl_seen", "gzsl_unseen", "gzsl_harmonic"] if gzsl else []
+    first = next(iter(models.values()), {})
+    ks = hit_ks(first)
+    hierarchy = [key for key in first if re.fullmatch(r"hp@\d{1,4}", str(key))]
+    columns = [*[f"hit@{k}" for k in ks], *hierarchy, "per_class_top1", "similarity", "lift"]
     rows = [[name, *[m.get(column, "") for column in columns]] for name, m in models.items()]
-    rows.append(["control (random label pairs)", *[""] * len(ks), "", results["control_similarity"], 0.0]
-                + ([""] * 3 if gzsl else []))
+    rows.append(["control (random label pairs)", *[""] * (len(columns) - 2), results["control_similarity"], 0.0])
     parts = [f"<h2>Zero-shot: {text(results['target'])}</h2>",
              f'<p class="note">{text(results["images"])} images of {text(results["target_classes"])} classes; '
              f'label space {text(results["label_space"])}; similarity over the vocabulary '
-             f'"{text(results["vocabulary"])}"; hit@k over the target labels.</p>',
-             table(header, rows)]
+             f'"{text(results["vocabulary"])}"; hit@k and hierarchical precision hp@k over the target labels.</p>',
+             table(["model", *[c.replace("_", " ") for c in columns]], rows)]
+    gzsl = [key for key in GZSL_COLUMNS if any(key in m for m in models.values())]
+    if gzsl:
+        parts += ["<h3>Generalised zero-shot: every label a candidate</h3>",
+                  '<p class="note">Per-class top-1 on seen-class (S) and unseen-class (U) images, H their '
+                  "harmonic mean; calibrated: a constant taken off the seen labels' scores, chosen on half of "
+                  "the seen-class images only; AUSUC: the area under the whole seen-unseen curve.</p>",
+                  table(["model", *[GZSL_COLUMNS[key] for key in gzsl]],
+                        [[name, *[m.get(key, "") for key in gzsl]] for name, m in models.items()])]
     for name, alt in (("similarity.png", "semantic similarity bars"), ("examples.png", "example predictions")):
         if (folder / name).is_file():
             parts.append(embed_png(folder / name, alt))

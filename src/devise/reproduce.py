@@ -233,9 +233,8 @@ def summarise(preset: str, hits: dict, zero_shot: dict, minutes: float, host: di
         "DeViSE hit@1": hits["devise"]["hit@1"], "DeViSE hit@5": hits["devise"]["hit@5"],
         "DeViSE hit@10": hits["devise"]["hit@10"], "softmax hit@10": hits["softmax"]["hit@10"],
         "zero-shot target": zero_shot["target"], "zero-shot classes": zero_shot["target_classes"],
-        "zero-shot": {kind: {k: m[k] for k in m if k.startswith("hit@") or k in (
-            "per_class_top1", "similarity", "lift", "gzsl_seen", "gzsl_unseen", "gzsl_harmonic")}
-            for kind, m in models.items()},
+        "zero-shot": {kind: {k: m[k] for k in m if k.startswith(("hit@", "hp@", "gzsl_")) or k in (
+            "per_class_top1", "similarity", "lift")} for kind, m in models.items()},
         "control similarity": zero_shot["control_similarity"], "label space": zero_shot["label_space"],
     }
 
@@ -265,6 +264,12 @@ def summary_table(summary: dict) -> str:
             m = zs[kind]
             rows.append((f"GZSL {kind} S / U / H", f"{m['gzsl_seen']:.3f} / {m['gzsl_unseen']:.3f} / "
                                                    f"{m['gzsl_harmonic']:.3f}", "-"))
+        for kind in ("DeViSE", "ConSE"):
+            m = zs[kind]
+            if "gzsl_cal_harmonic" in m:
+                rows.append((f"GZSL {kind} calibrated S / U / H (AUSUC)",
+                             f"{m['gzsl_cal_seen']:.3f} / {m['gzsl_cal_unseen']:.3f} / {m['gzsl_cal_harmonic']:.3f} "
+                             f"({m['gzsl_ausuc']:.3f})", "-"))
     wall = f"{summary['wall_minutes']:.1f}"
     if summary.get("budget_minutes"):
         shares = summary["epoch_shares"]

@@ -58,6 +58,7 @@ class Run:
     objective: SoftmaxObjective | EmbeddingObjective
     folder: Path
     label_vectors: torch.Tensor | None = None  # the training labels' unit vectors (embedding runs)
+    class_ids: list[str] | None = None  # the training classes' ids (WordNet ids for Tiny ImageNet); older runs lack them
 
     @property
     def device(self) -> torch.device:
@@ -333,4 +334,4 @@ def load_run(folder: str | Path, device: str | torch.device = "cpu") -> Run:
     model.eval()
     mean, std = state["normalizer"]
     return Run(config, model, Normalizer(tuple(mean), tuple(std)), list(state["class_names"]), objective, folder,
-               label_vectors)
+               label_vectors, list(state["class_ids"]) if "class_ids" in state else None)

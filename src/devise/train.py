@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from devise import runs
-from devise.config import TrainConfig, problems
+from devise.config import TrainConfig, problems, with_absolute_paths
 from devise.data import BatchLoader, ImageSet, Normalizer, load_dataset
 from devise.data.pipeline import NO_AUGMENT, Augment
 from devise.data.splits import choose_unseen
@@ -237,7 +237,7 @@ def evaluate(model: torch.nn.Module, loader: BatchLoader, objective, bf16: bool 
 
 
 # Settings a resumed run cannot change: they shape the network, its label space or its data.
-ARCHITECTURE = ("head", "model", "width", "hidden", "stem_pool", "embed_hidden", "vectors", "vectors_path",
+ARCHITECTURE = ("head", "model", "width", "hidden", "stem_pool", "embed_hidden", "vectors", "vectors_path", "prompts",
                 "random_vectors", "label_rule", "data", "unseen", "unseen_seed")
 
 
@@ -254,7 +254,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, devi
     broken = problems(config)
     if broken:
         raise DeviseError(broken[0])
-    config = inherit_architecture(config)
+    config = inherit_architecture(with_absolute_paths(config))  # config.toml must mean the same from anywhere
     dist, device = distributed(device)
     config = replace(config, bf16=use_bf16(device, config.bf16))  # config.toml records what is used
     if config.batch_size % dist.world_size:
@@ -271,7 +271,7 @@ def check_folder(folder: Path, config: TrainConfig, resume: bool) -> None:
     if resume:
         if not runs.has_checkpoint(folder):
             raise DeviseError(f"cannot resume: {folder / runs.CHECKPOINT} does not exist")
-        saved = runs.load_config(folder)
+        saved = with_absolute_paths(runs.load_config(folder))  # an older run's relative paths, read from here
         changed = [name for name in ARCHITECTURE if getattr(saved, name) != getattr(config, name)]
         if changed:
             name = changed[0]
@@ -347,7 +347,7 @@ def fit(config: TrainConfig, folder: Path, resume: bool, talk: bool, device: tor
                          "epoch_seconds": time.perf_counter() - started,
                          "images_per_second": fit_figures["images"] / train_seconds})
             if dist.is_main:
-                save_epoch(folder, rows, model, optimizer, train_set.class_names, normalizer, label_vectors)
+                save_epoch(folder, rows, model, optimizer, train_set, normalizer, label_vectors)
             if talk:
                 print(f"epoch {epoch + 1}/{config.epochs}: train loss {rows[-1]['train_loss']:.3f} "
                       f"top1 {rows[-1]['train_top1']:.3f} | val loss {val['loss']:.3f} top1 {val['top1']:.3f} "
@@ -355,7 +355,8 @@ def fit(config: TrainConfig, folder: Path, resume: bool, talk: bool, device: tor
     if dist.is_main:
         runs.write_summary(folder, summary(config, rows, {**describe_host(device), "processes": dist.world_size}))
     dist.barrier()  # the others wait until the folder is complete (the next stage reads it)
-    return Run(config, model, normalizer, train_set.class_names, objective, folder, label_vectors)
+    return Run(config, model, normalizer, train_set.class_names, objective, folder, label_vectors,
+               train_set.class_ids)
 
 
 def restore(folder: Path, model: VisualNet, optimizer: torch.optim.Optimizer) -> int:
@@ -392,13 +393,14 @@ def cpu_copy(state):
 
 
 def save_epoch(folder: Path, rows: list[dict], model: VisualNet, optimizer: torch.optim.Optimizer,
-               class_names: list[str], normalizer: Normalizer, label_vectors: torch.Tensor | None) -> None:
-    """After an epoch: its metrics row, the checkpoint (CPU tensors), the curves."""
+               train_set: ImageSet, normalizer: Normalizer, label_vectors: torch.Tensor | None) -> None:
+    """After an epoch: its metrics row, the checkpoint (CPU tensors, with the classes' names and
+    ids: the ids place them in WordNet for hierarchical precision), the curves."""
     from devise.plots import plot_learning_curves
 
     runs.write_metrics(folder, rows)
     state = cpu_copy({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": int(rows[-1]["epoch"]),
-                      "class_names": class_names, "normalizer": [list(normalizer.mean), list(normalizer.std)]})
+                      "class_names": train_set.class_names, "class_ids": train_set.class_ids, "normalizer": [list(normalizer.mean), list(normalizer.std)]})
     if label_vectors is not None:
         state["label_vectors"] = label_vectors.cpu()
     runs.save_checkpoint(folder, state)

