@@ -323,6 +323,7 @@ def test_prompt_files_and_where_prompts_belong(tmp_path):
     good.write_text("# mine\na sketch of a {}.\n\nan {} in the snow\n")
     bad.write_text("a photo of a cat.\n")
     assert read_prompts(str(good)) == ("a sketch of a {}.", "an {} in the snow")
+    assert read_prompts(["a sketch of a {}."]) == ("a sketch of a {}.",)  # as an exported model keeps them
     with pytest.raises(DeviseError, match="exactly one {}"):
         read_prompts(str(bad))
     assert problems(TrainConfig(prompts="default")) == ["--prompts needs a sentence label space (--vectors minilm)"]

@@ -7,4 +7,14 @@ read back by ranking words by cosine similarity, so the model can name classes i
 from devise.errors import DeviseError
 
 __version__ = "0.1.0"
-__all__ = ["DeviseError", "__version__"]
+__all__ = ["DeviseError", "__version__", "load", "from_pretrained"]
+
+
+def __getattr__(name: str):
+    """`devise.load` and `devise.from_pretrained`, imported on first use: `import devise` (and the
+    command line's start) stays free of torch until a model is wanted."""
+    if name in ("load", "from_pretrained", "DeviseModel"):
+        from devise import portable
+
+        return getattr(portable, name)
+    raise AttributeError(f"module 'devise' has no attribute {name!r}")

@@ -162,13 +162,20 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
     print(f"target {results['target']}: {results['images']} images, {results['target_classes']} classes, "
           f"label space {results['label_space']}, vocabulary {results['vocabulary']}")
     for name, entry in results["models"].items():
-        hits = " ".join(f"{k}={entry[k]:.3f}" for k in entry if k.startswith("hit@"))
-        extra = "".join(f" {k[5:]}={entry[k]:.3f}" for k in ("gzsl_seen", "gzsl_unseen", "gzsl_harmonic") if k in entry)
-        print(f"{name}: {hits} per-class-top1={entry['per_class_top1']:.3f} similarity={entry['similarity']:.3f} "
-              f"lift={entry['lift']:.3f}{extra}")
+        figures = printed_figures(entry, results["vocabulary"])
+        print(f"{name} ({entry['vocabulary_size']} candidates): " + " ".join(f"{key}={entry[key]:.3f}" for key in figures))
     print(f"control similarity (random pairs): {results['control_similarity']:.3f}")
     print(f"written to {results['folder']}")
     return 0
+
+
+def printed_figures(entry: dict, vocabulary: str) -> list[str]:
+    """The zero-shot figures of one model worth a line: hit@k and hp@k over the target, over a
+    wider vocabulary when there is one, similarity and lift, and generalised zero-shot."""
+    keys = [k for k in entry if k.startswith(("hit@", "hp@"))] + ["per_class_top1", "similarity", "lift"]
+    if vocabulary != "target":
+        keys += [k for k in entry if k.startswith(("vocabulary_hit@", "vocabulary_hp@"))]
+    return keys + [k for k in entry if k.startswith("gzsl_")]
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -182,6 +189,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(json.dumps({"image": image, "labels": [{"label": l, "score": round(s, 5)} for l, s in ranked]}))
         else:
             print(f"{image}: " + ", ".join(f"{label} ({score:.3f})" for label, score in ranked))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from devise.portable import export
+
+    out = export(args.run, args.out, onnx=args.onnx, replacements=args.replacements)
+    print("\n".join(str(path) for path in sorted(out.iterdir()) if not path.name.endswith(".tmp")))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from devise.serve import serve
+
+    serve(args.models, args.host, args.port, args.device, args.words, args.labels, args.max_mb, args.top)
     return 0
 
 
@@ -290,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="unseen (the classes the runs held out), cifar100, folder, tiny-imagenet or toy")
     zeroshot.add_argument("--target-root", help="where the target dataset is (folder, CIFAR-100 root, ...)")
     zeroshot.add_argument("--vocabulary", default="target,train",
-                          help="comma list of target, train, words:N, file:PATH (default: target,train)")
+                          help="comma list of target, train, words:N, file:PATH, wordnet:2hop|3hop|all "
+                               "(WordNet nouns near the target's classes, less the training ones; default: target,train)")
     zeroshot.add_argument("--vectors", choices=LABEL_SPACES,
                           help="label space when no embedding run is given (default: glove-6b-50d)")
     zeroshot.add_argument("--conse-top", type=int, default=10, help="ConSE's T (default: 10)")
@@ -304,11 +327,36 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("run", help="run folder")
     predict.add_argument("images", nargs="+", help="image files (any size; greyscale and RGBA are fine)")
     predict.add_argument("--vocabulary", default="train",
-                         help="comma list of train, words:N, file:PATH (default: train); embedding or --conse runs")
+                         help="comma list of train, words:N, file:PATH, wordnet:all (default: train); embedding or --conse runs")
     predict.add_argument("--top", type=int, default=5, help="labels per image (default: 5)")
     predict.add_argument("--conse", action="store_true", help="for a softmax run: rank the vocabulary through ConSE")
     predict.add_argument("--json", action="store_true", help="one JSON object per image")
     predict.set_defaults(func=cmd_predict)
+
+    export = commands.add_parser("export", parents=[options("replacements")],
+                                 help="a run's model as one portable folder: safetensors + config.json (+ ONNX)",
+                                 description="Write RUN's model to --out as model.safetensors and config.json; "
+                                             "load it with devise.load(OUT) anywhere, no run folder needed.")
+    export.add_argument("run", help="run folder")
+    export.add_argument("--out", required=True, help="folder to write the model into")
+    export.add_argument("--onnx", action="store_true",
+                        help="also write image_encoder.onnx: uint8 images (N x 3 x S x S, RGB) in, unit vectors out")
+    export.set_defaults(func=cmd_export)
+
+    serve = commands.add_parser("serve", parents=[options("device")],
+                                help="a local web page (and JSON endpoint) to try models on your images",
+                                description="Serve exported models or run folders: DeViSE for an embedding model, "
+                                            "ConSE for a softmax one, side by side when both are given.")
+    serve.add_argument("models", nargs="+", help="exported model folders or run folders")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free port)")
+    serve.add_argument("--labels", metavar="FILE", help="the page's default candidate labels, one a line "
+                                                        "(default: the training labels and --words common words)")
+    serve.add_argument("--words", type=int, default=1000,
+                       help="common words of the label space added to the default labels (default: 1000)")
+    serve.add_argument("--top", type=int, default=5, help="labels shown per model (default: 5)")
+    serve.add_argument("--max-mb", type=float, default=10, help="largest image accepted, in MB (default: 10)")
+    serve.set_defaults(func=cmd_serve)
 
     report = commands.add_parser("report", help="one self-contained HTML page about runs and zero-shot results")
     report.add_argument("runs", nargs="+", help="run folders")

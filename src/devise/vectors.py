@@ -196,15 +196,19 @@ DEFAULT_PROMPTS = ("a photo of a {}.", "a low resolution photo of a {}.", "a cro
                    "a close-up photo of a {}.", "a photo of the small {}.", "a photo of the large {}.")
 
 
-def read_prompts(prompts: str | None) -> tuple[str, ...]:
-    """Templates from a `--prompts` value: none, "default" (`DEFAULT_PROMPTS`), or a file with one
-    template per line, each holding {} where the label goes."""
+def read_prompts(prompts: str | list[str] | None) -> tuple[str, ...]:
+    """Templates from a `--prompts` value: none, "default" (`DEFAULT_PROMPTS`), a file with one
+    template per line, or the templates themselves (as an exported model keeps them); each holds
+    {} where the label goes."""
     if not prompts:
         return ()
     if prompts == "default":
         return DEFAULT_PROMPTS
-    text = read_text_file(prompts, "prompts file")
-    templates = tuple(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    if isinstance(prompts, (list, tuple)):
+        templates = tuple(prompts)
+    else:
+        text = read_text_file(prompts, "prompts file")
+        templates = tuple(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
     wrong = [t for t in templates if t.count("{}") != 1 or "{" in t.replace("{}", "")]
     if not templates or wrong:
         raise DeviseError(f"{prompts}: each template needs exactly one {{}} where the label goes"

@@ -1,0 +1,482 @@
+"""`devise serve`: a local web page to try a model, and a JSON endpoint that does the same for scripts.
+
+    devise serve runs/devise runs/softmax          # or exported model folders
+    # devise: serving DeViSE (devise), ConSE (softmax) on http://127.0.0.1:8000/
+
+    curl -F image=@tiger.jpg -F $'labels=tiger\nlion\nhouse cat' -F top=3 http://127.0.0.1:8000/api/classify
+
+The page: drop (or choose) an image, edit the candidate labels (one a line; by default the
+models' training labels and the label space's most common words), and see each model's top k
+with its cosine as a bar: DeViSE for an embedding model, ConSE for a softmax one, side by side
+when both are served. Built on FastAPI (Starlette) served by uvicorn: well kept, typed, and small.
+
+What it refuses, each with one JSON line {"error": ...} and no crash: a body over the size limit
+(413), a file that is not an image (415), a request without an image, with a bad `top` or with a
+label that has no vector (400). The page builds every label into the DOM with `textContent`,
+loads nothing from the web (a Content-Security-Policy says so too), and the server listens on
+127.0.0.1 unless told otherwise.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the handlers' annotations (`Request`,
+# imported inside `create_app` so that fastapi stays an optional extra) as live objects.
+import socket
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from devise.data.sources import decode_image
+from devise.errors import DeviseError, read_text_file
+from devise.portable import METHODS, DeviseModel, load
+from devise.vectors import Vocabulary
+
+MAX_UPLOAD_MB = 10
+LABEL_TEXT_BYTES = 1 << 20  # the labels field may hold this much text beside the image
+MAX_LABELS = 20000
+MAX_TOP = 100
+COMMON_WORDS = 1000
+PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src blob: data:; "
+               "connect-src 'self'; base-uri 'none'; form-action 'none'")
+
+
+@dataclass
+class Panel:
+    """One ranked list on the page: a model and the method it ranks candidate labels by."""
+
+    name: str  # what the page calls it: "DeViSE", "ConSE", or with the model's name when several share one
+    model: DeviseModel
+    method: str
+    source: str  # the folder it was loaded from
+
+
+class Service:
+    """The models being served and what the page offers by default; classifies one image at a time
+    (a lock: torch is already parallel inside, and memory stays that of one request)."""
+
+    def __init__(self, models: dict[str, DeviseModel], default_labels: list[str], max_bytes: int, top: int = 5):
+        self.panels = panels_for(models)
+        self.default_labels = default_labels
+        self.max_bytes = max_bytes
+        self.top = top
+        self.lock = threading.Lock()
+        self.cache: dict[tuple[int, tuple[str, ...]], Vocabulary] = {}  # the label vectors of recent requests
+
+    def info(self) -> dict:
+        """What the page shows before any image: models, methods, default labels, limits, caveats."""
+        return {"panels": [{"name": p.name, "method": METHODS[p.method], "model": p.source,
+                            "label_space": p.model.label_space_name, "image_size": p.model.image_size,
+                            "training_labels": len(p.model.labels)} for p in self.panels],
+                "labels": self.default_labels, "top": self.top, "max_bytes": self.max_bytes,
+                "max_labels": MAX_LABELS, "notes": self.notes()}
+
+    def notes(self) -> list[str]:
+        """Honest lines about what is not available with the models served."""
+        methods = {p.method for p in self.panels}
+        notes = []
+        if "conse" not in methods:
+            notes.append("ConSE needs a softmax model: serve one beside this model to compare "
+                         "(devise serve RUN_OR_MODEL SOFTMAX_RUN_OR_MODEL).")
+        if "devise" not in methods:
+            notes.append("DeViSE needs an embedding model: serve one beside this softmax model to compare.")
+        return notes
+
+    def classify(self, image: np.ndarray, filename: str, labels: list[str], top: int) -> dict:
+        """Every panel's top labels for one decoded image (H x W x 3 uint8), as the JSON the page and
+        scripts read; each model resizes it to its own image size."""
+        with self.lock:
+            results = [{"name": p.name, "method": METHODS[p.method], "model": p.source,
+                        "labels": [{"label": label, "score": round(score, 5)} for label, score in
+                                   p.model.classify([image], self.candidates(i, labels), top, p.method)[0]]}
+                       for i, p in enumerate(self.panels)]
+        return {"image": filename, "candidates": len(labels), "top": top, "results": results}
+
+    def candidates(self, panel: int, labels: list[str]) -> Vocabulary:
+        """The labels with their vectors in one panel's space, kept for the next few requests: the
+        page sends the same thousand labels with every image."""
+        key = (panel, tuple(labels))
+        if key not in self.cache:
+            if len(self.cache) >= 4 * len(self.panels):
+                self.cache.pop(next(iter(self.cache)))
+            self.cache[key] = Vocabulary(list(labels), self.panels[panel].model.encode_text(labels), "page")
+        return self.cache[key]
+
+
+def panels_for(models: dict[str, DeviseModel]) -> list[Panel]:
+    """DeViSE for each embedding model, ConSE for each softmax model; the model's name is added to
+    a panel's when two panels would share a name."""
+    chosen = [(source, model, "devise" if model.kind == "embedding" else "conse") for source, model in models.items()]
+    counts = {method: sum(m == method for _, _, m in chosen) for _, _, method in chosen}
+    return [Panel(METHODS[method] + (f" ({source})" if counts[method] > 1 else ""), model, method, source)
+            for source, model, method in chosen]
+
+
+def default_labels(models: list[DeviseModel], words: int, labels_file: str | None = None) -> list[str]:
+    """The page's starting candidates: a file's lines if given, else every model's training labels and
+    then the label space's `words` most common words (none for a sentence encoder)."""
+    if labels_file:
+        labels = [line.strip() for line in read_text_file(labels_file, "labels file").splitlines()
+                  if line.strip() and not line.startswith("#")]
+        if not labels:
+            raise DeviseError(f"{labels_file} holds no labels")
+        return list(dict.fromkeys(labels))
+    labels = [label for model in models for label in model.labels]
+    if words:
+        labels += next((found for found in (model.common_words(words) for model in models) if found), [])
+    return list(dict.fromkeys(labels))
+
+
+def parse_labels(text, default: list[str]) -> list[str]:
+    """The labels field: one label a line (a label may be a comma-separated synonym list)."""
+    if text is not None and not isinstance(text, str):
+        raise DeviseError("labels must be a text field, one label a line, not a file")
+    if text is None or not text.strip():
+        return default
+    labels = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
+    if len(labels) > MAX_LABELS:
+        raise DeviseError(f"{len(labels)} labels; at most {MAX_LABELS} a request")
+    return labels
+
+
+def parse_top(text, default: int) -> int:
+    """The top field: how many labels each panel lists."""
+    if not isinstance(text, (str, int, type(None))):
+        raise DeviseError("top must be a text field holding a whole number")
+    if text is None or not str(text).strip():
+        return default
+    try:
+        top = int(str(text).strip())
+    except ValueError:
+        raise DeviseError(f"top must be a whole number, not {str(text)[:20]!r}") from None
+    if not 1 <= top <= MAX_TOP:
+        raise DeviseError(f"top must be between 1 and {MAX_TOP}, not {top}")
+    return top
+
+
+# ---------------------------------------------------------------------------------------------
+# The web app
+
+
+def create_app(service: Service):
+    """The FastAPI app: the page at /, /api/info and /api/classify."""
+    from fastapi import FastAPI, Request
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import HTMLResponse, JSONResponse
+
+    app = FastAPI(title="devise", docs_url=None, redoc_url=None, openapi_url=None)
+
+    def refuse(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> HTMLResponse:
+        return HTMLResponse(PAGE, headers={"Content-Security-Policy": PAGE_POLICY, "Cache-Control": "no-store"})
+
+    @app.get("/api/info")
+    def info() -> dict:
+        return service.info()
+
+    @app.post("/api/classify")
+    async def classify(request: Request):
+        body = await read_body(request, service.max_bytes + LABEL_TEXT_BYTES)
+        if body is None:
+            return refuse(413, f"the upload is over the {service.max_bytes / 1e6:g} MB limit; send a smaller image")
+        form = await parse_form(request, body)
+        if isinstance(form, str):
+            return refuse(400, form)
+        upload = form.get("image")
+        if upload is None or isinstance(upload, str):
+            return refuse(400, "no image: send the file in a multipart field named 'image'")
+        data = await upload.read()
+        if len(data) > service.max_bytes:
+            return refuse(413, f"{upload.filename or 'the image'} is {len(data) / 1e6:.1f} MB, over the "
+                               f"{service.max_bytes / 1e6:g} MB limit")
+        try:
+            labels = parse_labels(form.get("labels"), service.default_labels)
+            top = parse_top(form.get("top"), service.top)
+        except DeviseError as error:
+            return refuse(400, str(error))
+        try:  # decoding and ranking run in a worker thread: the server keeps answering meanwhile
+            image = await run_in_threadpool(decode_image, data, None, upload.filename or "the upload")
+        except DeviseError as error:
+            return refuse(415, f"{error}; send a JPEG, PNG, GIF, BMP or WebP image")
+        try:
+            return await run_in_threadpool(service.classify, image, upload.filename or "", labels, top)
+        except DeviseError as error:
+            return refuse(400, str(error))
+
+    return app
+
+
+async def read_body(request, limit: int) -> bytes | None:
+    """The request body, or None when it is over `limit` bytes. An oversized body is still read to
+    its end (and dropped, chunk by chunk) so the client gets the 413 rather than a broken pipe."""
+    declared = request.headers.get("content-length", "")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size <= limit and not (declared.isdigit() and int(declared) > limit):
+            chunks.append(chunk)
+    return b"".join(chunks) if size <= limit else None
+
+
+async def parse_form(request, body: bytes):
+    """The multipart form of a body already read (so its size was checked first), or an error line."""
+    from starlette.exceptions import HTTPException
+    from starlette.formparsers import MultiPartException
+    from starlette.requests import Request
+
+    async def replay() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return "send a multipart/form-data body with the image in a field named 'image'"
+    try:
+        return await Request(request.scope, replay).form(max_files=1, max_fields=8, max_part_size=LABEL_TEXT_BYTES)
+    except (MultiPartException, HTTPException, ValueError) as error:  # starlette raises HTTPException(400)
+        return f"not a readable multipart form ({getattr(error, 'detail', error)})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Listening
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound and listening on (host, port): port 0 picks a free one; one line if it cannot."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as error:
+        raise DeviseError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def serve(paths: list[str], host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
+          words: int = COMMON_WORDS, labels_file: str | None = None, max_mb: float = MAX_UPLOAD_MB,
+          top: int = 5) -> None:
+    """`devise serve`: load the models, listen, print the URL (one line), serve until interrupted."""
+    uvicorn = web_packages()
+    if max_mb <= 0:
+        raise DeviseError(f"--max-mb must be positive, not {max_mb:g}")
+    if words < 0:
+        raise DeviseError(f"--words must be 0 or more, not {words}")
+    parse_top(str(top), top)
+    models = {}
+    for path in paths:
+        name = Path(path).resolve().name
+        models[name if name not in models else str(path)] = load(path, device)
+    service = Service(models, default_labels(list(models.values()), words, labels_file), int(max_mb * 1e6), top)
+    sock = listening_socket(host, port)
+    if not ipaddress_is_loopback(sock.getsockname()[0]):
+        print(f"devise: warning: listening on {host}: anyone who can reach this machine can use the page",
+              file=sys.stderr)
+    served = ", ".join(f"{p.name} ({p.source})" if p.source not in p.name else p.name for p in service.panels)
+    print(f"devise: serving {served} on {url_of(sock)}", flush=True)
+    config = uvicorn.Config(create_app(service), log_level="warning", access_log=False, lifespan="off")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def web_packages():
+    """uvicorn (and with it FastAPI), or one line naming the extra that brings them."""
+    try:
+        import fastapi  # noqa: F401
+        import python_multipart  # noqa: F401  (FastAPI's form parser)
+        import uvicorn
+    except ImportError as error:
+        raise DeviseError(f'devise serve needs the serve extra: pip install "devise[serve]" ({error})') from None
+    return uvicorn
+
+
+def ipaddress_is_loopback(address: str) -> bool:
+    import ipaddress
+
+    return ipaddress.ip_address(address.split("%")[0]).is_loopback
+
+
+
+
+# ---------------------------------------------------------------------------------------------
+# The page: self-contained (no file, font or script from anywhere else); every text from the
+# server or the user enters the DOM through textContent.
+
+PAGE = r"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
+<title>devise: try the model</title>
+<style>
+:root { --ink: #1d2330; --muted: #5b6474; --line: #d9dee7; --devise: #3b6fd8; --conse: #d2772c; --bg: #f6f7fa; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--ink); background: var(--bg); }
+header { padding: 14px 24px; background: #fff; border-bottom: 1px solid var(--line); }
+header h1 { margin: 0; font-size: 20px; }
+header p { margin: 2px 0 0; color: var(--muted); }
+main { display: grid; grid-template-columns: minmax(260px, 340px) 1fr; gap: 20px; padding: 20px 24px; }
+.card { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 14px; }
+#drop { display: flex; flex-direction: column; align-items: center; justify-content: center; gap: 8px; min-height: 180px;
+        border: 2px dashed #aab3c3; border-radius: 10px; cursor: pointer; text-align: center; color: var(--muted); padding: 10px; }
+#drop.over { border-color: var(--devise); background: #eef3fd; }
+#preview { width: 192px; max-width: 100%; border-radius: 6px; }
+#file { position: absolute; width: 1px; height: 1px; opacity: 0; }
+textarea { width: 100%; font: 13px/1.35 ui-monospace, monospace; border: 1px solid var(--line); border-radius: 6px; padding: 6px; }
+.row { display: flex; gap: 10px; align-items: center; margin-top: 8px; flex-wrap: wrap; }
+button { font: inherit; padding: 6px 14px; border-radius: 6px; border: 1px solid #2f5bb7; background: var(--devise); color: #fff; cursor: pointer; }
+button.plain { background: #fff; color: var(--ink); border-color: var(--line); }
+button:disabled { opacity: .5; cursor: default; }
+#error { color: #a4262c; font-weight: 600; overflow-wrap: anywhere; }
+#error:empty { display: none; }
+#drop { margin-bottom: 12px; }
+#results { display: grid; grid-template-columns: repeat(auto-fit, minmax(280px, 1fr)); gap: 16px; align-content: start; }
+.panel h2 { margin: 0 0 2px; font-size: 17px; }
+.panel .sub { color: var(--muted); font-size: 13px; margin-bottom: 8px; }
+.panel ol { list-style: none; margin: 0; padding: 0; }
+.panel li { display: grid; grid-template-columns: 1fr 56px; column-gap: 8px; margin: 7px 0; }
+.panel .label { overflow-wrap: anywhere; }
+.panel .score { text-align: right; font-variant-numeric: tabular-nums; color: var(--muted); }
+.panel .track { grid-column: 1 / 3; height: 8px; background: #edf0f5; border-radius: 4px; overflow: hidden; }
+.panel .bar { height: 100%; background: var(--devise); border-radius: 4px; }
+.panel.conse .bar { background: var(--conse); }
+#notes { color: var(--muted); font-size: 13px; }
+@media (max-width: 760px) { main { grid-template-columns: 1fr; } }
+</style>
+</head>
+<body data-state="loading">
+<header><h1>devise</h1><p id="about">Loading the model&hellip;</p></header>
+<main>
+<section class="card" aria-label="Image and candidate labels">
+  <label id="drop" for="file"><span id="hint">Drop an image here, or click to choose one</span>
+    <img id="preview" alt="the image being ranked" hidden><input type="file" id="file" accept="image/*"></label>
+  <p id="error" role="alert"></p>
+  <label for="labels"><b>Candidate labels</b>, one a line (<span id="count">0 labels</span>)</label>
+  <textarea id="labels" rows="12" spellcheck="false"></textarea>
+  <div class="row">
+    <label>top <input type="number" id="top" min="1" max="100" value="5" style="width: 4.5em"></label>
+    <button id="go" type="button" disabled>Rank labels</button>
+    <button id="reset" class="plain" type="button">Default labels</button>
+  </div>
+</section>
+<section aria-label="Ranked labels">
+  <div id="results"></div>
+  <p id="notes"></p>
+</section>
+</main>
+<script>
+"use strict";
+const $ = (id) => document.getElementById(id);
+const setState = (state) => { document.body.dataset.state = state; };
+let info = null, chosen = null;
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+function showError(message) { $('error').textContent = message || ''; }
+function countLabels() {
+  const count = $('labels').value.split('\n').filter((line) => line.trim()).length;
+  $('count').textContent = count + (count === 1 ? ' label' : ' labels');
+}
+function resetLabels() { $('labels').value = info.labels.join('\n'); countLabels(); }
+
+async function start() {
+  try {
+    info = await (await fetch('api/info')).json();
+  } catch (error) {
+    showError('The server did not answer (' + error + ').'); setState('error'); return;
+  }
+  $('about').textContent = 'Labels ranked by cosine similarity in the label space: ' + info.panels.map((p) =>
+    p.name + ' from ' + p.model + ' (' + p.training_labels + ' training labels, ' + p.label_space + ')').join('; ');
+  $('notes').textContent = ['Bars: cosine similarity, 0 to 1.', ...info.notes].join(' ');
+  $('top').value = info.top;
+  resetLabels();
+  setState('ready');
+}
+
+function choose(file) {
+  showError('');
+  if (!file || !info) return;
+  if (file.size > info.max_bytes) {
+    showError(file.name + ' is ' + (file.size / 1e6).toFixed(1) + ' MB, over the ' + info.max_bytes / 1e6 + ' MB limit.');
+    setState('error');
+    return;
+  }
+  chosen = file;
+  const preview = $('preview');
+  if (preview.src) URL.revokeObjectURL(preview.src);
+  preview.src = URL.createObjectURL(file);
+  preview.hidden = false;
+  $('hint').textContent = file.name;
+  rank();
+}
+
+async function rank() {
+  if (!chosen) return;
+  const form = new FormData();
+  form.append('image', chosen, chosen.name);
+  form.append('labels', $('labels').value);
+  form.append('top', $('top').value);
+  setState('busy');
+  $('go').disabled = true;
+  let response = null, body = null;
+  try {
+    response = await fetch('api/classify', { method: 'POST', body: form });
+    body = await response.json();
+  } catch (error) {
+    body = { error: response ? 'HTTP ' + response.status : 'No answer from the server (' + error + ')' };
+  }
+  $('go').disabled = false;
+  if (!response || !response.ok) {
+    showError(body.error || 'HTTP ' + response.status);
+    setState('error');
+    return;
+  }
+  showError('');
+  render(body);
+  setState('done');
+}
+
+function render(body) {
+  $('results').replaceChildren(...body.results.map((result) => {
+    const panel = el('article', 'card panel ' + result.method.toLowerCase());
+    panel.dataset.method = result.method;
+    panel.append(el('h2', '', result.name),
+                 el('div', 'sub', 'top ' + result.labels.length + ' of ' + body.candidates + ' labels, from ' + result.model));
+    const list = el('ol');
+    for (const item of result.labels) {
+      const row = el('li'), track = el('div', 'track'), bar = el('div', 'bar');
+      bar.style.width = (Math.max(0, Math.min(1, item.score)) * 100).toFixed(1) + '%';
+      track.append(bar);
+      row.append(el('span', 'label', item.label), el('span', 'score', item.score.toFixed(3)), track);
+      list.append(row);
+    }
+    panel.append(list);
+    return panel;
+  }));
+}
+
+const drop = $('drop');
+for (const type of ['dragenter', 'dragover']) drop.addEventListener(type, (e) => { e.preventDefault(); drop.classList.add('over'); });
+for (const type of ['dragleave', 'drop']) drop.addEventListener(type, (e) => { e.preventDefault(); drop.classList.remove('over'); });
+drop.addEventListener('drop', (e) => choose(e.dataTransfer.files[0]));
+$('file').addEventListener('change', () => choose($('file').files[0]));
+$('preview').addEventListener('error', () => { $('preview').hidden = true; });
+$('go').addEventListener('click', rank);
+$('reset').addEventListener('click', resetLabels);
+$('labels').addEventListener('input', countLabels);
+start();
+</script>
+</body>
+</html>
+"""
