@@ -33,16 +33,24 @@ from devise.metrics import generalised_figures, hit_at_k, ranking_metrics, simil
 from devise.runs import load_run, read_unseen
 from devise.vectors import label_space_for
 
-# name: (label space, prompts, loss, MLP hidden units or 0 for one linear layer, margin)
+# name: (label space, prompts, loss, MLP hidden units or 0 for one linear layer, margin, centred)
+# Centred: every label vector less the mean of the training labels' (then unit length again), so
+# that the direction all labels share stops counting in their cosines.
 HEADS = {
-    "hinge glove linear (the cpu preset)": ("glove-6b-50d", None, "hinge", 0, 0.1),
-    "hinge glove mlp": ("glove-6b-50d", None, "hinge", 1024, 0.1),
-    "cosine glove linear": ("glove-6b-50d", None, "cosine", 0, 0.1),
-    "crossentropy glove linear": ("glove-6b-50d", None, "crossentropy", 0, 0.1),
-    "hinge minilm linear": ("minilm", None, "hinge", 0, 0.1),
-    "hinge minilm+prompts linear": ("minilm", "default", "hinge", 0, 0.1),
-    "hinge minilm+prompts mlp": ("minilm", "default", "hinge", 1024, 0.1),
-    "crossentropy minilm+prompts mlp": ("minilm", "default", "crossentropy", 1024, 0.1),
+    "hinge glove linear (the cpu preset)": ("glove-6b-50d", None, "hinge", 0, 0.1, False),
+    "hinge glove mlp": ("glove-6b-50d", None, "hinge", 1024, 0.1, False),
+    "cosine glove linear": ("glove-6b-50d", None, "cosine", 0, 0.1, False),
+    "crossentropy glove linear": ("glove-6b-50d", None, "crossentropy", 0, 0.1, False),
+    "hinge minilm linear": ("minilm", None, "hinge", 0, 0.1, False),
+    "hinge minilm+prompts linear": ("minilm", "default", "hinge", 0, 0.1, False),
+    "hinge minilm+prompts mlp": ("minilm", "default", "hinge", 1024, 0.1, False),
+    "crossentropy minilm+prompts mlp": ("minilm", "default", "crossentropy", 1024, 0.1, False),
+    "hinge glove linear centred": ("glove-6b-50d", None, "hinge", 0, 0.1, True),
+    "hinge glove mlp centred": ("glove-6b-50d", None, "hinge", 1024, 0.1, True),
+    "hinge minilm+prompts linear centred": ("minilm", "default", "hinge", 0, 0.1, True),
+    "hinge minilm linear centred": ("minilm", None, "hinge", 0, 0.1, True),
+    "hinge minilm+prompts linear margin 0.3": ("minilm", "default", "hinge", 0, 0.3, False),
+    "rank minilm+prompts linear": ("minilm", "default", "rank", 0, 0.1, False),
 }
 
 
@@ -133,16 +141,18 @@ def main() -> None:
     chosen = args.heads.split(",") if args.heads else list(HEADS)
     spaces: dict = {}
     for name in chosen:
-        source, prompts, loss, hidden, margin = HEADS[name]
-        if (source, prompts) not in spaces:
+        source, prompts, loss, hidden, margin, centred = HEADS[name]
+        if (source, prompts, centred) not in spaces:
             space = label_space_for(replace(config, vectors=source, prompts=prompts, head="embedding"))
             vectors = space.embed(everything.class_names)
-            spaces[(source, prompts)] = vectors
-            label = f"{source}{'+prompts' if prompts else ''}"
+            if centred:
+                vectors = F.normalize(vectors - vectors[seen_label].mean(dim=0), dim=1)
+            spaces[(source, prompts, centred)] = vectors
+            label = f"{source}{'+prompts' if prompts else ''}{', centred' if centred else ''}"
             for baseline, queries in (("softmax", None), ("ConSE T=10", conse_vectors(val_logits, vectors[seen_label]))):
                 print(json.dumps(scored(baseline, queries, val_logits, everything, seen_label, vectors,
                                         {"space": label})), flush=True)
-        vectors = spaces[(source, prompts)]
+        vectors = spaces[(source, prompts, centred)]
         started = time.perf_counter()
         head = fit_head(train_features, train_labels, vectors[seen_label], loss, hidden, margin, args.epochs)
         with torch.no_grad():

@@ -16,7 +16,8 @@ from devise.config import TrainConfig
 from devise.errors import DeviseError
 from devise import runs
 from devise.infer import conse_vectors
-from devise.metrics import (area_under_seen_unseen_curve, calibration_gamma, harmonic_mean, ranking_metrics,
+from devise.metrics import (area_under_seen_unseen_curve, calibration_gamma, generalised_figures, harmonic_mean,
+                            ranking_metrics,
                             seen_unseen_curve, semantic_similarity, similarity_control)
 from devise.vectors import RunLabels, Vocabulary, WordVectorSpace, build_vocabulary, keyed_vectors
 
@@ -74,6 +75,29 @@ def test_calibrated_stacking_sweeps_from_all_seen_to_all_unseen_by_hand():
     assert area_under_seen_unseen_curve(S, U) == pytest.approx(0.5 * 0.5)
     # Naming a quarter of the seen images unseen takes the quarter quantile of their margins.
     assert calibration_gamma(torch.tensor([-0.1, 0.1, 0.3, 0.5, 0.7]), 0.25) == pytest.approx(0.1)
+
+
+
+def test_generalised_zero_shot_calibrates_on_seen_images_it_does_not_score():
+    # Labels 0, 1 seen, 2, 3 unseen. Seen images 0 and 2 (every other one) choose the constant;
+    # images 1, 3, 4, 5 are scored. margin = best seen score - best unseen score.
+    labels = torch.tensor([0, 0, 1, 1, 2, 3])
+    scores = torch.tensor([[0.9, 0.1, 0.5, 0.0],   # calibration, margin 0.4
+                           [0.8, 0.2, 0.7, 0.0],   # right among seen labels, margin 0.1
+                           [0.1, 0.6, 0.0, 0.4],   # calibration, margin 0.2
+                           [0.1, 0.9, 0.3, 0.2],   # right among seen labels, margin 0.6
+                           [0.7, 0.1, 0.5, 0.2],   # unseen: right among unseen labels, margin 0.2
+                           [0.2, 0.6, 0.1, 0.3]])  # unseen: right among unseen labels, margin 0.3
+    figures = generalised_figures(scores, labels, torch.tensor([True, True, False, False]))
+    assert (figures["gzsl_seen"], figures["gzsl_unseen"], figures["gzsl_harmonic"]) == (1.0, 0.0, 0.0)
+    # Half the labels are unseen: the constant is the median of the calibration margins, 0.3;
+    # image 1 (0.1) and image 4 (0.2) are then named unseen, image 5 (0.3) not.
+    assert figures["gzsl_gamma"] == pytest.approx(0.3)
+    assert (figures["gzsl_cal_seen"], figures["gzsl_cal_unseen"]) == (0.5, 0.5)
+    assert figures["gzsl_cal_harmonic"] == pytest.approx(0.5)
+    # The curve (U, S): (0, 1) (0, .5) (.5, .5) (1, .5) (1, 0): area 0.5, best H 2/3 at (1, .5).
+    assert figures["gzsl_ausuc"] == pytest.approx(0.5)
+    assert figures["gzsl_best_harmonic"] == pytest.approx(2 / 3)
 
 
 def small_space():

@@ -97,7 +97,7 @@ def hit_at_k_section(folders: list[Path], scratch: Path) -> str:
 
 GZSL_COLUMNS = {"gzsl_seen": "S", "gzsl_unseen": "U", "gzsl_harmonic": "H", "gzsl_gamma": "calibration constant",
                 "gzsl_cal_seen": "calibrated S", "gzsl_cal_unseen": "calibrated U", "gzsl_cal_harmonic": "calibrated H",
-                "gzsl_ausuc": "AUSUC"}
+                "gzsl_ausuc": "AUSUC", "gzsl_best_harmonic": "best H on the curve"}
 
 
 def zero_shot_section(folder: Path) -> str:

@@ -267,9 +267,9 @@ def summary_table(summary: dict) -> str:
         for kind in ("DeViSE", "ConSE"):
             m = zs[kind]
             if "gzsl_cal_harmonic" in m:
-                rows.append((f"GZSL {kind} calibrated S / U / H (AUSUC)",
+                rows.append((f"GZSL {kind} calibrated S / U / H (AUSUC; best H on the curve)",
                              f"{m['gzsl_cal_seen']:.3f} / {m['gzsl_cal_unseen']:.3f} / {m['gzsl_cal_harmonic']:.3f} "
-                             f"({m['gzsl_ausuc']:.3f})", "-"))
+                             f"({m['gzsl_ausuc']:.3f}; {m['gzsl_best_harmonic']:.3f})", "-"))
     wall = f"{summary['wall_minutes']:.1f}"
     if summary.get("budget_minutes"):
         shares = summary["epoch_shares"]
