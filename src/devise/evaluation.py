@@ -7,6 +7,7 @@ from pathlib import Path
 from devise.infer import model_outputs
 from devise.metrics import HIERARCHY_KS, HIT_KS, chance_hit_at_k, hit_at_k
 from devise.runs import held, load_run, run_split, write_evaluation
+from devise.vectors import run_space_name
 from devise.wordnet import ranking_hierarchy
 
 
@@ -28,7 +29,7 @@ def evaluate_held(run, split: str | None, data_root: str | None, progress: bool)
     result = {
         "run": str(run.folder), "head": run.config.head,
         "loss": getattr(run.objective, "loss_name", "cross-entropy"),
-        "label_space": "random" if run.config.random_vectors else run.config.vectors,
+        "label_space": run_space_name(run.config),
         "split": split or run.config.val_split, "images": len(data), "classes": data.num_classes,
         **hit_at_k(scores, data.labels, HIT_KS),
         **ranking_hierarchy(scores.topk(min(max(HIT_KS), data.num_classes), dim=1).indices, data.class_ids,

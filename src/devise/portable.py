@@ -44,8 +44,8 @@ from devise.errors import DeviseError, read_text_file
 from devise.hardware import autocast, inference_bf16, resolve_device
 from devise.infer import CONSE_TOP, image_batch, query_vectors, top_labels
 from devise.models import EmbeddingHead, ModelSpec, VisualNet, create_model
-from devise.vectors import (RunLabels, Vocabulary, build_vocabulary, label_space_for, read_prompts, read_replacements,
-                            read_replacements_files)
+from devise.vectors import (RunLabels, Vocabulary, build_vocabulary, label_space_for, read_prompts, run_replacements,
+                            run_space_name)
 
 FORMAT, FORMAT_VERSION = "devise-model", 1
 CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE = "config.json", "model.safetensors", "image_encoder.onnx"
@@ -277,8 +277,7 @@ def from_run(run, replacements: str | None = None) -> DeviseModel:
     vectors in its configured label space, the ones ConSE ranks with (as `devise predict --conse`).
     `replacements` (a file of 'label<TAB>words' lines) adds to the run's own."""
     config = run.config
-    extra = read_replacements(replacements) if replacements else {}
-    merged = {**(read_replacements_files(config.replacements) or {}), **extra}
+    merged = run_replacements(config, replacements)
     if run.label_vectors is not None:
         vectors = run.label_vectors.detach().float().cpu()
     else:
@@ -296,7 +295,7 @@ def from_run(run, replacements: str | None = None) -> DeviseModel:
         "normalizer": {"mean": list(run.normalizer.mean), "std": list(run.normalizer.std)},
         "bf16": config.bf16,
         "label_space": {"source": config.vectors, "path": config.vectors_path, "dim": vectors.shape[1],
-                        "name": label_space_name(config), "prompts": exported_prompts(config),
+                        "name": run_space_name(config), "prompts": exported_prompts(config),
                         "random_vectors": config.random_vectors, "seed": config.seed},
         "label_rule": config.label_rule,
         "replacements": merged,
@@ -313,14 +312,6 @@ def exported_prompts(config) -> str | list[str] | None:
     prompts file themselves (the file need not travel with the model)."""
     prompts = getattr(config, "prompts", None)
     return list(read_prompts(prompts)) if prompts and prompts != "default" else prompts
-
-
-def label_space_name(config) -> str:
-    """The label space's name as `devise.vectors` gives it, without loading the vectors."""
-    if config.random_vectors:
-        return "random"
-    name = config.vectors if config.vectors_path is None else f"{config.vectors}:{Path(config.vectors_path).name}"
-    return name + ("+prompts" if getattr(config, "prompts", None) and config.vectors == "minilm" else "")
 
 
 def export(run_folder: str | Path, out: str | Path, onnx: bool = False, replacements: str | None = None) -> Path:

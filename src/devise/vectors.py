@@ -187,11 +187,17 @@ def load_label_space(source: str = PACKAGED_GLOVE, path: str | Path | None = Non
         return SentenceSpace(load_sentence_model(), MINILM, read_prompts(prompts))
     if prompts:
         raise DeviseError(f"--prompts is for sentence label spaces (minilm), not {source}")
+    return WordVectorSpace(load_word_vectors(source, path), space_name(source, path))
+
+
+def space_name(source: str, path: str | Path | None = None, prompts: str | list[str] | None = None) -> str:
+    """The name a label space goes by in results and files: the source, the vectors file's name,
+    "+prompts" for a sentence space read in templates ("minilm+prompts")."""
     name = source if path is None else f"{source}:{Path(path).name}"
-    return WordVectorSpace(load_word_vectors(source, path), name)
+    return name + ("+prompts" if prompts else "")
 
 
-# CLIP-style templates (Radford et al. 2021 averaged 80; these few suit small photos of objects).
+# CLIP-style templates (CLIP averages many such; these few suit small photos of objects).
 DEFAULT_PROMPTS = ("a photo of a {}.", "a low resolution photo of a {}.", "a cropped photo of a {}.",
                    "a close-up photo of a {}.", "a photo of the small {}.", "a photo of the large {}.")
 
@@ -445,7 +451,7 @@ class SentenceSpace(LabelSpace):
     def __init__(self, model: Any, name: str, templates: tuple[str, ...] = ()):
         self.model = model
         self.templates = tuple(templates)
-        self.name = name + ("+prompts" if templates else "")
+        self.name = space_name(name, prompts=templates)
         get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
         self.cache = PhraseCache(f"{name}-{model_digest(model)}", self.templates)
@@ -486,9 +492,10 @@ class SentenceSpace(LabelSpace):
         return self.encode_phrases(list(words))
 
 
+@functools.lru_cache(maxsize=8)
 def model_digest(model: Any) -> str:
     """A short fingerprint of a sentence model's weights (its first and last parameter tensors):
-    a different model never reads another's cached vectors."""
+    a different model never reads another's cached vectors. Hashed once a process per model."""
     parameters = list(model.parameters()) if hasattr(model, "parameters") else []
     digest = hashlib.sha1(type(model).__name__.encode())
     for tensor in parameters[:1] + parameters[-1:]:
@@ -613,13 +620,24 @@ def read_replacements_files(*paths: str | None) -> dict[str, str] | None:
     return merged or None
 
 
+def run_space_name(config) -> str:
+    """The name of a run's label space, from its settings alone (nothing is loaded)."""
+    return "random" if config.random_vectors else space_name(config.vectors, config.vectors_path,
+                                                             getattr(config, "prompts", None))
+
+
+def run_replacements(config, replacements: str | None = None) -> dict[str, str]:
+    """A run's replacements: its own file's, then a `replacements` file of the caller's, which wins."""
+    extra = read_replacements(replacements) if replacements else {}
+    return {**(read_replacements_files(config.replacements) or {}), **extra}
+
+
 def label_space_for(config, known: dict[str, torch.Tensor] | None = None, replacements: str | None = None,
                     vectors: str | None = None) -> RunLabels:
     """A run's label space: `config`'s source, rule and replacements file (plus a `replacements`
     file of the caller's, which wins), and the vectors of its training labels when `known`. For a
     softmax run, which has no space of its own, `vectors` names the one to use."""
-    extra = read_replacements(replacements) if replacements else {}
-    merged = {**(read_replacements_files(config.replacements) or {}), **extra} or None
+    merged = run_replacements(config, replacements) or None
     if config.random_vectors:
         dim = next(iter(known.values())).shape[0] if known else load_label_space(config.vectors, config.vectors_path).dim
         return RunLabels(RandomSpace(dim, config.seed), config.label_rule, merged, dict(known or {}))
