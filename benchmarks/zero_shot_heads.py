@@ -51,6 +51,12 @@ HEADS = {
     "hinge minilm linear centred": ("minilm", None, "hinge", 0, 0.1, True),
     "hinge minilm+prompts linear margin 0.3": ("minilm", "default", "hinge", 0, 0.3, False),
     "rank minilm+prompts linear": ("minilm", "default", "rank", 0, 0.1, False),
+    "hinge minilm+hypernym linear": ("minilm", "hypernym", "hinge", 0, 0.1, False),
+    "hinge minilm+hypernym linear margin 0.2": ("minilm", "hypernym", "hinge", 0, 0.2, False),
+    "rank minilm+hypernym linear": ("minilm", "hypernym", "rank", 0, 0.1, False),
+    "crossentropy minilm+hypernym linear": ("minilm", "hypernym", "crossentropy", 0, 0.1, False),
+    "hinge minilm+hypernym mlp": ("minilm", "hypernym", "hinge", 1024, 0.1, False),
+    "crossentropy minilm+hypernym mlp": ("minilm", "hypernym", "crossentropy", 1024, 0.1, False),
 }
 
 
@@ -144,11 +150,11 @@ def main() -> None:
         source, prompts, loss, hidden, margin, centred = HEADS[name]
         if (source, prompts, centred) not in spaces:
             space = label_space_for(replace(config, vectors=source, prompts=prompts, head="embedding"))
-            vectors = space.embed(everything.class_names)
+            vectors = space.embed(everything.class_names, everything.class_ids)
             if centred:
                 vectors = F.normalize(vectors - vectors[seen_label].mean(dim=0), dim=1)
             spaces[(source, prompts, centred)] = vectors
-            label = f"{source}{'+prompts' if prompts else ''}{', centred' if centred else ''}"
+            label = f"{source}{f'+{prompts} prompts' if prompts else ''}{', centred' if centred else ''}"
             for baseline, queries in (("softmax", None), ("ConSE T=10", conse_vectors(val_logits, vectors[seen_label]))):
                 print(json.dumps(scored(baseline, queries, val_logits, everything, seen_label, vectors,
                                         {"space": label})), flush=True)

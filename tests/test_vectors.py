@@ -314,11 +314,26 @@ def test_prompts_average_each_label_over_the_templates_and_phrases_are_encoded_o
     torch.testing.assert_close(bare, model.encode(["red fox"])[0])
 
 
+def test_hypernym_prompts_name_each_wordnet_label_s_parent_and_drop_the_clause_for_other_labels():
+    model = CountingEncoder()
+    space = SentenceSpace(model, "fake", ("a photo of a {}, a kind of {parent}.",))
+    space.embed(["goldfish, Carassius auratus", "lemon", "pizza"], ids=["n01443537", "n07749582", None])
+    assert model.encoded == ["a photo of a goldfish, a kind of cyprinid.",
+                             "a photo of a Carassius auratus, a kind of cyprinid.",
+                             "a photo of a lemon, a kind of citrus.",  # the fruit, told apart by its id
+                             "a photo of a pizza."]  # no WordNet id: the clause is left out
+    model.encoded.clear()
+    words = space.embed_words(["lemon"])[0]  # a plain word has no id, and reads as "pizza" did
+    assert model.encoded == ["a photo of a lemon."]
+    assert not torch.allclose(words, space.embed(["lemon"], ids=["n07749582"])[0]), "the two are cached apart"
+
+
 def test_prompt_files_and_where_prompts_belong(tmp_path):
     from devise.config import TrainConfig, problems
-    from devise.vectors import DEFAULT_PROMPTS, read_prompts
+    from devise.vectors import DEFAULT_PROMPTS, HYPERNYM_PROMPTS, read_prompts
 
     assert read_prompts("default") == DEFAULT_PROMPTS and read_prompts(None) == ()
+    assert read_prompts("hypernym") == HYPERNYM_PROMPTS and HYPERNYM_PROMPTS[0] == "a photo of a {}, a kind of {parent}."
     good, bad = tmp_path / "good.txt", tmp_path / "bad.txt"
     good.write_text("# mine\na sketch of a {}.\n\nan {} in the snow\n")
     bad.write_text("a photo of a cat.\n")
@@ -326,6 +341,9 @@ def test_prompt_files_and_where_prompts_belong(tmp_path):
     assert read_prompts(["a sketch of a {}."]) == ("a sketch of a {}.",)  # as an exported model keeps them
     with pytest.raises(DeviseError, match="exactly one {}"):
         read_prompts(str(bad))
+    assert read_prompts(["a {} in the wild, a kind of {parent}, at dusk"]) == ("a {} in the wild, a kind of {parent}, at dusk",)
+    with pytest.raises(DeviseError, match="at most one {parent} after a comma"):
+        read_prompts(["a {parent} called {}"])  # no comma: the clause could not be left out
     assert problems(TrainConfig(prompts="default")) == ["--prompts needs a sentence label space (--vectors minilm)"]
     assert problems(TrainConfig(prompts="default", vectors="minilm")) == []
 

@@ -269,6 +269,7 @@ def test_a_run_folder_written_with_relative_paths_still_resumes_from_where_it_wa
                                                                                    "vectors_path": "other.txt"})),
                               resume=True)
     assert with_absolute_paths(TrainConfig(vectors="minilm", prompts="default")).prompts == "default"
+    assert with_absolute_paths(TrainConfig(vectors="minilm", prompts="hypernym")).prompts == "hypernym"
     prompts = with_absolute_paths(TrainConfig(vectors="minilm", prompts="p.txt")).prompts
     assert prompts == str(tmp_path.resolve() / "p.txt")
 

@@ -24,6 +24,7 @@ SCHEDULES = ("onecycle", "cosine", "step", "constant")
 LABEL_SPACES = ("glove-6b-50d", "word2vec-text", "word2vec-binary", "glove-text", "fasttext-vec", "minilm")
 LABEL_RULES = ("first", "mean")
 ON_BAD_IMAGE = ("error", "skip")
+PROMPT_SETS = ("default", "hypernym")  # built-in prompt templates (devise.vectors.BUILT_IN_PROMPTS)
 DEFAULT_RULE = "mean"  # measured on Tiny ImageNet: docs/results.md, DeViSE table
 
 
@@ -54,7 +55,7 @@ class TrainConfig:
     vectors: str = "glove-6b-50d"  # label space: glove-6b-50d, minilm, or a file format with --vectors-path
     vectors_path: str | None = None  # the vectors file for word2vec-text, word2vec-binary, glove-text, fasttext-vec
     label_rule: str = DEFAULT_RULE  # synonym lists: the "first" usable synonym or the "mean" of all usable
-    prompts: str | None = None  # sentence label spaces: "default" (built-in templates like "a photo of a {}.") or a file of templates; a label is their mean
+    prompts: str | None = None  # sentence label spaces: "default" (templates like "a photo of a {}."), "hypernym" (each naming the label's WordNet parent: "a photo of a {}, a kind of {parent}.") or a file of templates; a label is their mean
     replacements: str | None = None  # file of 'label<TAB>words' lines for labels the vectors do not know
     random_vectors: bool = False  # control: random unit label vectors of the same size
     embed_hidden: int = 0  # 0: one linear layer to the label space (the paper); N: an MLP with N units
@@ -106,7 +107,7 @@ def unknown_settings(values: dict) -> list[str]:
     return sorted(set(values) - known)
 
 
-# Settings that name a file or folder; `prompts` may instead be the word "default".
+# Settings that name a file or folder; `prompts` may instead name a built-in template set.
 PATH_SETTINGS = ("data_root", "cache_dir", "vectors_path", "replacements", "init", "prompts")
 
 
@@ -117,7 +118,7 @@ def with_absolute_paths(config: TrainConfig) -> TrainConfig:
     changes = {}
     for name in PATH_SETTINGS:
         value = getattr(config, name, None)
-        if isinstance(value, str) and value and not (name == "prompts" and value == "default"):
+        if isinstance(value, str) and value and not (name == "prompts" and value in PROMPT_SETS):
             changes[name] = str(Path(value).expanduser().resolve())
     return replace(config, **changes)
 

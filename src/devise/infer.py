@@ -142,7 +142,7 @@ class Predictor:
             scores, index = top_labels(self.kind, outputs, None, None, top)
             labels = self.run.class_names
         else:
-            training = self.labels.embed(self.run.class_names)
+            training = self.labels.embed(self.run.class_names, self.run.class_ids)
             scores, index = top_labels(self.kind, outputs, training, self.vocabulary.vectors, top, self.conse_top)
             labels = self.vocabulary.labels
         return [[(labels[i], float(s)) for i, s in zip(row_index.tolist(), row_scores.tolist())]

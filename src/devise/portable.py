@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from devise import __version__
+from devise.config import PROMPT_SETS
 from devise.data.pipeline import Normalizer
 from devise.errors import DeviseError, read_text_file
 from devise.hardware import autocast, inference_bf16, resolve_device
@@ -281,7 +282,7 @@ def from_run(run, replacements: str | None = None) -> DeviseModel:
     if run.label_vectors is not None:
         vectors = run.label_vectors.detach().float().cpu()
     else:
-        vectors = label_space_for(config, None, replacements).embed(run.class_names)
+        vectors = label_space_for(config, None, replacements).embed(run.class_names, run.class_ids)
     spec = ModelSpec.of(config)
     return DeviseModel(run.model, {
         "format": FORMAT, "format_version": FORMAT_VERSION, "devise_version": __version__,
@@ -308,10 +309,11 @@ def from_run(run, replacements: str | None = None) -> DeviseModel:
 
 
 def exported_prompts(config) -> str | list[str] | None:
-    """The run's prompt templates as the model file keeps them: "default", or the templates of a
-    prompts file themselves (the file need not travel with the model)."""
+    """The run's prompt templates as the model file keeps them: a built-in set's name ("default",
+    "hypernym"), or the templates of a prompts file themselves (the file need not travel with the
+    model)."""
     prompts = getattr(config, "prompts", None)
-    return list(read_prompts(prompts)) if prompts and prompts != "default" else prompts
+    return list(read_prompts(prompts)) if prompts and prompts not in PROMPT_SETS else prompts
 
 
 def export(run_folder: str | Path, out: str | Path, onnx: bool = False, replacements: str | None = None) -> Path:

@@ -297,7 +297,8 @@ def fit(config: TrainConfig, folder: Path, resume: bool, talk: bool, device: tor
     train_set, small_set, val_set = load_data(config, unseen, talk, dist)
     if train_set.num_classes < 2:
         raise DeviseError(f"the training set has {train_set.num_classes} class: at least two are needed")
-    label_vectors = training_label_vectors(config, train_set.class_names) if config.head == "embedding" else None
+    label_vectors = (training_label_vectors(config, train_set.class_names, train_set.class_ids)
+                     if config.head == "embedding" else None)
     normalizer = Normalizer.fit(train_set.images)
     model, objective = build_model(config, train_set.num_classes, label_vectors, device)
     if config.init and not resume:

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from devise.config import DEFAULT_RULE, LABEL_RULES, LABEL_SPACES
+from devise.config import DEFAULT_RULE, LABEL_RULES, LABEL_SPACES, PROMPT_SETS
 from devise.errors import DeviseError, read_text_file
 
 if TYPE_CHECKING:  # gensim takes a second to import: only where vectors are loaded
@@ -200,26 +200,41 @@ def space_name(source: str, path: str | Path | None = None, prompts: str | list[
 # CLIP-style templates (CLIP averages many such; these few suit small photos of objects).
 DEFAULT_PROMPTS = ("a photo of a {}.", "a low resolution photo of a {}.", "a cropped photo of a {}.",
                    "a close-up photo of a {}.", "a photo of the small {}.", "a photo of the large {}.")
+# The same, each naming the label's WordNet hypernym: "a photo of a goldfish, a kind of cyprinid."
+# A label is a point among its neighbours in WordNet, not a bare word (docs/zero-shot.md).
+HYPERNYM_PROMPTS = tuple(t[:-1] + ", a kind of {parent}." for t in DEFAULT_PROMPTS)
+BUILT_IN_PROMPTS = dict(zip(PROMPT_SETS, (DEFAULT_PROMPTS, HYPERNYM_PROMPTS)))
+PARENT = "{parent}"
+PARENT_CLAUSE = re.compile(r",[^,{}]*\{parent\}")
 
 
 def read_prompts(prompts: str | list[str] | None) -> tuple[str, ...]:
-    """Templates from a `--prompts` value: none, "default" (`DEFAULT_PROMPTS`), a file with one
-    template per line, or the templates themselves (as an exported model keeps them); each holds
-    {} where the label goes."""
+    """Templates from a `--prompts` value: none, a built-in set ("default", "hypernym"), a file
+    with one template per line, or the templates themselves (as an exported model keeps them).
+    Each holds {} where the label goes, and may hold one {parent} clause after a comma (", a kind
+    of {parent}"), read with the label's WordNet hypernym and left out for a label without one."""
     if not prompts:
         return ()
-    if prompts == "default":
-        return DEFAULT_PROMPTS
+    if isinstance(prompts, str) and prompts in BUILT_IN_PROMPTS:
+        return BUILT_IN_PROMPTS[prompts]
     if isinstance(prompts, (list, tuple)):
         templates = tuple(prompts)
     else:
         text = read_text_file(prompts, "prompts file")
         templates = tuple(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
-    wrong = [t for t in templates if t.count("{}") != 1 or "{" in t.replace("{}", "")]
+    wrong = [t for t in templates if t.count("{}") != 1 or "{" in PARENT_CLAUSE.sub("", t, count=1).replace("{}", "")]
     if not templates or wrong:
-        raise DeviseError(f"{prompts}: each template needs exactly one {{}} where the label goes"
+        raise DeviseError(f"{prompts}: each template needs exactly one {{}} where the label goes, and at most one "
+                          f"{PARENT} after a comma (', a kind of {PARENT}')"
                           + (f" (not {wrong[0]!r})" if wrong else " (the file has none)"))
     return templates
+
+
+def fill_template(template: str, phrase: str, parent: str | None) -> str:
+    """One prompt: the phrase in the template, with the hypernym's name in its {parent} clause,
+    or without that clause when the label has no hypernym ("a photo of a goldfish.")."""
+    template = template.replace(PARENT, parent) if parent else PARENT_CLAUSE.sub("", template)
+    return template.replace("{}", phrase)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,8 +333,9 @@ class LabelSpace(ABC):
         """(tokens to embed, tokens without a vector) for one synonym; tokens empty if unusable."""
 
     @abstractmethod
-    def encode_synonyms(self, synonyms: list[list[str]]) -> torch.Tensor:
-        """One unit row per synonym, given as the tokens `synonym_tokens` returned."""
+    def encode_synonyms(self, synonyms: list[list[str]], label_ids: list[str | None]) -> torch.Tensor:
+        """One unit row per synonym, given as the tokens `synonym_tokens` returned, with the id of
+        the label each belongs to (a wnid, or None)."""
 
     def vocabulary_words(self, n: int) -> list[str]:
         raise DeviseError(f"label space {self.name!r} has no word list; use a word-vector source")
@@ -347,9 +363,10 @@ class LabelSpace(ABC):
         """Which labels have a vector (by the rule), without embedding them."""
         return [self.match(label, rule, replacements).found for label in labels]
 
-    def embed(self, labels: list[str], rule: str = DEFAULT_RULE,
-              replacements: dict[str, str] | None = None) -> torch.Tensor:
-        """A float32 (len(labels), dim) tensor of unit rows; every label must have a vector."""
+    def embed(self, labels: list[str], rule: str = DEFAULT_RULE, replacements: dict[str, str] | None = None,
+              ids: list[str | None] | None = None) -> torch.Tensor:
+        """A float32 (len(labels), dim) tensor of unit rows; every label must have a vector.
+        `ids` are the labels' WordNet ids where known, which hypernym prompts read."""
         matches = [self.match(label, rule, replacements) for label in labels]
         if not all(m.found for m in matches):
             raise missing_labels_error(matches, self.name)
@@ -357,7 +374,7 @@ class LabelSpace(ABC):
             return torch.zeros(0, self.dim)
         synonyms = [tokens for m in matches for tokens in m.tokens]
         owners = [i for i, m in enumerate(matches) for _ in m.tokens]
-        rows = self.encode_synonyms(synonyms)
+        rows = self.encode_synonyms(synonyms, [ids[i] if ids else None for i in owners])
         return F.normalize(segment_mean(rows, owners, len(matches)), dim=1).float()
 
 
@@ -412,7 +429,7 @@ class WordVectorSpace(LabelSpace):
         indices = np.fromiter((self.kv.key_to_index[w] for w in words), dtype=np.int64, count=len(words))
         return torch.from_numpy(np.asarray(self.kv.vectors[indices], dtype=np.float32))
 
-    def encode_synonyms(self, synonyms: list[list[str]]) -> torch.Tensor:
+    def encode_synonyms(self, synonyms: list[list[str]], label_ids: list[str | None]) -> torch.Tensor:
         words = [word for tokens in synonyms for word in tokens]
         owners = [i for i, tokens in enumerate(synonyms) for _ in tokens]
         return F.normalize(segment_mean(self.rows(words), owners, len(synonyms)), dim=1)
@@ -442,7 +459,8 @@ class WordVectorSpace(LabelSpace):
 
 class SentenceSpace(LabelSpace):
     """Labels as sentence-encoder embeddings of the whole phrase, not averaged words; with prompt
-    templates, the mean of the phrase's embeddings in every template ("a photo of a {}.").
+    templates, the mean of the phrase's embeddings in every template ("a photo of a {}."), whose
+    {parent} clause names the label's WordNet hypernym when `embed` is given the label's wnid.
 
     Phrases are encoded once: their vectors are kept on disk (`PhraseCache`), so that a vocabulary
     of 20,000 words or every WordNet noun costs its encoding time only the first time.
@@ -463,20 +481,33 @@ class SentenceSpace(LabelSpace):
         phrase = " ".join(synonym.replace("_", " ").split())
         return ([phrase] if phrase else []), []
 
-    def encode_synonyms(self, synonyms: list[list[str]]) -> torch.Tensor:
-        return self.encode_phrases([" ".join(tokens) for tokens in synonyms])
+    def encode_synonyms(self, synonyms: list[list[str]], label_ids: list[str | None]) -> torch.Tensor:
+        return self.encode_phrases([" ".join(tokens) for tokens in synonyms], self.hypernyms(label_ids))
 
-    def encode_phrases(self, phrases: list[str]) -> torch.Tensor:
-        """One unit row per phrase: from the cache, the others encoded (and then cached)."""
-        known = self.cache.lookup(phrases)
-        new = [p for p in dict.fromkeys(phrases) if p not in known]
+    def hypernyms(self, label_ids: list[str | None]) -> list[str | None]:
+        """The name each label's {parent} clause reads (None: no clause), where a template has one."""
+        if not any(PARENT in t for t in self.templates) or not any(label_ids):
+            return [None] * len(label_ids)
+        from devise.wordnet import load_wordnet
+
+        wordnet = load_wordnet()
+        return [wordnet.hypernym_name(label_id) for label_id in label_ids]
+
+    def encode_phrases(self, phrases: list[str], parents: list[str | None] | None = None) -> torch.Tensor:
+        """One unit row per phrase (read with its parent's name where given): from the cache, the
+        others encoded (and then cached)."""
+        parents = parents or [None] * len(phrases)
+        keys = [phrase if parent is None else f"{phrase}\t{parent}" for phrase, parent in zip(phrases, parents)]
+        known = self.cache.lookup(keys)
+        new = {key: pair for key, pair in zip(keys, zip(phrases, parents)) if key not in known}
         if new:
-            known.update(self.cache.add(new, self.encode_uncached(new)))
-        return torch.stack([known[p] for p in phrases]) if phrases else torch.zeros(0, self.dim)
+            known.update(self.cache.add(list(new), self.encode_uncached(list(new.values()))))
+        return torch.stack([known[key] for key in keys]) if keys else torch.zeros(0, self.dim)
 
-    def encode_uncached(self, phrases: list[str]) -> torch.Tensor:
+    def encode_uncached(self, phrases: list[tuple[str, str | None]]) -> torch.Tensor:
+        """(phrase, parent) pairs encoded in every template and averaged."""
         templates = self.templates or ("{}",)
-        texts = [template.format(phrase) for phrase in phrases for template in templates]
+        texts = [fill_template(template, phrase, parent) for phrase, parent in phrases for template in templates]
         with torch.no_grad():
             vectors = self.model.encode(texts, convert_to_tensor=True, normalize_embeddings=True,
                                         show_progress_bar=False, batch_size=256)
@@ -557,7 +588,8 @@ class RandomSpace:
     def __init__(self, dim: int, seed: int):
         self.dim, self.seed, self.name = dim, seed, "random"
 
-    def embed(self, labels: list[str], rule: str = DEFAULT_RULE, replacements: dict | None = None) -> torch.Tensor:
+    def embed(self, labels: list[str], rule: str = DEFAULT_RULE, replacements: dict | None = None,
+              ids: list[str | None] | None = None) -> torch.Tensor:
         rows = []
         for label in labels:
             digest = int.from_bytes(hashlib.sha256(label.encode()).digest()[:6], "big")
@@ -589,10 +621,13 @@ class RunLabels:
     def dim(self) -> int:
         return self.space.dim
 
-    def embed(self, labels: list[str]) -> torch.Tensor:
-        """Unit vectors of `labels`, in order; known labels as trained, the others by the rules."""
+    def embed(self, labels: list[str], ids: list[str | None] | None = None) -> torch.Tensor:
+        """Unit vectors of `labels`, in order; known labels as trained, the others by the rules
+        (`ids`: the labels' WordNet ids where known, which hypernym prompts read)."""
+        id_of = dict(zip(labels, ids)) if ids else {}
         new = [label for label in dict.fromkeys(labels) if label not in self.known]
-        made = dict(zip(new, self.space.embed(new, self.rule, self.replacements))) if new else {}
+        made = dict(zip(new, self.space.embed(new, self.rule, self.replacements, [id_of.get(n) for n in new])
+                        )) if new else {}
         if not labels:
             return torch.zeros(0, self.dim)
         return torch.stack([self.known[label] if label in self.known else made[label] for label in labels])
@@ -646,14 +681,15 @@ def label_space_for(config, known: dict[str, torch.Tensor] | None = None, replac
     return RunLabels(load_label_space(source, path, prompts), config.label_rule, merged, dict(known or {}))
 
 
-def training_label_vectors(config, class_names: list[str]) -> torch.Tensor:
-    """The unit vectors a new embedding run trains towards, one per class: the label space's, or
-    for the control random ones of the same size (seeded, so the control is reproducible)."""
+def training_label_vectors(config, class_names: list[str], class_ids: list[str] | None = None) -> torch.Tensor:
+    """The unit vectors a new embedding run trains towards, one per class: the label space's
+    (`class_ids`: their WordNet ids, for hypernym prompts), or for the control random ones of the
+    same size (seeded, so the control is reproducible)."""
     if config.random_vectors:
         dim = load_label_space(config.vectors, config.vectors_path).dim
         generator = torch.Generator().manual_seed(config.seed + 12345)
         return F.normalize(torch.randn(len(class_names), dim, generator=generator), dim=1)
-    return label_space_for(config).embed(class_names)
+    return label_space_for(config).embed(class_names, class_ids)
 
 
 @dataclass
@@ -711,7 +747,7 @@ def build_vocabulary(space: RunLabels, label_sets: dict[str, list[str]], spec: s
     for part in [p.strip() for p in spec.split(",") if p.strip()]:
         kind, _, value = part.partition(":")
         if kind in label_sets and not value:
-            add(label_sets[kind], space.embed(label_sets[kind]), label_ids.get(kind))
+            add(label_sets[kind], space.embed(label_sets[kind], label_ids.get(kind)), label_ids.get(kind))
         elif kind == "words":
             if not value.isdigit() or int(value) <= 0:
                 raise DeviseError(f"vocabulary part {part!r}: use words:N with N a positive number")
@@ -726,7 +762,8 @@ def build_vocabulary(space: RunLabels, label_sets: dict[str, list[str]], spec: s
             keep = space.available(names)
             missing += keep.count(False)
             kept = [i for i, ok in enumerate(keep) if ok]
-            add([names[i] for i in kept], space.embed([names[i] for i in kept]), [wnids[i] for i in kept])
+            kept_ids = [wnids[i] for i in kept]
+            add([names[i] for i in kept], space.embed([names[i] for i in kept], kept_ids), kept_ids)
         else:
             names = ", ".join([*label_sets, "words:N", "file:PATH", "wordnet:2hop|3hop|all"])
             raise DeviseError(f"unknown vocabulary part {part!r}; use a comma list of {names}")

@@ -58,6 +58,12 @@ class WordNet:
             ring = {n for wnid in ring for n in self.neighbours(wnid)} - seen
             seen |= ring
 
+    def hypernym_name(self, wnid: str | None) -> str | None:
+        """The first name of `wnid`'s first hypernym ("cyprinid" for goldfish), or None when
+        `wnid` is not a noun here or has none: what a prompt's {parent} reads."""
+        parents = self.hypernyms.get(wnid or "", [])
+        return self.names[parents[0]].split(",")[0].strip() if parents else None
+
     def within(self, start: list[str] | str, hops: int) -> set[str]:
         """Every synset at most `hops` hops from `start`."""
         found: set[str] = set()

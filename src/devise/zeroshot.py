@@ -78,7 +78,7 @@ def evaluate_zero_shot(models: list[ZeroShotModel], target: ImageSet, space: Run
     (`generalised`). Where the target's classes are WordNet nouns, every ranking also gets
     hierarchical precision@k (hp@k).
     """
-    target_vectors = space.embed(target.class_names)
+    target_vectors = space.embed(target.class_names, target.class_ids)
     true_vectors = target_vectors[target.labels]
     true_ids = [target.class_ids[y] for y in target.labels.tolist()]
     target_vocabulary = Vocabulary(target.class_names, target_vectors, "target", target.class_ids)
@@ -91,7 +91,7 @@ def evaluate_zero_shot(models: list[ZeroShotModel], target: ImageSet, space: Run
     for model in models:
         training_labels = model.run.class_names
         training_ids = model.run.class_ids or (gzsl[2] if gzsl else None)
-        training_vectors = space.embed(training_labels)
+        training_vectors = space.embed(training_labels, training_ids)
         if control is None:
             control = similarity_control(target_vectors, training_vectors)
         out = outputs[model.name]
@@ -142,7 +142,8 @@ def generalised(model: ZeroShotModel, space: RunLabels, training_vectors: torch.
         scores[:, columns] = all_outputs[model.name].float()
         return generalised_figures(scores, everything.labels, seen_label, calibrate=False)
     queries = query_vectors(model.kind, all_outputs[model.name], training_vectors, conse_top)
-    return generalised_figures(queries @ space.embed(everything.class_names).T, everything.labels, seen_label)
+    everything_vectors = space.embed(everything.class_names, everything.class_ids)
+    return generalised_figures(queries @ everything_vectors.T, everything.labels, seen_label)
 
 
 def load_target(kind: str, root: str | None, runs: list[Run], image_size: int, progress: bool = True,
