@@ -317,15 +317,19 @@ def test_prompts_average_each_label_over_the_templates_and_phrases_are_encoded_o
 def test_hypernym_prompts_name_each_wordnet_label_s_parent_and_drop_the_clause_for_other_labels():
     model = CountingEncoder()
     space = SentenceSpace(model, "fake", ("a photo of a {}, a kind of {parent}.",))
-    space.embed(["goldfish, Carassius auratus", "lemon", "pizza"], ids=["n01443537", "n07749582", None])
+    space.embed(["goldfish, Carassius auratus", "lemon", "lemon, stinker", "pizza", "xyzzy"],
+                ids=["n01443537", "n07749582", "n03655838", None, None])
     assert model.encoded == ["a photo of a goldfish, a kind of cyprinid.",
                              "a photo of a Carassius auratus, a kind of cyprinid.",
-                             "a photo of a lemon, a kind of citrus.",  # the fruit, told apart by its id
-                             "a photo of a pizza."]  # no WordNet id: the clause is left out
+                             "a photo of a lemon, a kind of citrus.",  # the fruit and the dud car, told apart by their ids
+                             "a photo of a lemon, a kind of artifact.",
+                             "a photo of a stinker, a kind of artifact.",
+                             "a photo of a pizza, a kind of dish.",  # no id: the word's most frequent sense
+                             "a photo of a xyzzy."]  # no noun at all: the clause is left out
     model.encoded.clear()
-    words = space.embed_words(["lemon"])[0]  # a plain word has no id, and reads as "pizza" did
-    assert model.encoded == ["a photo of a lemon."]
-    assert not torch.allclose(words, space.embed(["lemon"], ids=["n07749582"])[0]), "the two are cached apart"
+    words = space.embed_words(["Lemon", "pizza"])  # vocabulary words are read as labels without ids
+    assert model.encoded == ["a photo of a Lemon, a kind of citrus."], "pizza came from the cache"
+    torch.testing.assert_close(words[1], space.embed(["pizza"])[0])
 
 
 def test_prompt_files_and_where_prompts_belong(tmp_path):

@@ -212,7 +212,7 @@ def read_prompts(prompts: str | list[str] | None) -> tuple[str, ...]:
     """Templates from a `--prompts` value: none, a built-in set ("default", "hypernym"), a file
     with one template per line, or the templates themselves (as an exported model keeps them).
     Each holds {} where the label goes, and may hold one {parent} clause after a comma (", a kind
-    of {parent}"), read with the label's WordNet hypernym and left out for a label without one."""
+    of {parent}"), read with the label's WordNet hypernym and left out for a label with none."""
     if not prompts:
         return ()
     if isinstance(prompts, str) and prompts in BUILT_IN_PROMPTS:
@@ -460,7 +460,8 @@ class WordVectorSpace(LabelSpace):
 class SentenceSpace(LabelSpace):
     """Labels as sentence-encoder embeddings of the whole phrase, not averaged words; with prompt
     templates, the mean of the phrase's embeddings in every template ("a photo of a {}."), whose
-    {parent} clause names the label's WordNet hypernym when `embed` is given the label's wnid.
+    {parent} clause names the label's WordNet hypernym (by the wnid `embed` is given, or else by
+    the phrase's most frequent sense as a noun).
 
     Phrases are encoded once: their vectors are kept on disk (`PhraseCache`), so that a vocabulary
     of 20,000 words or every WordNet noun costs its encoding time only the first time.
@@ -482,16 +483,18 @@ class SentenceSpace(LabelSpace):
         return ([phrase] if phrase else []), []
 
     def encode_synonyms(self, synonyms: list[list[str]], label_ids: list[str | None]) -> torch.Tensor:
-        return self.encode_phrases([" ".join(tokens) for tokens in synonyms], self.hypernyms(label_ids))
+        phrases = [" ".join(tokens) for tokens in synonyms]
+        return self.encode_phrases(phrases, self.hypernyms(phrases, label_ids))
 
-    def hypernyms(self, label_ids: list[str | None]) -> list[str | None]:
-        """The name each label's {parent} clause reads (None: no clause), where a template has one."""
-        if not any(PARENT in t for t in self.templates) or not any(label_ids):
-            return [None] * len(label_ids)
+    def hypernyms(self, phrases: list[str], label_ids: list[str | None] | None = None) -> list[str | None]:
+        """The name each phrase's {parent} clause reads (None: no clause), where a template has one:
+        the hypernym of its label's wnid, or else of the phrase's most frequent sense as a noun."""
+        if not any(PARENT in t for t in self.templates):
+            return [None] * len(phrases)
         from devise.wordnet import load_wordnet
 
         wordnet = load_wordnet()
-        return [wordnet.hypernym_name(label_id) for label_id in label_ids]
+        return [wordnet.hypernym_name(label_id, phrase) for phrase, label_id in zip(phrases, label_ids or [None] * len(phrases))]
 
     def encode_phrases(self, phrases: list[str], parents: list[str | None] | None = None) -> torch.Tensor:
         """One unit row per phrase (read with its parent's name where given): from the cache, the
@@ -520,7 +523,7 @@ class SentenceSpace(LabelSpace):
         return WordVectorSpace(load_word_vectors(PACKAGED_GLOVE), PACKAGED_GLOVE).vocabulary_words(n)
 
     def embed_words(self, words: list[str]) -> torch.Tensor:
-        return self.encode_phrases(list(words))
+        return self.encode_phrases(list(words), self.hypernyms(list(words)))
 
 
 @functools.lru_cache(maxsize=8)

@@ -3,10 +3,12 @@
 Frome et al. (DeViSE, 2013) and Norouzi et al. (ConSE, 2014) measured zero-shot against WordNet:
 the held-out images ranked among every noun within 2 or 3 hops of the held-out classes, and
 scored by hierarchical precision@k, which credits a near miss ("leopard" for "jaguar"). The
-hierarchy ships with devise (`wordnet_nouns.tsv.gz`, 82,115 noun synsets, extracted from Debian's
+hierarchy ships with devise (`wordnet_nouns.tsv.gz`, 82,115 noun synsets, and
+`wordnet_senses.tsv.gz`, each of 117,798 noun lemmas' most frequent sense, extracted from Debian's
 wordnet-base by tools/extract_wordnet.py; licence in WORDNET_LICENSE), so nothing is downloaded.
 
-A hop is one step along a hypernym link, up or down: a class's siblings are 2 hops away.
+A hop is one step along a hypernym link, up or down: a class's siblings are 2 hops away. Hypernym
+prompts ("a photo of a goldfish, a kind of cyprinid.") read a label's parent from here too.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from devise.errors import DeviseError
 
 EXTRACT = Path(__file__).with_name("wordnet_nouns.tsv.gz")
+SENSES = Path(__file__).with_name("wordnet_senses.tsv.gz")
 WNID = re.compile(r"^n\d{8}$")
 
 
@@ -35,6 +38,7 @@ class WordNet:
     names: dict[str, str]
     hypernyms: dict[str, list[str]]
     hyponyms: dict[str, list[str]] = field(default_factory=dict)
+    first_senses: dict[str, str] = field(default_factory=dict)  # lemma -> wnid of its most frequent sense
 
     def __post_init__(self) -> None:
         if not self.hyponyms:
@@ -58,9 +62,12 @@ class WordNet:
             ring = {n for wnid in ring for n in self.neighbours(wnid)} - seen
             seen |= ring
 
-    def hypernym_name(self, wnid: str | None) -> str | None:
-        """The first name of `wnid`'s first hypernym ("cyprinid" for goldfish), or None when
-        `wnid` is not a noun here or has none: what a prompt's {parent} reads."""
+    def hypernym_name(self, wnid: str | None, text: str = "") -> str | None:
+        """The first name of `wnid`'s first hypernym ("cyprinid" for goldfish): what a prompt's
+        {parent} reads. Without a wnid, `text` is looked up as a noun and its most frequent sense
+        taken ("lemon": the fruit, "citrus"). None for neither."""
+        if not wnid:
+            wnid = self.first_senses.get(" ".join(text.lower().split()))
         parents = self.hypernyms.get(wnid or "", [])
         return self.names[parents[0]].split(",")[0].strip() if parents else None
 
@@ -74,19 +81,28 @@ class WordNet:
         return found
 
 
-@functools.cache
-def load_wordnet(path: Path = EXTRACT) -> WordNet:
-    """The packaged noun hierarchy (loaded once a process, about a second)."""
-    names, hypernyms = {}, {}
+def read_columns(path: Path) -> Iterator[list[str]]:
+    """The tab-separated fields of each line of a packaged gzip file."""
     try:
         with gzip.open(path, "rt", encoding="utf-8") as handle:
-            for line in handle:
-                wnid, synonyms, parents = line.rstrip("\n").split("\t")
-                names[wnid] = synonyms
-                hypernyms[wnid] = parents.split()
+            yield from (line.rstrip("\n").split("\t") for line in handle)
     except (OSError, ValueError) as error:
         raise DeviseError(f"{path}: the packaged WordNet extract cannot be read ({error})") from None
-    return WordNet(names, hypernyms)
+
+
+@functools.cache
+def load_wordnet(path: Path = EXTRACT, senses: Path = SENSES) -> WordNet:
+    """The packaged noun hierarchy and each lemma's most frequent sense (loaded once a process,
+    about a second)."""
+    names, hypernyms = {}, {}
+    try:
+        for wnid, synonyms, parents in read_columns(path):
+            names[wnid] = synonyms
+            hypernyms[wnid] = parents.split()
+        first_senses = dict(read_columns(senses))
+    except ValueError as error:
+        raise DeviseError(f"the packaged WordNet extract is damaged ({error})") from None
+    return WordNet(names, hypernyms, first_senses=first_senses)
 
 
 def correct_sets(wordnet: WordNet, true_id: str, candidates: set[str], ks: tuple[int, ...]) -> dict[int, set[str]]:
