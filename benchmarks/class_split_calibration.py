@@ -26,19 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from devise.data import load_dataset
-from devise.metrics import calibration_half, generalised_zero_shot, harmonic_mean, seen_unseen_curve
+from devise.metrics import (calibration_half, generalised_zero_shot, harmonic_mean, seen_unseen_curve,
+                            seen_unseen_margins)
 from devise.runs import load_run, read_unseen
 from devise.vectors import label_space_for
 from zero_shot_heads import features_of, fit_head
-
-
-def margins(queries: torch.Tensor, vectors: torch.Tensor, labels: torch.Tensor, seen: torch.Tensor):
-    """(best seen score less best unseen score, best seen label right, best unseen label right)."""
-    scores = queries @ vectors.T
-    seen_columns, unseen_columns = seen.nonzero()[:, 0], (~seen).nonzero()[:, 0]
-    best_seen, seen_index = scores[:, seen_columns].max(dim=1)
-    best_unseen, unseen_index = scores[:, unseen_columns].max(dim=1)
-    return best_seen - best_unseen, seen_columns[seen_index] == labels, unseen_columns[unseen_index] == labels
 
 
 def head_queries(features, labels, vectors, queries_of) -> torch.Tensor:
@@ -79,7 +71,8 @@ def main() -> None:
         kept_labels = torch.searchsorted((~pseudo).nonzero()[:, 0], train_labels[kept])
         queries = head_queries(train_features[kept], kept_labels, vectors[seen_columns][~pseudo],
                                val_features[seen_image])
-        margin, seen_right, unseen_right = margins(queries, vectors[seen_columns], seen_val_labels, ~pseudo)
+        margin, seen_right, unseen_right = seen_unseen_margins(queries @ vectors[seen_columns].T, seen_val_labels,
+                                                               ~pseudo)
         gammas, S, U = seen_unseen_curve(margin, seen_right, unseen_right, seen_val_labels, ~pseudo[seen_val_labels])
         H = torch.tensor([harmonic_mean(float(s), float(u)) for s, u in zip(S, U)])
         best = int(H.argmax())
@@ -89,7 +82,7 @@ def main() -> None:
 
     gamma = sum(chosen) / len(chosen)
     queries = head_queries(train_features, train_labels, vectors[seen_columns], val_features)
-    margin, seen_right, unseen_right = margins(queries, vectors, everything.labels, seen_label)
+    margin, seen_right, unseen_right = seen_unseen_margins(queries @ vectors.T, everything.labels, seen_label)
     scored = ~calibration_half(seen_image)
     for name, constant in (("as they come", 0.0), ("class-split constant", gamma)):
         correct = torch.where(margin < constant, unseen_right, seen_right)

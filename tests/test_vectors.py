@@ -314,7 +314,7 @@ def test_prompts_average_each_label_over_the_templates_and_phrases_are_encoded_o
     torch.testing.assert_close(bare, model.encode(["red fox"])[0])
 
 
-def test_hypernym_prompts_name_each_wordnet_label_s_parent_and_drop_the_clause_for_other_labels():
+def test_hypernym_prompts_name_a_label_s_parent_by_its_wnid_else_by_its_most_frequent_sense():
     model = CountingEncoder()
     space = SentenceSpace(model, "fake", ("a photo of a {}, a kind of {parent}.",))
     space.embed(["goldfish, Carassius auratus", "lemon", "lemon, stinker", "pizza", "xyzzy"],

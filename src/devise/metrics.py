@@ -158,6 +158,17 @@ def calibration_half(seen_image: torch.Tensor) -> torch.Tensor:
     return chosen
 
 
+def seen_unseen_margins(scores: torch.Tensor, labels: torch.Tensor,
+                        seen_label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per image (rows of `scores`, N x C; `seen_label` marks the seen columns): its best seen
+    label's score less its best unseen label's (what calibrated stacking's constant is weighed
+    against), and whether the best seen label and the best unseen label are its true one."""
+    seen_columns, unseen_columns = seen_label.nonzero()[:, 0], (~seen_label).nonzero()[:, 0]
+    best_seen, seen_index = scores[:, seen_columns].max(dim=1)
+    best_unseen, unseen_index = scores[:, unseen_columns].max(dim=1)
+    return best_seen - best_unseen, seen_columns[seen_index] == labels, unseen_columns[unseen_index] == labels
+
+
 def generalised_figures(scores: torch.Tensor, labels: torch.Tensor, seen_label: torch.Tensor,
                         calibrate: bool = True) -> dict[str, float]:
     """Generalised zero-shot from every image's scores over all labels (N x C; `seen_label` marks
@@ -170,11 +181,7 @@ def generalised_figures(scores: torch.Tensor, labels: torch.Tensor, seen_label: 
     seen_image = seen_label[labels]
     calibration = calibration_half(seen_image)
     scored = ~calibration
-    seen_columns, unseen_columns = seen_label.nonzero()[:, 0], (~seen_label).nonzero()[:, 0]
-    best_seen, seen_index = scores[:, seen_columns].max(dim=1)
-    best_unseen, unseen_index = scores[:, unseen_columns].max(dim=1)
-    margin = best_seen - best_unseen
-    seen_right, unseen_right = seen_columns[seen_index] == labels, unseen_columns[unseen_index] == labels
+    margin, seen_right, unseen_right = seen_unseen_margins(scores, labels, seen_label)
 
     def at(gamma: float) -> dict[str, float]:
         correct = torch.where(margin < gamma, unseen_right, seen_right)
@@ -183,7 +190,7 @@ def generalised_figures(scores: torch.Tensor, labels: torch.Tensor, seen_label: 
     figures = at(0.0)
     if not calibrate:
         return figures
-    gamma = calibration_gamma(margin[calibration], len(unseen_columns) / len(seen_label))
+    gamma = calibration_gamma(margin[calibration], int((~seen_label).sum()) / len(seen_label))
     calibrated = at(gamma)
     _, S, U = seen_unseen_curve(margin[scored], seen_right[scored], unseen_right[scored], labels[scored],
                                 seen_image[scored])

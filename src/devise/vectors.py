@@ -629,8 +629,8 @@ class RunLabels:
         (`ids`: the labels' WordNet ids where known, which hypernym prompts read)."""
         id_of = dict(zip(labels, ids)) if ids else {}
         new = [label for label in dict.fromkeys(labels) if label not in self.known]
-        made = dict(zip(new, self.space.embed(new, self.rule, self.replacements, [id_of.get(n) for n in new])
-                        )) if new else {}
+        new_ids = [id_of.get(label) for label in new]
+        made = dict(zip(new, self.space.embed(new, self.rule, self.replacements, new_ids))) if new else {}
         if not labels:
             return torch.zeros(0, self.dim)
         return torch.stack([self.known[label] if label in self.known else made[label] for label in labels])
