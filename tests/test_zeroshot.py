@@ -16,9 +16,9 @@ from devise.config import TrainConfig
 from devise.errors import DeviseError
 from devise import runs
 from devise.infer import conse_vectors
-from devise.metrics import (area_under_seen_unseen_curve, calibration_gamma, generalised_figures, harmonic_mean,
-                            ranking_metrics,
-                            seen_unseen_curve, semantic_similarity, similarity_control)
+from devise.metrics import (area_under_seen_unseen_curve, best_harmonic_constant, calibration_gamma,
+                            generalised_figures, harmonic_mean, ranking_metrics, seen_unseen_curve, semantic_similarity,
+                            similarity_control)
 from devise.vectors import RunLabels, Vocabulary, WordVectorSpace, build_vocabulary, keyed_vectors
 
 E = torch.eye(3)
@@ -73,6 +73,9 @@ def test_calibrated_stacking_sweeps_from_all_seen_to_all_unseen_by_hand():
     assert S.tolist() == pytest.approx([1.0, 0.5, 0.5, 0.0])
     assert U.tolist() == pytest.approx([0.0, 0.0, 0.5, 0.5])
     assert area_under_seen_unseen_curve(S, U) == pytest.approx(0.5 * 0.5)
+    # H is best (0.5) between 0.2 and 0.3: the constant is taken midway, where `margin < gamma`
+    # names images 1, 2 and 3 unseen as the curve counts them.
+    assert best_harmonic_constant(margin, seen_right, unseen_right, labels, seen_image) == pytest.approx((0.25, 0.5))
     # Naming a quarter of the seen images unseen takes the quarter quantile of their margins.
     assert calibration_gamma(torch.tensor([-0.1, 0.1, 0.3, 0.5, 0.7]), 0.25) == pytest.approx(0.1)
 
@@ -98,6 +101,9 @@ def test_generalised_zero_shot_calibrates_on_seen_images_it_does_not_score():
     # The curve (U, S): (0, 1) (0, .5) (.5, .5) (1, .5) (1, 0): area 0.5, best H 2/3 at (1, .5).
     assert figures["gzsl_ausuc"] == pytest.approx(0.5)
     assert figures["gzsl_best_harmonic"] == pytest.approx(2 / 3)
+    # A constant the model brings (a class split's) is used as given: 0.35 names images 1, 4, 5 unseen.
+    brought = generalised_figures(scores, labels, torch.tensor([True, True, False, False]), gamma=0.35)
+    assert brought["gzsl_gamma"] == 0.35 and (brought["gzsl_cal_seen"], brought["gzsl_cal_unseen"]) == (0.5, 1.0)
 
 
 def small_space():
@@ -158,6 +164,28 @@ def test_zeroshot_command_on_the_unseen_toy_classes(held_out_runs, tmp_path):
         assert entry["lift"] == pytest.approx(entry["similarity"] - results["control_similarity"])
     devise_entry = next(m for m in models.values() if m["kind"] == "DeViSE")
     assert devise_entry["lift"] > softmax_entry["lift"]
+
+
+def test_a_frozen_body_devise_run_chooses_its_calibration_constant_on_class_splits(held_out_runs, tmp_path):
+    from devise.zeroshot import run_zero_shot
+
+    softmax, unfrozen = held_out_runs
+    frozen = training.train(TrainConfig(**SMALL, head="embedding", epochs=2, freeze_epochs=2, init=str(softmax.folder),
+                                        out=str(tmp_path / "frozen")), progress=False)
+    calibration = runs.read_calibration(frozen.folder)
+    unseen = json.loads((softmax.folder / "unseen.json").read_text())["ids"]
+    assert calibration["method"] == "class split" and len(calibration["splits"]) == 3
+    for split in calibration["splits"]:  # pseudo-unseen classes are seen classes, as many as the unseen
+        assert len(split["pseudo_unseen"]) == 8 and set(split["pseudo_unseen"]) <= set(frozen.class_ids)
+        assert not set(split["pseudo_unseen"]) & set(unseen) and 0 <= split["harmonic"] <= 1
+    assert calibration["gamma"] == pytest.approx(sum(s["gamma"] for s in calibration["splits"]) / 3)
+    assert runs.read_calibration(unfrozen.folder) is None  # its body trained: no head alone can be redone
+    results = run_zero_shot([frozen.folder, unfrozen.folder], "unseen", vocabulary="target", out=tmp_path / "zs",
+                            examples=0, progress=False)
+    by_folder = {name.split("(")[-1].rstrip(")"): m for name, m in results["models"].items()}
+    assert by_folder["frozen"]["calibration"] == "class split"
+    assert by_folder["frozen"]["gzsl_gamma"] == pytest.approx(calibration["gamma"])
+    assert by_folder["devise"]["calibration"] == "seen share"
 
 
 def test_zeroshot_on_an_image_folder_target(held_out_runs, tmp_path):

@@ -163,7 +163,9 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
           f"label space {results['label_space']}, vocabulary {results['vocabulary']}")
     for name, entry in results["models"].items():
         figures = printed_figures(entry, results["vocabulary"])
-        print(f"{name} ({entry['vocabulary_size']} candidates): " + " ".join(f"{key}={entry[key]:.3f}" for key in figures))
+        constant = f" (calibration constant: {entry['calibration']})" if "calibration" in entry else ""
+        print(f"{name} ({entry['vocabulary_size']} candidates): " + " ".join(f"{key}={entry[key]:.3f}" for key in figures)
+              + constant)
     print(f"control similarity (random pairs): {results['control_similarity']:.3f}")
     print(f"written to {results['folder']}")
     return 0

@@ -137,6 +137,25 @@ def seen_unseen_curve(margin: torch.Tensor, seen_right: torch.Tensor, unseen_rig
     return gammas, S.clamp(min=0), U
 
 
+def best_harmonic_constant(margin: torch.Tensor, seen_right: torch.Tensor, unseen_right: torch.Tensor,
+                           labels: torch.Tensor, seen_image: torch.Tensor) -> tuple[float, float]:
+    """(gamma, H): the constant that gives these images the best H anywhere on their S-U curve
+    (`seen_unseen_curve`), taken midway inside its step so that `margin < gamma` names unseen
+    exactly the images the curve counts there, and that H."""
+    gammas, S, U = seen_unseen_curve(margin, seen_right, unseen_right, labels, seen_image)
+    if len(gammas) == 1:
+        return 0.0, 0.0
+    H = torch.where(S + U > 0, 2 * S * U / (S + U), torch.zeros_like(S))
+    best = int(H.argmax())
+    if best == 0:
+        gamma = float(gammas[1])  # below every margin: nothing named unseen
+    elif best == len(gammas) - 1:
+        gamma = float(gammas[best]) + 1.0  # above every margin: everything named unseen
+    else:
+        gamma = float(gammas[best] + gammas[best + 1]) / 2
+    return gamma, float(H[best])
+
+
 def area_under_seen_unseen_curve(S: torch.Tensor, U: torch.Tensor) -> float:
     """AUSUC (Chao et al.): the area under S as a function of U, by the trapezoid rule."""
     return float(((U[1:] - U[:-1]) * (S[1:] + S[:-1]) / 2).sum())
@@ -170,14 +189,17 @@ def seen_unseen_margins(scores: torch.Tensor, labels: torch.Tensor,
 
 
 def generalised_figures(scores: torch.Tensor, labels: torch.Tensor, seen_label: torch.Tensor,
-                        calibrate: bool = True) -> dict[str, float]:
+                        calibrate: bool = True, gamma: float | None = None) -> dict[str, float]:
     """Generalised zero-shot from every image's scores over all labels (N x C; `seen_label` marks
     the seen columns): S, U and H as they come, and with `calibrate` also with calibrated stacking
-    (Chao et al. 2016), whose constant names as many seen-class calibration images unseen as there
-    are unseen labels among all (a random guess's rate), chosen without looking at an unseen-class
-    image, and AUSUC, the area under the whole S-U curve, with the best H anywhere on it (an upper
-    reference only: finding its constant takes the unseen images' labels). Scored on the images
-    `calibration_half` leaves out."""
+    (Chao et al. 2016), and AUSUC, the area under the whole S-U curve, with the best H anywhere on
+    it (an upper reference only: finding its constant takes the unseen images' labels). Scored on
+    the images `calibration_half` leaves out.
+
+    The constant is `gamma` where the model brings one (`devise.calibration`: Chao et al.'s class
+    split, chosen on the `calibration_half` images); else it names as many of the calibration
+    images unseen as there are unseen labels among all (a random guess's rate). Neither looks at
+    an unseen-class image."""
     seen_image = seen_label[labels]
     calibration = calibration_half(seen_image)
     scored = ~calibration
@@ -190,7 +212,8 @@ def generalised_figures(scores: torch.Tensor, labels: torch.Tensor, seen_label: 
     figures = at(0.0)
     if not calibrate:
         return figures
-    gamma = calibration_gamma(margin[calibration], int((~seen_label).sum()) / len(seen_label))
+    if gamma is None:
+        gamma = calibration_gamma(margin[calibration], int((~seen_label).sum()) / len(seen_label))
     calibrated = at(gamma)
     _, S, U = seen_unseen_curve(margin[scored], seen_right[scored], unseen_right[scored], labels[scored],
                                 seen_image[scored])

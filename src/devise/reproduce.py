@@ -234,7 +234,7 @@ def summarise(preset: str, hits: dict, zero_shot: dict, minutes: float, host: di
         "DeViSE hit@10": hits["devise"]["hit@10"], "softmax hit@10": hits["softmax"]["hit@10"],
         "zero-shot target": zero_shot["target"], "zero-shot classes": zero_shot["target_classes"],
         "zero-shot": {kind: {k: m[k] for k in m if k.startswith(("hit@", "hp@", "gzsl_")) or k in (
-            "per_class_top1", "similarity", "lift")} for kind, m in models.items()},
+            "per_class_top1", "similarity", "lift", "calibration")} for kind, m in models.items()},
         "control similarity": zero_shot["control_similarity"], "label space": zero_shot["label_space"],
     }
 
@@ -267,7 +267,8 @@ def summary_table(summary: dict) -> str:
         for kind in ("DeViSE", "ConSE"):
             m = zs[kind]
             if "gzsl_cal_harmonic" in m:
-                rows.append((f"GZSL {kind} calibrated S / U / H (AUSUC; best H on the curve)",
+                rows.append((f"GZSL {kind} calibrated S / U / H, {m.get('calibration', 'seen share')} constant "
+                             "(AUSUC; best H on the curve)",
                              f"{m['gzsl_cal_seen']:.3f} / {m['gzsl_cal_unseen']:.3f} / {m['gzsl_cal_harmonic']:.3f} "
                              f"({m['gzsl_ausuc']:.3f}; {m['gzsl_best_harmonic']:.3f})", "-"))
     wall = f"{summary['wall_minutes']:.1f}"

@@ -40,7 +40,8 @@ from devise.objectives import EmbeddingObjective, SoftmaxObjective, objective_fo
 CONFIG, CHECKPOINT, METRICS, SUMMARY, UNSEEN, EVALUATION = (
     "config.toml", "checkpoint.pt", "metrics.csv", "summary.json", "unseen.json", "metrics.json")
 ZERO_SHOT, CURVES, SKIPPED, HOLDER = "zeroshot.json", "curves.png", "skipped-images.txt", ".devise-lock"
-DEVISE_FILES = {CONFIG, CHECKPOINT, METRICS, SUMMARY, UNSEEN, EVALUATION, CURVES, SKIPPED, HOLDER}
+CALIBRATION = "calibration.json"
+DEVISE_FILES = {CONFIG, CHECKPOINT, METRICS, SUMMARY, UNSEEN, EVALUATION, CURVES, SKIPPED, HOLDER, CALIBRATION}
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_top1", "train_top5", "val_loss", "val_top1", "val_top5",
                  "epoch_seconds", "images_per_second"]
 # Settings earlier versions wrote into config.toml: harmless at these values, gone since.
@@ -215,7 +216,7 @@ def write_json(path: Path, content: dict) -> None:
 # The keys each JSON file of a run folder must hold, to be taken as one devise wrote.
 REQUIRED = {SUMMARY: ("epochs",), UNSEEN: ("ids", "names"), EVALUATION: ("hit@1", "chance"),
             ZERO_SHOT: ("target", "images", "target_classes", "label_space", "vocabulary", "models",
-                        "control_similarity")}
+                        "control_similarity"), CALIBRATION: ("gamma", "method", "splits")}
 
 
 def read_json(path: Path) -> dict | None:
@@ -279,6 +280,19 @@ def write_skipped(folder: Path, names: list[str]) -> None:
 def write_unseen(folder: Path, ids: list[str], names: list[str]) -> None:
     """List the held-out classes in the run folder, so anyone can check none was trained on."""
     write_json(folder / UNSEEN, {"ids": ids, "names": names})
+
+
+def write_calibration(folder: Path, calibration: dict) -> None:
+    """Store the run's calibrated-stacking constant (`devise.calibration`) for `devise zeroshot`."""
+    write_json(folder / CALIBRATION, calibration)
+
+
+def read_calibration(folder: Path) -> dict | None:
+    """The run's calibrated-stacking constant and how it was chosen, or None when it has none."""
+    content = read_json(Path(folder) / CALIBRATION)
+    if content is not None and not isinstance(content["gamma"], (int, float)):
+        raise DeviseError(f"{Path(folder) / CALIBRATION} holds no numeric constant")
+    return content
 
 
 def read_unseen(folder: Path, config: TrainConfig) -> list[str]:

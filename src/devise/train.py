@@ -353,11 +353,21 @@ def fit(config: TrainConfig, folder: Path, resume: bool, talk: bool, device: tor
                 print(f"epoch {epoch + 1}/{config.epochs}: train loss {rows[-1]['train_loss']:.3f} "
                       f"top1 {rows[-1]['train_top1']:.3f} | val loss {val['loss']:.3f} top1 {val['top1']:.3f} "
                       f"top5 {val['top5']:.3f} | {rows[-1]['epoch_seconds']:.0f}s", flush=True)
+    run = Run(config, model, normalizer, train_set.class_names, objective, folder, label_vectors, train_set.class_ids)
     if dist.is_main:
         runs.write_summary(folder, summary(config, rows, {**describe_host(device), "processes": dist.world_size}))
+        calibrate(run, train_set, val_set, talk)
     dist.barrier()  # the others wait until the folder is complete (the next stage reads it)
-    return Run(config, model, normalizer, train_set.class_names, objective, folder, label_vectors,
-               train_set.class_ids)
+    return run
+
+
+def calibrate(run: Run, train_set: ImageSet, val_set: ImageSet, talk: bool) -> None:
+    """A frozen-body DeViSE run with held-out classes stores its calibrated-stacking constant."""
+    from devise.calibration import SPLITS, class_split_applies, class_split_constant
+
+    if class_split_applies(run.config):
+        stage(f"choosing the calibrated-stacking constant on {SPLITS} class splits of the seen classes", talk)
+        runs.write_calibration(run.folder, class_split_constant(run, train_set, val_set, progress=talk))
 
 
 def restore(folder: Path, model: VisualNet, optimizer: torch.optim.Optimizer) -> int:

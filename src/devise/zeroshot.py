@@ -21,7 +21,7 @@ from devise.data.splits import keep_classes, seen_classes
 from devise.errors import DeviseError
 from devise.infer import CONSE_TOP, kind_of, model_outputs, query_vectors, top_labels
 from devise.metrics import HIERARCHY_KS, ZERO_SHOT_KS, generalised_figures, ranking_metrics, similarity_control
-from devise.runs import Run, held, load_run, read_unseen, write_zero_shot, zero_shot_folder
+from devise.runs import Run, held, load_run, read_calibration, read_unseen, write_zero_shot, zero_shot_folder
 from devise.vectors import RunLabels, Vocabulary, build_vocabulary, label_space_for
 from devise.wordnet import ranking_hierarchy
 
@@ -143,7 +143,10 @@ def generalised(model: ZeroShotModel, space: RunLabels, training_vectors: torch.
         return generalised_figures(scores, everything.labels, seen_label, calibrate=False)
     queries = query_vectors(model.kind, all_outputs[model.name], training_vectors, conse_top)
     everything_vectors = space.embed(everything.class_names, everything.class_ids)
-    return generalised_figures(queries @ everything_vectors.T, everything.labels, seen_label)
+    calibration = read_calibration(model.run.folder) if model.kind == "DeViSE" else None
+    gamma = calibration["gamma"] if calibration else None
+    return {**generalised_figures(queries @ everything_vectors.T, everything.labels, seen_label, gamma=gamma),
+            "calibration": calibration["method"] if calibration else "seen share"}
 
 
 def load_target(kind: str, root: str | None, runs: list[Run], image_size: int, progress: bool = True,

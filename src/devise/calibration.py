@@ -1,0 +1,102 @@
+"""Calibrated stacking's constant, chosen the way Chao et al. (2016) chose it: by holding seen
+classes out of a model and finding the constant that best separates them from the rest.
+
+Calibrated stacking takes one constant off every seen label's score before the top-1 over all
+labels, so that a model trained on the seen classes alone can name an unseen one. The constant
+must not be chosen by looking at unseen-class images. Chao et al. chose it by cross-validation
+over classes: train without some seen classes (the pseudo-unseen), and take the constant that
+gives the best harmonic mean H between those and the others. Choosing it instead so that a fixed
+share of seen-class images is named unseen leaves H far from the best the S-U curve reaches
+(docs/zero-shot.md).
+
+Retraining a whole model per split is out of reach; a DeViSE run whose body stayed frozen (the
+presets' DeViSE stage) needs only its head retrained. So for such a run trained with `--unseen K`,
+training ends here: the body's features of the training images (once, no augmentation); for each
+of `SPLITS` seeded draws of K pseudo-unseen classes, a head like the run's trained as the run's
+was (loss, optimiser, rate schedule, batch, epochs) on the other classes' features; the constant
+of best H on the validation images `devise.metrics.calibration_half` picks (the ones `devise
+zeroshot` never scores); and their mean, stored in the run folder for `devise zeroshot`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+
+from devise.config import TrainConfig
+from devise.data import ImageSet
+from devise.data.splits import choose_unseen
+from devise.infer import model_outputs
+from devise.metrics import best_harmonic_constant, calibration_half, seen_unseen_margins
+from devise.models import EmbeddingHead
+from devise.objectives import objective_for
+from devise.progress import stage
+from devise.runs import Run
+
+SPLITS = 3
+
+
+def class_split_applies(config: TrainConfig) -> bool:
+    """A DeViSE run with held-out classes whose body never trained: its head alone can be redone."""
+    return config.head == "embedding" and config.unseen > 0 and config.freeze_epochs >= config.epochs
+
+
+def class_split_constant(run: Run, train_set: ImageSet, val_set: ImageSet, splits: int = SPLITS,
+                         progress: bool = True) -> dict:
+    """The mean constant of `splits` class splits of the run's seen classes, with each split's
+    pseudo-unseen class ids, constant and best H. `train_set` and `val_set` are the run's seen
+    classes' training and validation images."""
+    features = body_features(run, train_set, progress)
+    chosen = calibration_half(torch.ones(len(val_set), dtype=torch.bool))
+    val_features, val_labels = body_features(run, val_set.subset(chosen.nonzero()[:, 0]), progress), val_set.labels[chosen]
+    vectors = F.normalize(run.label_vectors.float(), dim=1).to(features.device)
+    count = min(run.config.unseen, train_set.num_classes - 2)
+    rows = []
+    for split in range(splits):
+        seed = run.config.unseen_seed + 1 + split
+        pseudo_ids = choose_unseen(train_set.class_ids, count, seed)
+        pseudo = torch.tensor([c in set(pseudo_ids) for c in train_set.class_ids])
+        kept_columns = (~pseudo).nonzero()[:, 0]
+        kept = ~pseudo[train_set.labels]
+        head = fit_head(run.config, features[kept], torch.searchsorted(kept_columns, train_set.labels[kept]),
+                        vectors[kept_columns], seed)
+        with torch.no_grad():
+            scores = head(val_features.to(features.device)).cpu() @ vectors.cpu().T
+        margin, seen_right, unseen_right = seen_unseen_margins(scores, val_labels, ~pseudo)
+        gamma, harmonic = best_harmonic_constant(margin, seen_right, unseen_right, val_labels, ~pseudo[val_labels])
+        rows.append({"pseudo_unseen": pseudo_ids, "gamma": gamma, "harmonic": harmonic})
+        stage(f"class split {split + 1}/{splits}: {count} seen classes held out of a head, best H {harmonic:.3f} "
+              f"at constant {gamma:.4f}", progress)
+    return {"gamma": sum(r["gamma"] for r in rows) / len(rows), "method": "class split", "splits": rows}
+
+
+def body_features(run: Run, data: ImageSet, progress: bool) -> torch.Tensor:
+    """The run's body's output for every image, as its frozen body gave them to the head."""
+    features = model_outputs(replace(run, model=run.model.body), data, run.config.eval_batch_size, progress)
+    return features.to(run.device)
+
+
+def fit_head(config: TrainConfig, features: torch.Tensor, labels: torch.Tensor, vectors: torch.Tensor,
+             seed: int) -> EmbeddingHead:
+    """A fresh head like the run's, trained as the run trained its own on these features."""
+    from devise.train import learning_rate, make_optimizer, training_step
+
+    torch.manual_seed(seed)
+    head = EmbeddingHead(features.shape[1], vectors.shape[1], config.embed_hidden or None).to(features.device)
+    objective = objective_for(config, vectors)
+    optimizer = make_optimizer(config, head)
+    batch = min(config.batch_size, len(features))
+    steps = len(features) // batch
+    generator = torch.Generator().manual_seed(seed)
+    head.train()
+    for epoch in range(config.epochs):
+        order = torch.randperm(len(features), generator=generator).to(features.device)
+        for step in range(steps):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, epoch * steps + step, steps)
+            rows = order[step * batch : (step + 1) * batch]
+            training_step(head, objective, optimizer, features[rows], labels[rows], bf16=False)
+    return head.eval()
+
