@@ -38,9 +38,11 @@ from devise.runs import Run
 SPLITS = 3
 
 
-def class_split_applies(config: TrainConfig) -> bool:
-    """A DeViSE run with held-out classes whose body never trained: its head alone can be redone."""
-    return config.head == "embedding" and config.unseen > 0 and config.freeze_epochs >= config.epochs
+def class_split_applies(config: TrainConfig, seen_classes: int) -> bool:
+    """A DeViSE run with held-out classes whose body never trained, its head alone to be redone,
+    and seen classes enough to hold one out and keep two."""
+    return (config.head == "embedding" and config.unseen > 0 and config.freeze_epochs >= config.epochs
+            and seen_classes >= 3)
 
 
 def class_split_constant(run: Run, train_set: ImageSet, val_set: ImageSet, splits: int = SPLITS,

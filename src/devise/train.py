@@ -365,7 +365,7 @@ def calibrate(run: Run, train_set: ImageSet, val_set: ImageSet, talk: bool) -> N
     """A frozen-body DeViSE run with held-out classes stores its calibrated-stacking constant."""
     from devise.calibration import SPLITS, class_split_applies, class_split_constant
 
-    if class_split_applies(run.config):
+    if class_split_applies(run.config, train_set.num_classes):
         stage(f"choosing the calibrated-stacking constant on {SPLITS} class splits of the seen classes", talk)
         runs.write_calibration(run.folder, class_split_constant(run, train_set, val_set, progress=talk))
 
