@@ -314,6 +314,25 @@ def test_prompts_average_each_label_over_the_templates_and_phrases_are_encoded_o
     torch.testing.assert_close(bare, model.encode(["red fox"])[0])
 
 
+def test_a_long_list_of_phrases_is_encoded_and_cached_chunk_by_chunk_with_a_line_for_each(monkeypatch, capsys):
+    import devise.vectors
+    from devise import progress
+
+    monkeypatch.setattr(devise.vectors, "ENCODE_CHUNK", 2)
+    model = CountingEncoder()
+    words = ["ant", "bee", "cat", "dog", "eel"]
+    SentenceSpace(model, "chunks").embed(words)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" new phrases")[0] for line in lines] == [
+        "devise: encoded 2 of 5", "devise: encoded 4 of 5", "devise: encoded 5 of 5"]
+    model.encoded.clear()
+    SentenceSpace(model, "chunks").embed(words)  # every chunk went to the cache as it was done
+    assert model.encoded == []
+    monkeypatch.setattr(progress, "quiet", True)  # the command line's --quiet
+    SentenceSpace(model, "chunks").embed(["fox", "gnu", "hen"])
+    assert capsys.readouterr().out == "" and model.encoded == ["fox", "gnu", "hen"]
+
+
 def test_hypernym_prompts_name_a_label_s_parent_by_its_wnid_else_by_its_most_frequent_sense():
     model = CountingEncoder()
     space = SentenceSpace(model, "fake", ("a photo of a {}, a kind of {parent}.",))

@@ -14,7 +14,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from devise import __version__
+from devise import __version__, progress
 from devise.config import DATASETS, DEFAULT_RULE, LABEL_RULES, LABEL_SPACES, PRESETS
 from devise.errors import DeviseError
 
@@ -411,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    progress.quiet = getattr(args, "quiet", False)
     try:
         return args.func(args)
     except DeviseError as error:

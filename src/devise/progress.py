@@ -14,8 +14,13 @@ def progress_bar(iterable: Iterable[T], enabled: bool = True, **options) -> Iter
     return tqdm(iterable, disable=None if enabled else True, **options)
 
 
+# The command line's --quiet, for the lines of work found deep inside a command (encoding a long
+# vocabulary) that no caller's `progress` reaches.
+quiet = False
+
+
 def stage(text: str, enabled: bool = True) -> None:
     """One line saying what a long command does now, flushed at once: a log file or CI, where
     progress bars stay silent, still shows where a run is."""
-    if enabled:
+    if enabled and not quiet:
         print(f"devise: {text}", flush=True)

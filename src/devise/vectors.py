@@ -48,6 +48,7 @@ import torch.nn.functional as F
 
 from devise.config import DEFAULT_RULE, LABEL_RULES, LABEL_SPACES, PROMPT_SETS
 from devise.errors import DeviseError, read_text_file
+from devise.progress import stage
 
 if TYPE_CHECKING:  # gensim takes a second to import: only where vectors are loaded
     from gensim.models import KeyedVectors
@@ -503,8 +504,15 @@ class SentenceSpace(LabelSpace):
         keys = [phrase if parent is None else f"{phrase}\t{parent}" for phrase, parent in zip(phrases, parents)]
         known = self.cache.lookup(keys)
         new = {key: pair for key, pair in zip(keys, zip(phrases, parents)) if key not in known}
-        if new:
-            known.update(self.cache.add(list(new), self.encode_uncached(list(new.values()))))
+        new_keys, pairs = list(new), list(new.values())
+        # In chunks, each cached when done: a long vocabulary (wordnet:all: 146,000 synonyms in six
+        # templates, most of an hour on two cores) reports as it goes and, if stopped, resumes.
+        for start in range(0, len(pairs), ENCODE_CHUNK):
+            chunk = slice(start, start + ENCODE_CHUNK)
+            known.update(self.cache.add(new_keys[chunk], self.encode_uncached(pairs[chunk])))
+            if len(pairs) > ENCODE_CHUNK:
+                stage(f"encoded {min(start + ENCODE_CHUNK, len(pairs)):,} of {len(pairs):,} new phrases in "
+                      f"{len(self.templates) or 1} template(s) with {self.name}; cached in {self.cache.folder}")
         return torch.stack([known[key] for key in keys]) if keys else torch.zeros(0, self.dim)
 
     def encode_uncached(self, phrases: list[tuple[str, str | None]]) -> torch.Tensor:
@@ -535,6 +543,9 @@ def model_digest(model: Any) -> str:
     for tensor in parameters[:1] + parameters[-1:]:
         digest.update(tensor.detach().to("cpu", torch.float32).numpy().tobytes())
     return digest.hexdigest()[:12]
+
+
+ENCODE_CHUNK = 8192  # phrases encoded and cached at a time
 
 
 class PhraseCache:
