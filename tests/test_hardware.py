@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tomllib
+from dataclasses import replace
 
 import pytest
 import torch
@@ -163,6 +164,17 @@ def test_budget_sizing_by_hand():
     with pytest.raises(DeviseError, match="too short for this preset on this host"):
         budget.plan_budget(fixed / budget.SAFETY, [stage], speeds, work, 100)
     assert budget.plan_budget(fixed / budget.SAFETY, [stage], speeds, work, 100, at_least_one_batch=True).epoch_images == 100
+
+
+def test_a_frozen_body_devise_stage_with_held_out_classes_is_costed_with_its_class_splits():
+    speeds = budget.Speeds(train=1000.0, train_small=None, frozen=1500.0, forward=2000.0)
+    work = budget.Workload(train_images=10_000, val_images=1_000, after_images=0, seen_classes=180)
+    frozen = TrainConfig(head="embedding", epochs=2, freeze_epochs=2, init="x", unseen=20)
+    # Features of half the epoch's images and half the validation images at 2,000 images/s, then
+    # 3 splits x 2 epochs x 5,000 images at 1/1500 - 1/2000 s each beyond the forward pass.
+    assert budget.calibration_seconds(frozen, speeds, work, 0.5) == pytest.approx(5_500 / 2000 + 6 * 5_000 / 6000)
+    assert budget.calibration_seconds(replace(frozen, freeze_epochs=1), speeds, work, 0.5) == 0.0  # its body trained
+    assert budget.calibration_seconds(replace(frozen, unseen=0), speeds, work, 0.5) == 0.0
 
 
 def test_the_second_stage_is_sized_at_the_speed_the_first_really_ran():

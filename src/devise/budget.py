@@ -14,6 +14,7 @@ measured it, sizes the second stage for the time that is left (`rescale`). The t
     trained images / training speed        (per epoch, at its image size)
   + validated images / evaluation speed    (per epoch)
   + evaluation and zero-shot passes        (after training; not shrunk)
+  + a frozen-body DeViSE stage's class splits (`calibration_seconds`)
   + an allowance per epoch (checkpoint, curves) and one for label spaces and the report
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from devise.calibration import SPLITS, class_split_applies
 from devise.config import TrainConfig
 from devise.errors import DeviseError
 
@@ -53,6 +55,7 @@ class Workload:
     train_images: int  # a full epoch
     val_images: int  # a full validation pass
     after_images: int  # forward passes after training: evaluation and zero-shot of both models
+    seen_classes: int = 0  # the classes trained on (class splits need three)
 
 
 @dataclass(frozen=True)
@@ -79,10 +82,23 @@ def epoch_seconds(config: TrainConfig, epoch: int, speeds: Speeds, images: float
     return images / speeds.train
 
 
+def calibration_seconds(config: TrainConfig, speeds: Speeds, work: Workload, fraction: float) -> float:
+    """The class splits that end a frozen-body DeViSE stage (`devise.calibration`): the body's
+    features of an epoch's share of the training images and of half the validation images, then a
+    head per split trained on them for the stage's epochs, at what a frozen step costs beyond
+    the forward pass."""
+    if not class_split_applies(config, work.seen_classes):
+        return 0.0
+    images = fraction * work.train_images
+    head = max(0.0, 1 / speeds.frozen - 1 / speeds.forward)
+    return (images + work.val_images / 2) / speeds.forward + SPLITS * config.epochs * images * head
+
+
 def estimate_seconds(stages: list[TrainConfig], speeds: Speeds, work: Workload, fraction: float) -> float:
     """The whole job's seconds when each epoch trains and validates on `fraction` of its images."""
     seconds = FIXED_SECONDS + work.after_images / speeds.forward
     for config in stages:
+        seconds += calibration_seconds(config, speeds, work, fraction)
         for epoch in range(config.epochs):
             seconds += EPOCH_SECONDS + epoch_seconds(config, epoch, speeds, fraction * work.train_images)
             seconds += fraction * work.val_images / speeds.forward

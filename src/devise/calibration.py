@@ -50,6 +50,10 @@ def class_split_constant(run: Run, train_set: ImageSet, val_set: ImageSet, split
     """The mean constant of `splits` class splits of the run's seen classes, with each split's
     pseudo-unseen class ids, constant and best H. `train_set` and `val_set` are the run's seen
     classes' training and validation images."""
+    from devise.train import evenly_spaced
+
+    if run.config.epoch_images:  # a budgeted run's epochs train on fewer images: so do the splits
+        train_set = evenly_spaced(train_set, run.config.epoch_images)
     features = body_features(run, train_set, progress)
     chosen = calibration_half(torch.ones(len(val_set), dtype=torch.bool))
     val_features, val_labels = body_features(run, val_set.subset(chosen.nonzero()[:, 0]), progress), val_set.labels[chosen]

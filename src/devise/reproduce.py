@@ -148,7 +148,8 @@ def fit_budget(minutes: float, started: float, stages: list[TrainConfig], unseen
     train_set, small_set, val_set = load_data(softmax, held_out_classes(softmax, talk)[0], talk, dist)
     speeds = measure_speeds(softmax, train_set, small_set, val_set, device, dist)
     zero_shot_images = len(val_set) * (train_set.num_classes + unseen) / train_set.num_classes
-    work = budgets.Workload(len(train_set), len(val_set), round(2 * len(val_set) + 2 * zero_shot_images))
+    work = budgets.Workload(len(train_set), len(val_set), round(2 * len(val_set) + 2 * zero_shot_images),
+                            train_set.num_classes)
     left = dist.broadcast(minutes * 60 - (time.perf_counter() - started))  # every process sizes alike
     plan = budgets.plan_budget(left, stages, speeds, work, softmax.batch_size)
     if dist.is_main:
