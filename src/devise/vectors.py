@@ -506,7 +506,7 @@ class SentenceSpace(LabelSpace):
         new = {key: pair for key, pair in zip(keys, zip(phrases, parents)) if key not in known}
         new_keys, pairs = list(new), list(new.values())
         # In chunks, each cached when done: a long vocabulary (wordnet:all: 146,000 synonyms in six
-        # templates, most of an hour on two cores) reports as it goes and, if stopped, resumes.
+        # templates, over an hour on two cores) reports as it goes and, if stopped, resumes.
         for start in range(0, len(pairs), ENCODE_CHUNK):
             chunk = slice(start, start + ENCODE_CHUNK)
             known.update(self.cache.add(new_keys[chunk], self.encode_uncached(pairs[chunk])))
