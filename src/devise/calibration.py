@@ -63,13 +63,14 @@ def class_split_constant(run: Run, train_set: ImageSet, val_set: ImageSet, split
     for split in range(splits):
         seed = run.config.unseen_seed + 1 + split
         pseudo_ids = choose_unseen(train_set.class_ids, count, seed)
-        pseudo = torch.tensor([c in set(pseudo_ids) for c in train_set.class_ids])
+        held_out = set(pseudo_ids)
+        pseudo = torch.tensor([c in held_out for c in train_set.class_ids])
         kept_columns = (~pseudo).nonzero()[:, 0]
         kept = ~pseudo[train_set.labels]
         head = fit_head(run.config, features[kept], torch.searchsorted(kept_columns, train_set.labels[kept]),
                         vectors[kept_columns], seed)
         with torch.no_grad():
-            scores = head(val_features.to(features.device)).cpu() @ vectors.cpu().T
+            scores = head(val_features).cpu() @ vectors.cpu().T
         margin, seen_right, unseen_right = seen_unseen_margins(scores, val_labels, ~pseudo)
         gamma, harmonic = best_harmonic_constant(margin, seen_right, unseen_right, val_labels, ~pseudo[val_labels])
         rows.append({"pseudo_unseen": pseudo_ids, "gamma": gamma, "harmonic": harmonic})

@@ -137,6 +137,11 @@ def seen_unseen_curve(margin: torch.Tensor, seen_right: torch.Tensor, unseen_rig
     return gammas, S.clamp(min=0), U
 
 
+def harmonic_curve(S: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
+    """H at every point of an S-U curve (`harmonic_mean`, point by point)."""
+    return torch.where(S + U > 0, 2 * S * U / (S + U), torch.zeros_like(S))
+
+
 def best_harmonic_constant(margin: torch.Tensor, seen_right: torch.Tensor, unseen_right: torch.Tensor,
                            labels: torch.Tensor, seen_image: torch.Tensor) -> tuple[float, float]:
     """(gamma, H): the constant that gives these images the best H anywhere on their S-U curve
@@ -145,7 +150,7 @@ def best_harmonic_constant(margin: torch.Tensor, seen_right: torch.Tensor, unsee
     gammas, S, U = seen_unseen_curve(margin, seen_right, unseen_right, labels, seen_image)
     if len(gammas) == 1:
         return 0.0, 0.0
-    H = torch.where(S + U > 0, 2 * S * U / (S + U), torch.zeros_like(S))
+    H = harmonic_curve(S, U)
     best = int(H.argmax())
     if best == 0:
         gamma = float(gammas[1])  # below every margin: nothing named unseen
@@ -217,7 +222,7 @@ def generalised_figures(scores: torch.Tensor, labels: torch.Tensor, seen_label: 
     calibrated = at(gamma)
     _, S, U = seen_unseen_curve(margin[scored], seen_right[scored], unseen_right[scored], labels[scored],
                                 seen_image[scored])
-    best = max(harmonic_mean(float(s), float(u)) for s, u in zip(S, U))
+    best = float(harmonic_curve(S, U).max())
     return {**figures, "gzsl_gamma": gamma, "gzsl_cal_seen": calibrated["gzsl_seen"],
             "gzsl_cal_unseen": calibrated["gzsl_unseen"], "gzsl_cal_harmonic": calibrated["gzsl_harmonic"],
             "gzsl_ausuc": area_under_seen_unseen_curve(S, U), "gzsl_best_harmonic": best}
