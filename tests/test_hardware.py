@@ -166,7 +166,7 @@ def test_budget_sizing_by_hand():
     assert budget.plan_budget(fixed / budget.SAFETY, [stage], speeds, work, 100, at_least_one_batch=True).epoch_images == 100
 
 
-def test_a_frozen_body_devise_stage_with_held_out_classes_is_costed_with_its_class_splits():
+def test_stages_with_held_out_classes_are_costed_with_their_class_splits():
     speeds = budget.Speeds(train=1000.0, train_small=None, frozen=1500.0, forward=2000.0)
     work = budget.Workload(train_images=10_000, val_images=1_000, after_images=0, seen_classes=180)
     frozen = TrainConfig(head="embedding", epochs=2, freeze_epochs=2, init="x", unseen=20)
@@ -175,6 +175,9 @@ def test_a_frozen_body_devise_stage_with_held_out_classes_is_costed_with_its_cla
     assert budget.calibration_seconds(frozen, speeds, work, 0.5) == pytest.approx(5_500 / 2000 + 6 * 5_000 / 6000)
     assert budget.calibration_seconds(replace(frozen, freeze_epochs=1), speeds, work, 0.5) == 0.0  # its body trained
     assert budget.calibration_seconds(replace(frozen, unseen=0), speeds, work, 0.5) == 0.0
+    # The softmax stage's splits (ConSE's constant, chosen in zero-shot) redo its last layer for its epochs.
+    softmax = TrainConfig(head="softmax", epochs=4, unseen=20)
+    assert budget.calibration_seconds(softmax, speeds, work, 0.5) == pytest.approx(5_500 / 2000 + 12 * 5_000 / 6000)
 
 
 def test_the_second_stage_is_sized_at_the_speed_the_first_really_ran():

@@ -188,6 +188,24 @@ def test_a_frozen_body_devise_run_chooses_its_calibration_constant_on_class_spli
     assert by_folder["devise"]["calibration"] == "seen share"
 
 
+def test_conse_chooses_its_calibration_constant_on_class_splits_in_the_space_compared_in(held_out_runs, tmp_path):
+    from devise.calibration import class_split_constant
+    from devise.zeroshot import comparison_space, run_zero_shot
+
+    softmax, devise = held_out_runs
+    results = run_zero_shot([devise.folder, softmax.folder], "unseen", vocabulary="target", out=tmp_path / "zs",
+                            examples=0, progress=False)
+    conse = next(m for m in results["models"].values() if m["kind"] == "ConSE")
+    assert conse["calibration"] == "class split"
+    # The same constant as the softmax run's last layer redone on three splits, read in the DeViSE run's space.
+    train_set, val_set = runs.run_split(softmax, "train", progress=False), runs.run_split(softmax, progress=False)
+    space = comparison_space([devise, softmax])
+    chosen = class_split_constant(softmax, train_set, val_set, space.embed(train_set.class_names, train_set.class_ids),
+                                  progress=False)
+    assert len(chosen["splits"]) == 3 and conse["gzsl_gamma"] == pytest.approx(chosen["gamma"])
+    assert runs.read_calibration(softmax.folder) is None  # it belongs to the space, not to the softmax run
+
+
 def test_zeroshot_on_an_image_folder_target(held_out_runs, tmp_path):
     from PIL import Image
 

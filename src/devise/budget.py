@@ -14,7 +14,7 @@ measured it, sizes the second stage for the time that is left (`rescale`). The t
     trained images / training speed        (per epoch, at its image size)
   + validated images / evaluation speed    (per epoch)
   + evaluation and zero-shot passes        (after training; not shrunk)
-  + a frozen-body DeViSE stage's class splits (`calibration_seconds`)
+  + the class splits of calibrated stacking (`calibration_seconds`)
   + an allowance per epoch (checkpoint, curves) and one for label spaces and the report
 """
 
@@ -83,10 +83,10 @@ def epoch_seconds(config: TrainConfig, epoch: int, speeds: Speeds, images: float
 
 
 def calibration_seconds(config: TrainConfig, speeds: Speeds, work: Workload, fraction: float) -> float:
-    """The class splits that end a frozen-body DeViSE stage (`devise.calibration`): the body's
-    features of an epoch's share of the training images and of half the validation images, then a
-    head per split trained on them for the stage's epochs, at what a frozen step costs beyond
-    the forward pass."""
+    """The class splits of a stage (`devise.calibration`: a frozen-body DeViSE stage's as it ends,
+    the softmax stage's for ConSE in zero-shot): the body's features of an epoch's share of the
+    training images and of half the validation images, then a last layer per split trained on them
+    for the stage's epochs, at what a frozen step costs beyond the forward pass."""
     if not class_split_applies(config, work.seen_classes):
         return 0.0
     images = fraction * work.train_images

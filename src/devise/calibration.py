@@ -9,13 +9,22 @@ gives the best harmonic mean H between those and the others. Choosing it instead
 share of seen-class images is named unseen leaves H far from the best the S-U curve reaches
 (docs/zero-shot.md).
 
-Retraining a whole model per split is out of reach; a DeViSE run whose body stayed frozen (the
-presets' DeViSE stage) needs only its head retrained. So for such a run trained with `--unseen K`,
-training ends here: the body's features of the training images (once, no augmentation); for each
-of `SPLITS` seeded draws of K pseudo-unseen classes, a head like the run's trained as the run's
-was (loss, optimiser, rate schedule, batch, epochs) on the other classes' features; the constant
-of best H on the validation images `devise.metrics.calibration_half` picks (the ones `devise
-zeroshot` never scores); and their mean, stored in the run folder for `devise zeroshot`.
+Retraining a whole model per split is out of reach; its last layer alone is cheap to redo on the
+body's features. Two models allow it:
+
+- a DeViSE run whose body stayed frozen (the presets' DeViSE stage): its head is all it trained,
+  so the splits redo exactly that. Its training ends here, and the constant is stored in the run
+  folder for `devise zeroshot`;
+- ConSE from a softmax run: its softmax layer is redone on its body's features. ConSE reads the
+  softmax model's labels in whatever label space the models are compared in, so the constant
+  belongs to that space and `devise zeroshot` chooses it there. The body saw the pseudo-unseen
+  classes in training, which a model trained without them would not have.
+
+Either way, for a run trained with `--unseen K`: the body's features of the training images (once,
+no augmentation); for each of `SPLITS` seeded draws of K pseudo-unseen classes, a last layer like
+the run's trained as the run's was (loss, optimiser, rate schedule, batch, epochs) on the other
+classes' features; the constant of best H on the validation images `devise.metrics.calibration_half`
+picks (the ones `devise zeroshot` never scores); and their mean.
 """
 
 from __future__ import annotations
@@ -23,12 +32,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from devise.config import TrainConfig
 from devise.data import ImageSet
 from devise.data.splits import choose_unseen
-from devise.infer import model_outputs
+from devise.infer import CONSE_TOP, conse_vectors, model_outputs
 from devise.metrics import best_harmonic_constant, calibration_half, seen_unseen_margins
 from devise.models import EmbeddingHead
 from devise.objectives import objective_for
@@ -39,17 +49,18 @@ SPLITS = 3
 
 
 def class_split_applies(config: TrainConfig, seen_classes: int) -> bool:
-    """A DeViSE run with held-out classes whose body never trained, its head alone to be redone,
-    and seen classes enough to hold one out and keep two."""
-    return (config.head == "embedding" and config.unseen > 0 and config.freeze_epochs >= config.epochs
-            and seen_classes >= 3)
+    """A run with held-out classes whose last layer alone can be redone (a softmax run for ConSE,
+    or a DeViSE run whose body never trained), and seen classes enough to hold one out and keep two."""
+    frozen = config.head == "softmax" or config.freeze_epochs >= config.epochs
+    return frozen and config.unseen > 0 and seen_classes >= 3
 
 
-def class_split_constant(run: Run, train_set: ImageSet, val_set: ImageSet, splits: int = SPLITS,
-                         progress: bool = True) -> dict:
+def class_split_constant(run: Run, train_set: ImageSet, val_set: ImageSet, label_vectors: torch.Tensor | None = None,
+                         conse_top: int = CONSE_TOP, splits: int = SPLITS, progress: bool = True) -> dict:
     """The mean constant of `splits` class splits of the run's seen classes, with each split's
     pseudo-unseen class ids, constant and best H. `train_set` and `val_set` are the run's seen
-    classes' training and validation images."""
+    classes' training and validation images. A DeViSE run is scored in its own label vectors; a
+    softmax run as ConSE, in `label_vectors` (its classes' vectors in the space compared in)."""
     from devise.train import evenly_spaced
 
     if run.config.epoch_images:  # a budgeted run's epochs train on fewer images: so do the splits
@@ -57,7 +68,8 @@ def class_split_constant(run: Run, train_set: ImageSet, val_set: ImageSet, split
     features = body_features(run, train_set, progress)
     chosen = calibration_half(torch.ones(len(val_set), dtype=torch.bool))
     val_features, val_labels = body_features(run, val_set.subset(chosen.nonzero()[:, 0]), progress), val_set.labels[chosen]
-    vectors = F.normalize(run.label_vectors.float(), dim=1).to(features.device)
+    vectors = F.normalize((run.label_vectors if label_vectors is None else label_vectors).float(), dim=1)
+    vectors = vectors.to(features.device)
     count = min(run.config.unseen, train_set.num_classes - 2)
     rows = []
     for split in range(splits):
@@ -67,10 +79,14 @@ def class_split_constant(run: Run, train_set: ImageSet, val_set: ImageSet, split
         pseudo = torch.tensor([c in held_out for c in train_set.class_ids])
         kept_columns = (~pseudo).nonzero()[:, 0]
         kept = ~pseudo[train_set.labels]
+        kept_vectors = vectors[kept_columns]
         head = fit_head(run.config, features[kept], torch.searchsorted(kept_columns, train_set.labels[kept]),
-                        vectors[kept_columns], seed)
+                        kept_vectors, seed)
         with torch.no_grad():
-            scores = head(val_features).cpu() @ vectors.cpu().T
+            queries = head(val_features)
+            if run.config.head == "softmax":
+                queries = conse_vectors(queries, kept_vectors, conse_top)
+        scores = queries.cpu() @ vectors.cpu().T
         margin, seen_right, unseen_right = seen_unseen_margins(scores, val_labels, ~pseudo)
         gamma, harmonic = best_harmonic_constant(margin, seen_right, unseen_right, val_labels, ~pseudo[val_labels])
         rows.append({"pseudo_unseen": pseudo_ids, "gamma": gamma, "harmonic": harmonic})
@@ -86,13 +102,16 @@ def body_features(run: Run, data: ImageSet, progress: bool) -> torch.Tensor:
 
 
 def fit_head(config: TrainConfig, features: torch.Tensor, labels: torch.Tensor, vectors: torch.Tensor,
-             seed: int) -> EmbeddingHead:
-    """A fresh head like the run's, trained as the run trained its own on these features."""
+             seed: int) -> nn.Module:
+    """A fresh last layer like the run's, trained as the run trained its own on these features:
+    an embedding head into `vectors`, or a softmax layer over their classes."""
     from devise.train import learning_rate, make_optimizer, training_step
 
     torch.manual_seed(seed)
-    head = EmbeddingHead(features.shape[1], vectors.shape[1], config.embed_hidden or None).to(features.device)
-    objective = objective_for(config, vectors)
+    embedding = config.head == "embedding"
+    head = (EmbeddingHead(features.shape[1], vectors.shape[1], config.embed_hidden or None) if embedding
+            else nn.Linear(features.shape[1], len(vectors))).to(features.device)
+    objective = objective_for(config, vectors if embedding else None)
     optimizer = make_optimizer(config, head)
     batch = min(config.batch_size, len(features))
     steps = len(features) // batch

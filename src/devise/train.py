@@ -362,10 +362,12 @@ def fit(config: TrainConfig, folder: Path, resume: bool, talk: bool, device: tor
 
 
 def calibrate(run: Run, train_set: ImageSet, val_set: ImageSet, talk: bool) -> None:
-    """A frozen-body DeViSE run with held-out classes stores its calibrated-stacking constant."""
+    """A frozen-body DeViSE run with held-out classes stores its calibrated-stacking constant. (A
+    softmax run's, for ConSE, depends on the label space it is compared in: `devise zeroshot`
+    chooses it.)"""
     from devise.calibration import SPLITS, class_split_applies, class_split_constant
 
-    if class_split_applies(run.config, train_set.num_classes):
+    if run.config.head == "embedding" and class_split_applies(run.config, train_set.num_classes):
         stage(f"choosing the calibrated-stacking constant on {SPLITS} class splits of the seen classes", talk)
         runs.write_calibration(run.folder, class_split_constant(run, train_set, val_set, progress=talk))
 

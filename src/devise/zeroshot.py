@@ -15,13 +15,15 @@ from pathlib import Path
 
 import torch
 
+from devise.calibration import SPLITS, class_split_applies, class_split_constant
 from devise.data import ImageSet, load_dataset
 from devise.data.folder import folder_class_names
 from devise.data.splits import keep_classes, seen_classes
 from devise.errors import DeviseError
 from devise.infer import CONSE_TOP, kind_of, model_outputs, query_vectors, top_labels
 from devise.metrics import HIERARCHY_KS, ZERO_SHOT_KS, generalised_figures, ranking_metrics, similarity_control
-from devise.runs import Run, held, load_run, read_calibration, read_unseen, write_zero_shot, zero_shot_folder
+from devise.progress import stage
+from devise.runs import Run, held, load_run, read_calibration, read_unseen, run_split, write_zero_shot, zero_shot_folder
 from devise.vectors import RunLabels, Vocabulary, build_vocabulary, label_space_for
 from devise.wordnet import ranking_hierarchy
 
@@ -66,16 +68,16 @@ def comparison_space(runs: list[Run], vectors: str | None = None, replacements: 
 
 def evaluate_zero_shot(models: list[ZeroShotModel], target: ImageSet, space: RunLabels, vocabulary_spec: str,
                        outputs: dict[str, torch.Tensor], conse_top: int = CONSE_TOP,
-                       gzsl: tuple[ImageSet, dict[str, torch.Tensor], list[str]] | None = None,
+                       gzsl: tuple[ImageSet, dict[str, torch.Tensor], list[str], dict[str, dict]] | None = None,
                        examples: list[int] = ()) -> dict:
     """Every zero-shot metric for every model on one target set.
 
     `outputs[name]` holds the model's raw outputs on `target.images` (logits or unit vectors).
     For the images indexed by `examples`, each model's top-5 with each label's similarity to the
     true label goes into `results["examples"]` (the side-by-side figure).
-    With `gzsl` = (all images of the dataset, the models' outputs on them, the seen class ids),
-    for a held-out split of the training dataset, the generalised zero-shot figures are added
-    (`generalised`). Where the target's classes are WordNet nouns, every ranking also gets
+    With `gzsl` = (all images of the dataset, the models' outputs on them, the seen class ids, the
+    models' class-split calibrations by name), for a held-out split of the training dataset, the
+    generalised zero-shot figures are added (`generalised`). Where the target's classes are WordNet nouns, every ranking also gets
     hierarchical precision@k (hp@k).
     """
     target_vectors = space.embed(target.class_names, target.class_ids)
@@ -131,10 +133,12 @@ def scored(top: torch.Tensor, vocabulary: Vocabulary, target: ImageSet, true_vec
 
 
 def generalised(model: ZeroShotModel, space: RunLabels, training_vectors: torch.Tensor, everything: ImageSet,
-                all_outputs: dict[str, torch.Tensor], seen_ids: list[str], conse_top: int) -> dict[str, float]:
+                all_outputs: dict[str, torch.Tensor], seen_ids: list[str], calibrations: dict[str, dict],
+                conse_top: int) -> dict[str, float]:
     """Generalised zero-shot: top-1 over all the dataset's labels (softmax: over its own labels,
     so it never names an unseen class), plain and, for DeViSE and ConSE, calibrated
-    (`devise.metrics.generalised_figures`)."""
+    (`devise.metrics.generalised_figures`) with the model's class-split constant where
+    `calibrations` has one, else the seen-share rule."""
     seen_label = torch.tensor([c in set(seen_ids) for c in everything.class_ids])
     if model.kind == "softmax":
         columns = torch.tensor([everything.class_ids.index(i) for i in model.run.class_ids or seen_ids])
@@ -143,7 +147,7 @@ def generalised(model: ZeroShotModel, space: RunLabels, training_vectors: torch.
         return generalised_figures(scores, everything.labels, seen_label, calibrate=False)
     queries = query_vectors(model.kind, all_outputs[model.name], training_vectors, conse_top)
     everything_vectors = space.embed(everything.class_names, everything.class_ids)
-    calibration = read_calibration(model.run.folder) if model.kind == "DeViSE" else None
+    calibration = calibrations.get(model.name)
     gamma = calibration["gamma"] if calibration else None
     return {**generalised_figures(queries @ everything_vectors.T, everything.labels, seen_label, gamma=gamma),
             "calibration": calibration["method"] if calibration else "seen share"}
@@ -227,7 +231,8 @@ def zero_shot_into(folder: Path, run_folders: list, target: str, target_root: st
         everything, seen_ids = gzsl_all
         unseen_image = ~torch.tensor([c in set(seen_ids) for c in everything.class_ids])[everything.labels]
         outputs = {name: value[unseen_image] for name, value in all_outputs.items()}
-        gzsl = (everything, all_outputs, seen_ids)
+        gzsl = (everything, all_outputs, seen_ids,
+                calibrations(models, space, everything, seen_ids, target_root, conse_top, progress))
     else:
         outputs = all_outputs
     chosen = choose_examples(examples, len(targets), seed)
@@ -240,6 +245,25 @@ def zero_shot_into(folder: Path, run_folders: list, target: str, target_root: st
         plot_examples([targets.images[i] for i in chosen], shown["true"], shown["predictions"], folder / "examples.png")
     results["folder"] = str(folder)
     return results
+
+
+def calibrations(models: list[ZeroShotModel], space: RunLabels, everything: ImageSet, seen_ids: list[str],
+                 data_root: str | None, conse_top: int, progress: bool) -> dict[str, dict]:
+    """Each model's calibrated-stacking constant chosen on class splits (`devise.calibration`),
+    where it has one: a frozen-body DeViSE run's, stored when it trained, and ConSE's, chosen
+    here in the label space the models are compared in."""
+    found = {}
+    for model in models:
+        if model.kind == "DeViSE" and read_calibration(model.run.folder):
+            found[model.name] = read_calibration(model.run.folder)
+        elif model.kind == "ConSE" and class_split_applies(model.run.config, len(seen_ids)):
+            stage(f"choosing ConSE's calibrated-stacking constant on {SPLITS} class splits of the seen classes", progress)
+            run = model.run
+            train_set = run_split(run, "train", data_root, progress)
+            found[model.name] = class_split_constant(run, train_set, keep_classes(everything, seen_ids),
+                                                     space.embed(train_set.class_names, train_set.class_ids),
+                                                     conse_top, progress=progress)
+    return found
 
 
 def choose_examples(examples: int | list[int], count: int, seed: int) -> list[int]:
