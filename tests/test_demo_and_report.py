@@ -42,7 +42,8 @@ def demo(tmp_path_factory) -> Path:
 def test_output_to_a_log_is_one_line_per_stage_and_per_epoch_without_progress_bars(demo):
     log = (demo / "stdout.log").read_text()
     stages = [line for line in log.splitlines() if line.startswith("devise: ")]
-    assert [line.split()[1] for line in stages] == ["training", "training", "evaluating", "zero-shot", "writing"]
+    assert [line.split()[1] for line in stages] == ["training", "training", "evaluating", "zero-shot", "choosing",
+                                                    "class", "class", "class", "writing"]  # ConSE's class splits
     assert "epoch 1/5:" in log and "epoch 5/5:" in log and "epoch 4/4:" in log
     assert "\r" not in log + (demo / "stderr.log").read_text(), "no progress bar redraws in a log"
 
