@@ -148,7 +148,7 @@ def test_the_float32_screen_needs_only_the_summation_margin():
 
 def test_budget_sizing_by_hand():
     stage = TrainConfig(epochs=2, batch_size=100)
-    speeds = budget.Speeds(train=1000.0, train_small=None, frozen=1500.0, forward=2000.0)
+    speeds = budget.Speeds(train=1000.0, train_small=None, frozen=1500.0, forward=2000.0, head=6000.0)
     work = budget.Workload(train_images=10_000, val_images=1_000, after_images=4_000)
     fixed = budget.FIXED_SECONDS + 4_000 / 2000 + 2 * budget.EPOCH_SECONDS
     # The whole preset: fixed + 2 epochs x (10,000 / 1,000 + 1,000 / 2,000) seconds.
@@ -167,11 +167,11 @@ def test_budget_sizing_by_hand():
 
 
 def test_stages_with_held_out_classes_are_costed_with_their_class_splits():
-    speeds = budget.Speeds(train=1000.0, train_small=None, frozen=1500.0, forward=2000.0)
+    speeds = budget.Speeds(train=1000.0, train_small=None, frozen=1500.0, forward=2000.0, head=6000.0)
     work = budget.Workload(train_images=10_000, val_images=1_000, after_images=0, seen_classes=180)
     frozen = TrainConfig(head="embedding", epochs=2, freeze_epochs=2, init="x", unseen=20)
     # Features of half the epoch's images and half the validation images at 2,000 images/s, then
-    # 3 splits x 2 epochs x 5,000 images at 1/1500 - 1/2000 s each beyond the forward pass.
+    # 3 splits x 2 epochs x 5,000 images through a last layer alone at 6,000 images/s.
     assert budget.calibration_seconds(frozen, speeds, work, 0.5) == pytest.approx(5_500 / 2000 + 6 * 5_000 / 6000)
     assert budget.calibration_seconds(replace(frozen, freeze_epochs=1), speeds, work, 0.5) == 0.0  # its body trained
     assert budget.calibration_seconds(replace(frozen, unseen=0), speeds, work, 0.5) == 0.0
@@ -181,13 +181,13 @@ def test_stages_with_held_out_classes_are_costed_with_their_class_splits():
 
 
 def test_the_second_stage_is_sized_at_the_speed_the_first_really_ran():
-    speeds = budget.Speeds(train=1000.0, train_small=500.0, frozen=1500.0, forward=2000.0)
+    speeds = budget.Speeds(train=1000.0, train_small=500.0, frozen=1500.0, forward=2000.0, head=6000.0)
     slower = budget.rescale(speeds, observed_train=800.0)
-    assert (slower.train, slower.train_small, slower.frozen, slower.forward) == (800, 400, 1200, 1600)
+    assert (slower.train, slower.train_small, slower.frozen, slower.forward, slower.head) == (800, 400, 1200, 1600, 4800)
 
 
 def test_frozen_and_small_epochs_are_costed_at_their_own_speeds():
-    speeds = budget.Speeds(train=100.0, train_small=400.0, frozen=500.0, forward=1000.0)
+    speeds = budget.Speeds(train=100.0, train_small=400.0, frozen=500.0, forward=1000.0, head=4000.0)
     stage = TrainConfig(epochs=3, small_epochs=1, small_size=16, freeze_epochs=0)
     assert [budget.epoch_seconds(stage, e, speeds, 1000) for e in range(3)] == [2.5, 10, 10]
     frozen = TrainConfig(epochs=2, freeze_epochs=1, init="x")

@@ -36,16 +36,19 @@ EPOCH_SECONDS = 1.0  # an epoch's checkpoint, metrics and curves
 class Speeds:
     """Images per second on this host, measured: a training step at the run's image size, one at
     the small size of progressive resizing (None without it), a step of a frozen body (a forward
-    pass at the training batch size, then the head's step), and an evaluation forward pass."""
+    pass at the training batch size, then the head's step), an evaluation forward pass, and a
+    last layer's step on features already computed (what the class splits of calibrated stacking
+    train)."""
 
     train: float
     train_small: float | None
     frozen: float
     forward: float
+    head: float
 
     def scaled(self, factor: float) -> "Speeds":
         return Speeds(self.train * factor, self.train_small and self.train_small * factor, self.frozen * factor,
-                      self.forward * factor)
+                      self.forward * factor, self.head * factor)
 
 
 @dataclass(frozen=True)
@@ -86,12 +89,11 @@ def calibration_seconds(config: TrainConfig, speeds: Speeds, work: Workload, fra
     """The class splits of a stage (`devise.calibration`: a frozen-body DeViSE stage's as it ends,
     the softmax stage's for ConSE in zero-shot): the body's features of an epoch's share of the
     training images and of half the validation images, then a last layer per split trained on them
-    for the stage's epochs, at what a frozen step costs beyond the forward pass."""
+    for the stage's epochs."""
     if not class_split_applies(config, work.seen_classes):
         return 0.0
     images = fraction * work.train_images
-    head = max(0.0, 1 / speeds.frozen - 1 / speeds.forward)
-    return (images + work.val_images / 2) / speeds.forward + SPLITS * config.epochs * images * head
+    return (images + work.val_images / 2) / speeds.forward + SPLITS * config.epochs * images / speeds.head
 
 
 def estimate_seconds(stages: list[TrainConfig], speeds: Speeds, work: Workload, fraction: float) -> float:
@@ -140,7 +142,8 @@ def describe(plan: Plan, speeds: Speeds, budget_seconds: float, host: str) -> st
     """What the budget chose and why, in two lines."""
     measured = (f"measured on {host}: training {speeds.train:.0f} images/s"
                 + (f" ({speeds.train_small:.0f} at the small size)" if speeds.train_small else "")
-                + f", frozen body {speeds.frozen:.0f}, evaluation {speeds.forward:.0f} images/s")
+                + f", frozen body {speeds.frozen:.0f}, evaluation {speeds.forward:.0f}, a last layer alone "
+                  f"{speeds.head:.0f} images/s")
     if plan.fraction >= 1:
         return (f"budget {budget_seconds / 60:.1f} min: {measured}; the preset as it is needs about "
                 f"{plan.full_seconds / 60:.1f} min, so nothing is cut")

@@ -131,10 +131,20 @@ def measure_speeds(config: TrainConfig, train_set: ImageSet, small_set: ImageSet
 
         return batch / timed_steps(step, steps, dist)
 
+    def head_speed() -> float:  # on one batch's features, as the class splits of calibration train
+        images, labels = next(iter(training_batches(train_set, NO_AUGMENT)))
+        model.eval()
+        features = body_features(model, images, config.bf16).float()
+
+        def step():
+            training_step(model.head, objective, optimizer, features, labels, bf16=False)
+
+        return config.batch_size / timed_steps(step, [()], dist)
+
     with freed_memory_kept():  # as training runs
         speeds = [train_speed(train_set, Augment.of(config)),
                   train_speed(small_set, Augment.of(config, config.small_size)) if small_set is not None else None,
-                  frozen_speed(), forward_speed()]
+                  frozen_speed(), forward_speed(), head_speed()]
     # Every process must size the run alike: rank 0's figures decide.
     return budgets.Speeds(*(dist.broadcast(v) if v is not None else None for v in speeds))
 
