@@ -56,6 +56,11 @@ def test_demo_runs_the_whole_pipeline(demo):
     assert summary["softmax top-1"] > 0.5  # 32 toy classes: chance is 0.03
     assert summary["zero-shot"]["softmax"]["hit@20"] == 0.0
     assert summary["zero-shot"]["DeViSE"]["hit@1"] > 1 / 8  # above chance over the 8 unseen classes
+    # The demo's DeViSE body trains after its first epoch, so only ConSE's constant comes from class splits.
+    assert summary["zero-shot"]["ConSE"]["calibration"] == "class split"
+    assert summary["zero-shot"]["DeViSE"]["calibration"] == "seen share"
+    page = (demo / "report.html").read_text()
+    assert "<th>constant chosen by</th>" in page and "<td>class split</td>" in page and "<td>seen share</td>" in page
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")

@@ -96,6 +96,7 @@ def hit_at_k_section(folders: list[Path], scratch: Path) -> str:
 
 
 GZSL_COLUMNS = {"gzsl_seen": "S", "gzsl_unseen": "U", "gzsl_harmonic": "H", "gzsl_gamma": "calibration constant",
+                "calibration": "constant chosen by",
                 "gzsl_cal_seen": "calibrated S", "gzsl_cal_unseen": "calibrated U", "gzsl_cal_harmonic": "calibrated H",
                 "gzsl_ausuc": "AUSUC", "gzsl_best_harmonic": "best H on the curve"}
 
@@ -120,7 +121,9 @@ def zero_shot_section(folder: Path) -> str:
         parts += ["<h3>Generalised zero-shot: every label a candidate</h3>",
                   '<p class="note">Per-class top-1 on seen-class (S) and unseen-class (U) images, H their '
                   "harmonic mean; calibrated: a constant taken off the seen labels' scores, chosen on half of "
-                  "the seen-class images only; AUSUC: the area under the whole seen-unseen curve.</p>",
+                  "the seen-class images only, by class splits (seen classes held out of a last layer retrained "
+                  "on the model's features) or as the unseen labels' share; AUSUC: the area under the whole "
+                  "seen-unseen curve.</p>",
                   table(["model", *[GZSL_COLUMNS[key] for key in gzsl]],
                         [[name, *[m.get(key, "") for key in gzsl]] for name, m in models.items()])]
     for name, alt in (("similarity.png", "semantic similarity bars"), ("examples.png", "example predictions")):
