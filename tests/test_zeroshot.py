@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -204,6 +205,20 @@ def test_conse_chooses_its_calibration_constant_on_class_splits_in_the_space_com
                                   progress=False)
     assert len(chosen["splits"]) == 3 and conse["gzsl_gamma"] == pytest.approx(chosen["gamma"])
     assert runs.read_calibration(softmax.folder) is None  # it belongs to the space, not to the softmax run
+
+
+def test_class_splits_train_on_the_images_the_run_trained_on(held_out_runs, monkeypatch):
+    from devise import calibration
+
+    softmax, _ = held_out_runs
+    train_set, val_set = runs.run_split(softmax, "train", progress=False), runs.run_split(softmax, progress=False)
+    featured = []
+    body_features = calibration.body_features
+    monkeypatch.setattr(calibration, "body_features",
+                        lambda run, data, progress: featured.append(len(data)) or body_features(run, data, progress))
+    trial = replace(softmax, config=replace(softmax.config, train_limit=100))  # trained with --train-limit 100
+    calibration.class_split_constant(trial, train_set, val_set, torch.randn(len(softmax.class_names), 8), progress=False)
+    assert featured == [100, (len(val_set) + 1) // 2]  # its first 100 training images, half the validation images
 
 
 def test_zeroshot_on_an_image_folder_target(held_out_runs, tmp_path):
