@@ -61,10 +61,9 @@ def class_split_constant(run: Run, train_set: ImageSet, val_set: ImageSet, label
     pseudo-unseen class ids, constant and best H. `train_set` and `val_set` are the run's seen
     classes' training and validation images. A DeViSE run is scored in its own label vectors; a
     softmax run as ConSE, in `label_vectors` (its classes' vectors in the space compared in)."""
-    from devise.train import evenly_spaced
+    from devise.train import evenly_spaced, first_images
 
-    if run.config.train_limit:  # a trial on the first N training images: so are its splits
-        train_set = train_set.subset(torch.arange(min(run.config.train_limit, len(train_set))))
+    train_set = first_images(train_set, run.config.train_limit)  # a trial's first N images: so are its splits
     if run.config.epoch_images:  # a budgeted run's epochs train on fewer images: so do the splits
         train_set = evenly_spaced(train_set, run.config.epoch_images)
     features = body_features(run, train_set, progress)

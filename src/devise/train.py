@@ -68,9 +68,15 @@ def training_set(config: TrainConfig, unseen: list[str], image_size: int, progre
     """The training images at `image_size` pixels (the run's, or progressive resizing's small one,
     which the dataset's cache keeps ready)."""
     train = runs.seen_split(config, "train", unseen, progress=progress, image_size=image_size)
-    if config.train_limit:
-        train = train.subset(torch.arange(min(config.train_limit, len(train))))
-    return train
+    return first_images(train, config.train_limit)
+
+
+def first_images(data: ImageSet, count: int) -> ImageSet:
+    """The set's first `count` images (all of them when `count` is 0 or more): what a
+    `--train-limit` trial trains on."""
+    if not count or count >= len(data):
+        return data
+    return data.subset(torch.arange(count))
 
 
 def evenly_spaced(data: ImageSet, count: int) -> ImageSet:

@@ -254,8 +254,10 @@ def calibrations(models: list[ZeroShotModel], space: RunLabels, everything: Imag
     here in the label space the models are compared in."""
     found = {}
     for model in models:
-        if model.kind == "DeViSE" and read_calibration(model.run.folder):
-            found[model.name] = read_calibration(model.run.folder)
+        if model.kind == "DeViSE":
+            stored = read_calibration(model.run.folder)
+            if stored:
+                found[model.name] = stored
         elif model.kind == "ConSE" and class_split_applies(model.run.config, len(seen_ids)):
             stage(f"choosing ConSE's calibrated-stacking constant on {SPLITS} class splits of the seen classes", progress)
             run = model.run
