@@ -214,9 +214,9 @@ def problems(config: TrainConfig) -> list[str]:
 # Presets: the settings of `devise reproduce` (and of `devise train --preset NAME`)
 
 PRESETS: dict[str, dict] = {
-    "cpu": {  # about 11 minutes on a 2-core CPU with native bf16
-        # 14 epochs at 16 px, then 8 at 32 px; no dropout, which this small network, still
-        # underfitting at the end, only paid for (docs/zero-shot.md, "The cpu preset's body")
+    "cpu": {  # about 13 minutes on a 2-core CPU with native bf16 (host D)
+        # 14 cheap epochs at 16 px, then 8 at 32 px; no dropout: with it this small network
+        # underfitted to the end (docs/zero-shot.md, "The cpu preset's body")
         "common": dict(data="tiny-imagenet", image_size=32, model="cnn", width=32, hidden=512, dropout=0.0,
                        batch_size=256, crop_padding=4, flip=True),
         "softmax": dict(epochs=22, small_epochs=14, small_size=16, optimizer="sgd", lr=0.2, weight_decay=5e-4,
