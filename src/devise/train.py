@@ -72,8 +72,8 @@ def training_set(config: TrainConfig, unseen: list[str], image_size: int, progre
 
 
 def first_images(data: ImageSet, count: int) -> ImageSet:
-    """The set's first `count` images (all of them when `count` is 0 or more): what a
-    `--train-limit` trial trains on."""
+    """The set's first `count` images (all of them when `count` is 0 or at least the set's size):
+    what a `--train-limit` trial trains on."""
     if not count or count >= len(data):
         return data
     return data.subset(torch.arange(count))
