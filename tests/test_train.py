@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import replace
 
 import pytest
@@ -126,6 +127,21 @@ def test_a_new_run_refuses_a_folder_holding_someone_elses_files(tmp_path):
     with pytest.raises(DeviseError, match=r"holds files devise did not write \(notes.txt\)"):
         training.train(toy_config(tmp_path), progress=False)
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["notes.txt"]
+
+
+def test_another_process_taking_the_folder_meanwhile_is_not_someone_elses_file(tmp_path, monkeypatch):
+    """Under torchrun, rank 0 may hold the folder (and write its lock file) while rank 1 checks it."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    listdir = os.listdir
+
+    def rank0_takes_the_folder(path):
+        names = listdir(path)
+        (folder / runs.HOLDER).write_text("devise train (pid 1)")
+        return names
+
+    monkeypatch.setattr(runs.os, "listdir", rank0_takes_the_folder)
+    assert runs.foreign_files(folder) == []
 
 
 def test_a_run_folder_has_one_writer_at_a_time(tmp_path):

@@ -104,12 +104,13 @@ def held(folder: str | Path, what: str) -> Iterator[Path]:
 
 
 def foreign_files(folder: Path) -> list[str]:
-    """Names in a would-be run folder that devise did not write (a user's own files)."""
+    """Names in a would-be run folder that devise did not write (a user's own files). The folder
+    is listed once: under torchrun another process may be writing into it meanwhile."""
     if not folder.is_dir():
         return []
-    ours = [name for name in os.listdir(folder)
-            if name in DEVISE_FILES or name.endswith(".tmp") or (name.startswith("zeroshot-") and (folder / name).is_dir())]
-    return sorted(set(os.listdir(folder)) - set(ours))
+    return sorted(name for name in os.listdir(folder)
+                  if not (name in DEVISE_FILES or name.endswith(".tmp")
+                          or (name.startswith("zeroshot-") and (folder / name).is_dir())))
 
 
 # ---------------------------------------------------------------------------------------------
