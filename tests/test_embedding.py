@@ -50,6 +50,15 @@ def test_warm_start_copies_the_body_and_freezing_keeps_it(softmax_run, tmp_path)
         assert torch.equal(tensor, after[name]), name
 
 
+def test_a_head_on_a_frozen_body_still_trains_with_the_dropout_before_it(softmax_run, tmp_path):
+    config = TrainConfig(**SMALL, head="embedding", epochs=1, init=str(softmax_run.folder), freeze_epochs=1)
+    plain = training.train(replace(config, dropout=0.0, out=str(tmp_path / "plain")), progress=False)
+    dropped = training.train(replace(config, dropout=0.5, out=str(tmp_path / "dropped")), progress=False)
+    assert not torch.allclose(plain.model.head.project.weight, dropped.model.head.project.weight)
+    assert all(torch.equal(a, b) for a, b in zip(plain.model.body.state_dict().values(),
+                                                 dropped.model.body.state_dict().values())), "the body stays frozen"
+
+
 def test_a_softmax_teacher_mixes_its_probabilities_into_the_targets():
     torch.manual_seed(0)
     model, images, labels = torch.nn.Linear(6, 4), torch.randn(5, 6), torch.tensor([0, 1, 2, 3, 0])

@@ -106,7 +106,7 @@ def fit_head(config: TrainConfig, features: torch.Tensor, labels: torch.Tensor, 
              seed: int) -> nn.Module:
     """A fresh last layer like the run's, trained as the run trained its own on these features:
     an embedding head into `vectors`, or a softmax layer over their classes."""
-    from devise.train import learning_rate, make_optimizer, training_step
+    from devise.train import head_dropout, learning_rate, make_optimizer, training_step
 
     torch.manual_seed(seed)
     embedding = config.head == "embedding"
@@ -124,6 +124,7 @@ def fit_head(config: TrainConfig, features: torch.Tensor, labels: torch.Tensor, 
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, epoch * steps + step, steps)
             rows = order[step * batch : (step + 1) * batch]
-            training_step(head, objective, optimizer, features[rows], labels[rows], bf16=False)
+            inputs = head_dropout(features[rows], config.dropout)
+            training_step(head, objective, optimizer, inputs, labels[rows], bf16=False)
     return head.eval()
 

@@ -160,6 +160,13 @@ def body_features(model: VisualNet, images: torch.Tensor, bf16: bool) -> torch.T
         return model.body(images)
 
 
+def head_dropout(features: torch.Tensor, rate: float) -> torch.Tensor:
+    """The dropout before the head, for a head trained on a frozen body's features: the body runs
+    as at inference (batch norm's running statistics, its own dropout off), and the head still
+    gets the dropout that `--dropout` puts before it."""
+    return torch.nn.functional.dropout(features, rate, training=True)
+
+
 def training_step(model: torch.nn.Module, objective, optimizer: torch.optim.Optimizer, images: torch.Tensor,
                   targets: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on one batch (forward under bf16 autocast if asked); (outputs, loss).
@@ -209,11 +216,12 @@ def train_one_epoch(model: VisualNet, loader: BatchLoader, objective, optimizer:
         lr = learning_rate(config, epoch * steps_per_epoch + step, steps_per_epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        inputs = body_features(model, images, config.bf16) if frozen else images
+        features = body_features(model, images, config.bf16) if frozen else None
+        inputs = head_dropout(features, config.dropout) if frozen else images
         if teacher is None:
             targets = labels
         elif frozen:  # the body is the teacher's own: its features serve both
-            targets = teacher.targets(inputs, labels, from_features=True)
+            targets = teacher.targets(features, labels, from_features=True)
         else:
             targets = teacher.targets(images, labels)
         outputs, loss = training_step(step_model, objective, optimizer, inputs, targets, config.bf16)
