@@ -96,10 +96,8 @@ def main() -> None:
              ("DeViSE MLP, minilm, temperature 0.02", "minilm", False, dict(temperature=0.02)),
              ("DeViSE MLP, minilm, centred label vectors", "minilm", True, {})]
     for name, space, centred, options in heads:
-        vectors = None if space is None else F.normalize(
-            training_label_vectors(replace(run.config, vectors=space), run.class_names).float(), dim=1)
-        if centred:  # less crowded: the labels' mean direction removed, then unit length again
-            vectors = F.normalize(vectors - vectors.mean(dim=0), dim=1)
+        settings = replace(run.config, vectors=space, centre_labels=centred)  # centred: the labels' mean direction off
+        vectors = None if space is None else training_label_vectors(settings, run.class_names)[0].float()
         started = time.perf_counter()
         scores = fit_head((train_features, train_labels), vectors, classes, args.epochs, **options)
         with torch.no_grad():

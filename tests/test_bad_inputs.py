@@ -94,6 +94,7 @@ CASES = [
     ("small size not smaller", 2, lambda w, t: [*TRAIN, "--small-epochs", "1", "--small-size", "64", "--out", str(w / "r")]),
     ("frozen without init", 2, lambda w, t: [*TRAIN, "--freeze-epochs", "1", "--out", str(w / "r")]),
     ("distill on softmax", 2, lambda w, t: [*TRAIN, "--distill", "0.5", "--out", str(w / "r")]),
+    ("centred labels on softmax", 2, lambda w, t: [*TRAIN, "--centre-labels", "--out", str(w / "r")]),
     ("unknown optimiser", 2, lambda w, t: [*TRAIN, "--optimizer", "lbfgs", "--out", str(w / "r")]),
     ("unknown schedule", 2, lambda w, t: [*TRAIN, "--schedule", "sometimes", "--out", str(w / "r")]),
     ("unknown loss", 2, lambda w, t: [*TRAIN, "--head", "embedding", "--loss", "triplet", "--out", str(w / "r")]),

@@ -9,7 +9,9 @@ from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+import devise
 import devise.train as training
 from devise import runs
 from devise.zeroshot import comparison_space
@@ -38,6 +40,29 @@ def test_the_embedding_head_learns_the_toy_set_from_a_warm_start(softmax_run, tm
     assert json.loads((run.folder / "metrics.json").read_text())["head"] == "embedding"
     outputs = run.model(torch.zeros(2, 3, 32, 32))
     assert torch.allclose(outputs.norm(dim=1), torch.ones(2), atol=1e-4), "embedding outputs are unit vectors"
+
+
+def test_a_centred_run_reads_every_label_less_the_mean_of_its_training_labels(softmax_run, tmp_path):
+    from devise.portable import export
+    from devise.vectors import label_space_for
+
+    config = TrainConfig(**SMALL, head="embedding", epochs=1, init=str(softmax_run.folder), freeze_epochs=1,
+                         centre_labels=True, out=str(tmp_path / "centred"))
+    training.train(config, progress=False)
+    run = runs.load_run(tmp_path / "centred")
+    plain = label_space_for(run.config)  # the label space without the run's centre
+    raw = plain.embed(run.class_names)
+    assert torch.allclose(run.label_centre, raw.mean(dim=0))
+    assert torch.allclose(run.label_vectors, F.normalize(raw - raw.mean(dim=0), dim=1))
+    off_diagonal = ~torch.eye(len(raw), dtype=torch.bool)
+    assert (run.label_vectors @ run.label_vectors.T)[off_diagonal].mean() < (raw @ raw.T)[off_diagonal].mean(), \
+        "with the shared direction off, labels sit further apart"
+    new = ["tiger", "fire truck"]
+    expected = F.normalize(plain.embed(new) - run.label_centre, dim=1)
+    assert torch.allclose(run.label_space().embed(new), expected)
+    assert run.label_space().name == "glove-6b-50d+centred"
+    model = devise.load(export(run.folder, tmp_path / "model"), device="cpu")
+    assert torch.allclose(model.encode_text(new), expected), "an exported model reads labels as its run does"
 
 
 def test_warm_start_copies_the_body_and_freezing_keeps_it(softmax_run, tmp_path):

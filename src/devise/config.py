@@ -58,6 +58,7 @@ class TrainConfig:
     prompts: str | None = None  # sentence label spaces: "default" (templates like "a photo of a {}."), "hypernym" (each naming the label's WordNet parent: "a photo of a {}, a kind of {parent}.") or a file of templates; a label is their mean
     replacements: str | None = None  # file of 'label<TAB>words' lines for labels the vectors do not know
     random_vectors: bool = False  # control: random unit label vectors of the same size
+    centre_labels: bool = False  # take the mean of the training labels' vectors off every label vector (then unit length again), so the direction all labels share stops counting in their cosines
     embed_hidden: int = 0  # 0: one linear layer to the label space (the paper); N: an MLP with N units
     init: str | None = None  # a softmax run folder to warm-start the body from
     freeze_epochs: int = 0  # keep the warm-started body frozen for this many epochs
@@ -203,6 +204,8 @@ def problems(config: TrainConfig) -> list[str]:
         found.append("--distill needs --head embedding, --loss crossentropy and --init RUN (the softmax teacher)")
     if config.freeze_epochs and not config.init:
         found.append("--freeze-epochs needs --init RUN (a trained body to keep frozen)")
+    if config.centre_labels and config.head != "embedding":
+        found.append("--centre-labels needs --head embedding (ConSE reads labels in the space of the DeViSE run beside it)")
     if config.prompts and config.vectors != "minilm":
         found.append("--prompts needs a sentence label space (--vectors minilm)")
     if config.vectors_path and config.vectors in ("glove-6b-50d", "minilm"):

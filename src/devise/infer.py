@@ -32,7 +32,7 @@ from devise.memory import freed_memory_kept
 from devise.progress import progress_bar
 from devise.rank import rank_topk
 from devise.runs import Run, load_run
-from devise.vectors import RunLabels, Vocabulary, build_vocabulary, label_space_for
+from devise.vectors import RunLabels, Vocabulary, build_vocabulary
 
 CONSE_TOP = 10
 
@@ -119,8 +119,7 @@ class Predictor:
         self.labels: RunLabels | None = None
         self.vocabulary: Vocabulary | None = None
         if self.kind != "softmax":
-            known = dict(zip(run.class_names, run.label_vectors)) if run.label_vectors is not None else None
-            self.labels = label_space_for(run.config, known, replacements, vectors if self.kind == "ConSE" else None)
+            self.labels = run.label_space(replacements, vectors if self.kind == "ConSE" else None)
             self.vocabulary = build_vocabulary(self.labels, {"train": run.class_names}, vocabulary,
                                                {"train": run.class_ids})
 

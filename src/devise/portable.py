@@ -132,7 +132,9 @@ class DeviseModel:
                                        label_rule=self.config["label_rule"], replacements=None,
                                        prompts=space.get("prompts"), random_vectors=bool(space.get("random_vectors")),
                                        seed=int(space.get("seed", 0)))
-            labels = label_space_for(settings, dict(zip(self.labels, self.label_vectors)))
+            centre = space.get("centre")
+            labels = label_space_for(settings, dict(zip(self.labels, self.label_vectors)),
+                                     centre=None if centre is None else torch.tensor(centre, dtype=torch.float32))
             labels.replacements = dict(self.config.get("replacements") or {}) or None
             self.text_labels = labels
         return self.text_labels
@@ -297,7 +299,8 @@ def from_run(run, replacements: str | None = None) -> DeviseModel:
         "bf16": config.bf16,
         "label_space": {"source": config.vectors, "path": config.vectors_path, "dim": vectors.shape[1],
                         "name": run_space_name(config), "prompts": exported_prompts(config),
-                        "random_vectors": config.random_vectors, "seed": config.seed},
+                        "random_vectors": config.random_vectors, "seed": config.seed,
+                        "centre": None if run.label_centre is None else run.label_centre.float().tolist()},
         "label_rule": config.label_rule,
         "replacements": merged,
         "conse_top": CONSE_TOP,

@@ -60,6 +60,15 @@ class Run:
     folder: Path
     label_vectors: torch.Tensor | None = None  # the training labels' unit vectors (embedding runs)
     class_ids: list[str] | None = None  # the training classes' ids (WordNet ids for Tiny ImageNet); older runs lack them
+    label_centre: torch.Tensor | None = None  # what `--centre-labels` takes off every label vector
+
+    def label_space(self, replacements: str | None = None, vectors: str | None = None):
+        """How this run reads any label: its label space with its training labels' vectors and
+        centre (`devise.vectors.label_space_for`); `vectors` names one for a softmax run."""
+        from devise.vectors import label_space_for
+
+        known = dict(zip(self.class_names, self.label_vectors)) if self.label_vectors is not None else None
+        return label_space_for(self.config, known, replacements, vectors, self.label_centre)
 
     @property
     def device(self) -> torch.device:
@@ -349,4 +358,4 @@ def load_run(folder: str | Path, device: str | torch.device = "cpu") -> Run:
     model.eval()
     mean, std = state["normalizer"]
     return Run(config, model, Normalizer(tuple(mean), tuple(std)), list(state["class_names"]), objective, folder,
-               label_vectors, list(state["class_ids"]) if "class_ids" in state else None)
+               label_vectors, list(state["class_ids"]) if "class_ids" in state else None, state.get("label_centre"))

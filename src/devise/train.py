@@ -311,8 +311,8 @@ def fit(config: TrainConfig, folder: Path, resume: bool, talk: bool, device: tor
     train_set, small_set, val_set = load_data(config, unseen, talk, dist)
     if train_set.num_classes < 2:
         raise DeviseError(f"the training set has {train_set.num_classes} class: at least two are needed")
-    label_vectors = (training_label_vectors(config, train_set.class_names, train_set.class_ids)
-                     if config.head == "embedding" else None)
+    label_vectors, label_centre = (training_label_vectors(config, train_set.class_names, train_set.class_ids)
+                                   if config.head == "embedding" else (None, None))
     normalizer = Normalizer.fit(train_set.images)
     model, objective = build_model(config, train_set.num_classes, label_vectors, device)
     if config.init and not resume:
@@ -362,12 +362,13 @@ def fit(config: TrainConfig, folder: Path, resume: bool, talk: bool, device: tor
                          "epoch_seconds": time.perf_counter() - started,
                          "images_per_second": fit_figures["images"] / train_seconds})
             if dist.is_main:
-                save_epoch(folder, rows, model, optimizer, train_set, normalizer, label_vectors)
+                save_epoch(folder, rows, model, optimizer, train_set, normalizer, label_vectors, label_centre)
             if talk:
                 print(f"epoch {epoch + 1}/{config.epochs}: train loss {rows[-1]['train_loss']:.3f} "
                       f"top1 {rows[-1]['train_top1']:.3f} | val loss {val['loss']:.3f} top1 {val['top1']:.3f} "
                       f"top5 {val['top5']:.3f} | {rows[-1]['epoch_seconds']:.0f}s", flush=True)
-    run = Run(config, model, normalizer, train_set.class_names, objective, folder, label_vectors, train_set.class_ids)
+    run = Run(config, model, normalizer, train_set.class_names, objective, folder, label_vectors, train_set.class_ids,
+              label_centre)
     if dist.is_main:
         runs.write_summary(folder, summary(config, rows, {**describe_host(device), "processes": dist.world_size}))
         calibrate(run, train_set, val_set, talk)
@@ -420,7 +421,8 @@ def cpu_copy(state):
 
 
 def save_epoch(folder: Path, rows: list[dict], model: VisualNet, optimizer: torch.optim.Optimizer,
-               train_set: ImageSet, normalizer: Normalizer, label_vectors: torch.Tensor | None) -> None:
+               train_set: ImageSet, normalizer: Normalizer, label_vectors: torch.Tensor | None,
+               label_centre: torch.Tensor | None) -> None:
     """After an epoch: its metrics row, the checkpoint (CPU tensors, with the classes' names and
     ids: the ids place them in WordNet for hierarchical precision), the curves."""
     from devise.plots import plot_learning_curves
@@ -430,6 +432,8 @@ def save_epoch(folder: Path, rows: list[dict], model: VisualNet, optimizer: torc
                       "class_names": train_set.class_names, "class_ids": train_set.class_ids, "normalizer": [list(normalizer.mean), list(normalizer.std)]})
     if label_vectors is not None:
         state["label_vectors"] = label_vectors.cpu()
+    if label_centre is not None:
+        state["label_centre"] = label_centre.cpu()
     runs.save_checkpoint(folder, state)
     plot_learning_curves({folder.name: rows}, folder / "curves.png")
 

@@ -626,10 +626,11 @@ class RunLabels:
     rule: str = DEFAULT_RULE
     replacements: dict[str, str] | None = None
     known: dict[str, torch.Tensor] = field(default_factory=dict)
+    centre: torch.Tensor | None = None  # taken off every new label's vector (`--centre-labels`)
 
     @property
     def name(self) -> str:
-        return self.space.name
+        return self.space.name + ("+centred" if self.centre is not None else "")
 
     @property
     def dim(self) -> int:
@@ -641,7 +642,7 @@ class RunLabels:
         id_of = dict(zip(labels, ids)) if ids else {}
         new = [label for label in dict.fromkeys(labels) if label not in self.known]
         new_ids = [id_of.get(label) for label in new]
-        made = dict(zip(new, self.space.embed(new, self.rule, self.replacements, new_ids))) if new else {}
+        made = dict(zip(new, self.centred(self.space.embed(new, self.rule, self.replacements, new_ids)))) if new else {}
         if not labels:
             return torch.zeros(0, self.dim)
         return torch.stack([self.known[label] if label in self.known else made[label] for label in labels])
@@ -656,7 +657,11 @@ class RunLabels:
         return self.space.vocabulary_words(n)
 
     def embed_words(self, words: list[str]) -> torch.Tensor:
-        return self.space.embed_words(words)
+        return self.centred(self.space.embed_words(words))
+
+    def centred(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Label vectors as the run reads them: less its centre, if it has one, then unit length."""
+        return vectors if self.centre is None else F.normalize(vectors - self.centre, dim=1)
 
 
 def read_replacements_files(*paths: str | None) -> dict[str, str] | None:
@@ -671,8 +676,9 @@ def read_replacements_files(*paths: str | None) -> dict[str, str] | None:
 
 def run_space_name(config) -> str:
     """The name of a run's label space, from its settings alone (nothing is loaded)."""
-    return "random" if config.random_vectors else space_name(config.vectors, config.vectors_path,
+    name = "random" if config.random_vectors else space_name(config.vectors, config.vectors_path,
                                                              getattr(config, "prompts", None))
+    return name + ("+centred" if getattr(config, "centre_labels", False) else "")
 
 
 def run_replacements(config, replacements: str | None = None) -> dict[str, str]:
@@ -682,28 +688,40 @@ def run_replacements(config, replacements: str | None = None) -> dict[str, str]:
 
 
 def label_space_for(config, known: dict[str, torch.Tensor] | None = None, replacements: str | None = None,
-                    vectors: str | None = None) -> RunLabels:
+                    vectors: str | None = None, centre: torch.Tensor | None = None) -> RunLabels:
     """A run's label space: `config`'s source, rule and replacements file (plus a `replacements`
-    file of the caller's, which wins), and the vectors of its training labels when `known`. For a
-    softmax run, which has no space of its own, `vectors` names the one to use."""
+    file of the caller's, which wins), the vectors of its training labels when `known`, and the
+    centre it takes off every other label's vector. For a softmax run, which has no space of its
+    own, `vectors` names the one to use."""
     merged = run_replacements(config, replacements) or None
     if config.random_vectors:
         dim = next(iter(known.values())).shape[0] if known else load_label_space(config.vectors, config.vectors_path).dim
-        return RunLabels(RandomSpace(dim, config.seed), config.label_rule, merged, dict(known or {}))
+        return RunLabels(RandomSpace(dim, config.seed), config.label_rule, merged, dict(known or {}), centre)
     source, path = (vectors, None) if vectors else (config.vectors, config.vectors_path)
     prompts = getattr(config, "prompts", None) if source == MINILM else None
-    return RunLabels(load_label_space(source, path, prompts), config.label_rule, merged, dict(known or {}))
+    return RunLabels(load_label_space(source, path, prompts), config.label_rule, merged, dict(known or {}), centre)
 
 
-def training_label_vectors(config, class_names: list[str], class_ids: list[str] | None = None) -> torch.Tensor:
+def training_label_vectors(config, class_names: list[str],
+                           class_ids: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The unit vectors a new embedding run trains towards, one per class: the label space's
     (`class_ids`: their WordNet ids, for hypernym prompts), or for the control random ones of the
-    same size (seeded, so the control is reproducible)."""
+    same size (seeded, so the control is reproducible); and the centre, with `--centre-labels`.
+
+    The centre is the mean of the training labels' vectors. Every label in a sentence space shares
+    a direction ("a photo of a ..."), so that unrelated labels sit at cosines near 0.4 and a
+    prediction near that direction is near every label; taken off, cosines measure what tells
+    labels apart. The run keeps it and takes it off every label it reads later."""
     if config.random_vectors:
         dim = load_label_space(config.vectors, config.vectors_path).dim
         generator = torch.Generator().manual_seed(config.seed + 12345)
-        return F.normalize(torch.randn(len(class_names), dim, generator=generator), dim=1)
-    return label_space_for(config).embed(class_names, class_ids)
+        vectors = F.normalize(torch.randn(len(class_names), dim, generator=generator), dim=1)
+    else:
+        vectors = label_space_for(config).embed(class_names, class_ids)
+    if not config.centre_labels:
+        return vectors, None
+    centre = vectors.mean(dim=0)
+    return F.normalize(vectors - centre, dim=1), centre
 
 
 @dataclass

@@ -24,7 +24,7 @@ from devise.infer import CONSE_TOP, kind_of, model_outputs, query_vectors, top_l
 from devise.metrics import HIERARCHY_KS, ZERO_SHOT_KS, generalised_figures, ranking_metrics, similarity_control
 from devise.progress import stage
 from devise.runs import Run, held, load_run, read_calibration, read_unseen, run_split, write_zero_shot, zero_shot_folder
-from devise.vectors import RunLabels, Vocabulary, build_vocabulary, label_space_for
+from devise.vectors import RunLabels, Vocabulary, build_vocabulary
 from devise.wordnet import ranking_hierarchy
 
 
@@ -55,15 +55,15 @@ def comparison_space(runs: list[Run], vectors: str | None = None, replacements: 
     for softmax runs alone `vectors` (default: the runs' own setting, GloVe 50-d unless changed)."""
     embedding = [r for r in runs if r.config.head == "embedding"]
     spaces = {(r.config.vectors, r.config.vectors_path, r.config.label_rule, r.config.random_vectors,
-               r.config.replacements, r.config.prompts) for r in embedding}
+               r.config.replacements, r.config.prompts, r.config.centre_labels) for r in embedding}
     if len(spaces) > 1:
         raise DeviseError("the embedding runs use different label spaces or rules; compare them in separate calls")
     if not embedding:
-        return label_space_for(runs[0].config, None, replacements, vectors)
+        return runs[0].label_space(replacements, vectors)
     run = embedding[0]
     if vectors and vectors != run.config.vectors:
         raise DeviseError(f"--vectors {vectors} differs from the embedding run's label space {run.config.vectors}")
-    return label_space_for(run.config, dict(zip(run.class_names, run.label_vectors)), replacements)
+    return run.label_space(replacements)
 
 
 def evaluate_zero_shot(models: list[ZeroShotModel], target: ImageSet, space: RunLabels, vocabulary_spec: str,
