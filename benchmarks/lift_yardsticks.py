@@ -8,8 +8,9 @@ space, and its lift over the control (random label pairs in that space). A space
 label near its WordNet relatives (hypernym prompts) also credits the softmax model's seen-class
 guesses, which are often such relatives, so the ratio of the lifts moves with the space even
 though no prediction does. This script keeps every prediction as the runs make it and scores
-the same top 3 in: the runs' own space, MiniLM with bare names, MiniLM with the default prompts,
-and the 50-d GloVe the student paper measured in.
+the same top 3 in: the runs' own space (and, for a run with `--centre-labels`, the same without
+its centre), MiniLM with bare names, MiniLM with the default prompts, and the 50-d GloVe the
+student paper measured in.
 
 Prints one line per yardstick.
 Usage: python benchmarks/lift_yardsticks.py DEVISE_RUN SOFTMAX_RUN
@@ -47,7 +48,7 @@ def main() -> None:
     targets = everything.subset(unseen_image.nonzero()[:, 0])
     labels = everything.labels[unseen_image]
 
-    own = label_space_for(devise.config).embed(everything.class_names, everything.class_ids)
+    own = devise.label_space().embed(everything.class_names, everything.class_ids)  # as the run reads labels
     outputs = {"DeViSE": model_outputs(devise, targets, progress=False),
                "ConSE": model_outputs(softmax, targets, progress=False)}
     outputs["softmax"] = outputs["ConSE"]
@@ -55,12 +56,15 @@ def main() -> None:
            for kind, out in outputs.items()}
     top = {kind: (seen_columns if kind == "softmax" else unseen_columns)[index] for kind, index in top.items()}
 
-    yardsticks = {"own space": devise.config, "MiniLM, bare names": replace(devise.config, prompts=None),
-                  "MiniLM, default prompts": replace(devise.config, prompts="default"),
-                  "GloVe 6B 50-d (the paper's)": replace(devise.config, vectors="glove-6b-50d", prompts=None)}
-    for name, settings in yardsticks.items():
-        vectors = F.normalize(label_space_for(settings).embed(everything.class_names, everything.class_ids).float(),
-                              dim=1)
+    others = {"own space, not centred": devise.config, "MiniLM, bare names": replace(devise.config, prompts=None),
+              "MiniLM, default prompts": replace(devise.config, prompts="default"),
+              "GloVe 6B 50-d (the paper's)": replace(devise.config, vectors="glove-6b-50d", prompts=None)}
+    if not devise.config.centre_labels:
+        del others["own space, not centred"]
+    yardsticks = {"own space": own, **{name: label_space_for(settings).embed(everything.class_names, everything.class_ids)
+                                       for name, settings in others.items()}}
+    for name, vectors in yardsticks.items():
+        vectors = F.normalize(vectors.float(), dim=1)
         control = similarity_control(vectors[unseen_columns], vectors[seen_columns])
         lift = {kind: float(semantic_similarity(vectors[labels], vectors[index]).mean()) - control
                 for kind, index in top.items()}
