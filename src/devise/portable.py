@@ -284,7 +284,7 @@ def from_run(run, replacements: str | None = None) -> DeviseModel:
     if run.label_vectors is not None:
         vectors = run.label_vectors.detach().float().cpu()
     else:
-        vectors = label_space_for(config, None, replacements).embed(run.class_names, run.class_ids)
+        vectors = run.label_space(replacements).embed(run.class_names, run.class_ids)
     spec = ModelSpec.of(config)
     return DeviseModel(run.model, {
         "format": FORMAT, "format_version": FORMAT_VERSION, "devise_version": __version__,

@@ -25,8 +25,10 @@ How a label becomes a vector (`WordVectorSpace`):
 A replacements file (`read_replacements`) maps a label the vectors do not know to other words,
 which are then read with the same rules.
 
-A trained run reads every label through `label_space_for(config, known)`: its own space, rule and
-replacements, and for its training labels the very vectors it trained on (from its checkpoint).
+A trained run reads every label through `label_space_for(config, known, centre=...)` (a loaded run:
+`Run.label_space()`): its own space, rule and replacements, for its training labels the very
+vectors it trained on (from its checkpoint), and for every other label the centre it took off its
+training labels, if it was trained with `--centre-labels`.
 Vocabularies of candidate labels (`build_vocabulary`) are built in such a space.
 """
 
