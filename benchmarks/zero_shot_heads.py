@@ -10,8 +10,12 @@ The softmax run itself and ConSE from it are scored alike, in each label space. 
 fixed, differences between heads are the head's, loss's and label space's doing: a cheap screen
 (seconds to a minute per head) before a preset's DeViSE stage is changed and trained in full.
 
+`--ceiling` also trains each head on every class, the held-out ones included, and scores it the
+same way: what these features give when the held-out classes are not unseen at all, the ceiling
+a zero-shot head can approach but not pass.
+
 Prints one JSON line per head.
-Usage: python benchmarks/zero_shot_heads.py SOFTMAX_RUN [--epochs 6] [--heads NAME,NAME]
+Usage: python benchmarks/zero_shot_heads.py SOFTMAX_RUN [--epochs 6] [--heads NAME,NAME] [--ceiling]
 """
 
 from __future__ import annotations
@@ -95,6 +99,12 @@ def fit_head(features: torch.Tensor, labels: torch.Tensor, label_vectors: torch.
     return head.eval()
 
 
+@torch.no_grad()
+def head_queries(head: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """A trained head's unit query vectors for these features."""
+    return F.normalize(head(features), dim=1)
+
+
 def scored(name: str, queries: torch.Tensor | None, logits: torch.Tensor, everything, seen_label: torch.Tensor,
            vectors: torch.Tensor, extra: dict) -> dict:
     """The zero-shot figures of one model from its query vectors on every validation image (None:
@@ -132,6 +142,8 @@ def main() -> None:
     parser.add_argument("softmax_run")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--heads", help="comma list of head names (default: all)")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also train each head on every class, the held-out ones included")
     args = parser.parse_args()
 
     run = load_run(args.softmax_run)
@@ -144,6 +156,10 @@ def main() -> None:
     seen_rows = seen_label[train.labels]
     train_labels = torch.searchsorted(seen_label.nonzero()[:, 0], train.labels[seen_rows])
     train_features, _ = features_of(run, train.subset(seen_rows))
+    if args.ceiling:
+        held_out = train.subset(~seen_rows)
+        every_features = torch.cat([train_features, features_of(run, held_out)[0]])
+        every_labels = torch.cat([train.labels[seen_rows], held_out.labels])
     val_features, val_logits = features_of(run, everything)
     chosen = args.heads.split(",") if args.heads else list(HEADS)
     spaces: dict = {}
@@ -162,10 +178,14 @@ def main() -> None:
         vectors = spaces[(source, prompts, centred)]
         started = time.perf_counter()
         head = fit_head(train_features, train_labels, vectors[seen_label], loss, hidden, margin, args.epochs)
-        with torch.no_grad():
-            queries = F.normalize(head(val_features), dim=1)
+        queries = head_queries(head, val_features)
         print(json.dumps(scored(name, queries, val_logits, everything, seen_label, vectors,
                                 {"seconds": round(time.perf_counter() - started, 1)})), flush=True)
+        if args.ceiling:
+            head = fit_head(every_features, every_labels, vectors, loss, hidden, margin, args.epochs)
+            queries = head_queries(head, val_features)
+            print(json.dumps(scored(f"{name}, trained on every class (the ceiling)", queries, val_logits,
+                                    everything, seen_label, vectors, {})), flush=True)
 
 
 if __name__ == "__main__":
