@@ -62,6 +62,7 @@ HEADS = {
     "hinge minilm+hypernym mlp": ("minilm", "hypernym", "hinge", 1024, 0.1, False),
     "crossentropy minilm+hypernym mlp": ("minilm", "hypernym", "crossentropy", 1024, 0.1, False),
     "hinge minilm+hypernym linear centred": ("minilm", "hypernym", "hinge", 0, 0.1, True),
+    "crossentropy minilm+hypernym linear centred": ("minilm", "hypernym", "crossentropy", 0, 0.1, True),
 }
 
 
