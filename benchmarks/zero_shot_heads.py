@@ -11,8 +11,8 @@ fixed, differences between heads are the head's, loss's and label space's doing:
 (seconds to a minute per head) before a preset's DeViSE stage is changed and trained in full.
 
 `--ceiling` also trains each head on every class, the held-out ones included, and scores it the
-same way: what these features give when the held-out classes are not unseen at all, the ceiling
-a zero-shot head can approach but not pass.
+same way: what these features give when the held-out classes are not unseen at all, a ceiling
+for any zero-shot head on the same features.
 
 Prints one JSON line per head.
 Usage: python benchmarks/zero_shot_heads.py SOFTMAX_RUN [--epochs 6] [--heads NAME,NAME] [--ceiling]
