@@ -26,7 +26,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from devise.config import TrainConfig
-from devise.data import BatchLoader, Normalizer
+from devise.data import BatchLoader, Preprocess
 from devise.hardware import describe_host, host_line, resolve_device, use_bf16
 from devise.memory import freed_memory_kept
 from devise.config import preset_settings
@@ -56,14 +56,14 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 8192, repeats
 def epoch_throughput(config: TrainConfig, device: torch.device, steps: int) -> dict:
     """One epoch (or `steps` steps) of the preset's softmax model, timed after 3 warm-up steps."""
     data = seen_split(config, "train", [], progress=False)
-    normalizer = Normalizer.fit(data.images)
+    preprocess = Preprocess.fit(data.images)
     data = data.to(device)
     torch.manual_seed(0)
     torch.backends.cudnn.benchmark = device.type == "cuda"
     model, objective = build_model(config, data.num_classes, None, device)
     model = model.to(memory_format=torch.channels_last).train()
     optimizer = make_optimizer(config, model)
-    loader = BatchLoader(data, config.batch_size, normalizer, shuffle=True, augment=Augment.of(config),
+    loader = BatchLoader(data, config.batch_size, preprocess, shuffle=True, augment=Augment.of(config),
                          seed=config.seed, drop_last=True)
     batches = iter(loader)
     for _ in range(3):
@@ -92,7 +92,7 @@ def same_outputs_on_the_cpu(run_folder: Path, device: torch.device) -> float:
     """The largest difference between the run's outputs on `device` and on the CPU, in float32."""
     here, cpu = load_run(run_folder, device), load_run(run_folder, "cpu")
     data = run_split(cpu, progress=False)
-    images = cpu.normalizer.prepare(data.images[:64])
+    images = cpu.preprocess.prepare(data.images[:64])
     with torch.no_grad():
         return float((here.model(images.to(device)).float().cpu() - cpu.model(images).float()).abs().max())
 

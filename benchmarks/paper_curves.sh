@@ -4,7 +4,7 @@
 # Usage: bash benchmarks/paper_curves.sh DATA_ROOT OUT_FOLDER [EPOCHS]
 set -euo pipefail
 data_root=${1:?data root}; out=${2:?output folder}; epochs=${3:-6}
-common=(--data tiny-imagenet --data-root "$data_root" --model cnn --width 32 --hidden 512 --image-size 32
+common=(--data tiny-imagenet --data-root "$data_root" --body cnn --width 32 --hidden 512 --image-size 32
         --epochs "$epochs" --optimizer adam --lr 1e-3 --weight-decay 0 --schedule step --step-epochs 4
         --step-gamma 0.3 --quiet)
 run() { name=$1; shift; [ -f "$out/$name/summary.json" ] || devise train "${common[@]}" --out "$out/$name" "$@"; }

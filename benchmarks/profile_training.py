@@ -8,7 +8,7 @@
 All of it with freed memory kept for the next step, as `devise train` runs; what that is worth
 is measured by benchmarks/train_throughput.py, in fresh processes.
 Prints one JSON line per result.
-Usage: python benchmarks/profile_training.py --data-root ../shared/data [--preset cpu] [--model resnet9]
+Usage: python benchmarks/profile_training.py --data-root ../shared/data [--preset cpu] [--body resnet9]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from devise.config import TrainConfig
-from devise.data import BatchLoader, Normalizer
+from devise.data import BatchLoader, Preprocess
 from devise.hardware import use_bf16
 from devise.memory import freed_memory_kept
 from devise.config import preset_settings
@@ -48,9 +48,9 @@ def step_function(config: TrainConfig, num_classes: int, compiled: bool = False)
     return step
 
 
-def batches(config: TrainConfig, data, normalizer: Normalizer):
+def batches(config: TrainConfig, data, preprocess: Preprocess):
     while True:
-        yield from BatchLoader(data, config.batch_size, normalizer, shuffle=True, augment=Augment.of(config))
+        yield from BatchLoader(data, config.batch_size, preprocess, shuffle=True, augment=Augment.of(config))
 
 
 def images_per_second(step, source, steps: int, warmup: int = 2) -> float:
@@ -64,9 +64,9 @@ def images_per_second(step, source, steps: int, warmup: int = 2) -> float:
     return images / (time.perf_counter() - started)
 
 
-def profile_steps(config: TrainConfig, data, normalizer: Normalizer, steps: int) -> None:
+def profile_steps(config: TrainConfig, data, preprocess: Preprocess, steps: int) -> None:
     step = step_function(config, data.num_classes)
-    source = batches(config, data, normalizer)
+    source = batches(config, data, preprocess)
     step(*next(source))
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
@@ -76,7 +76,7 @@ def profile_steps(config: TrainConfig, data, normalizer: Normalizer, steps: int)
                 step(images, labels)
     events = {e.key: e for e in prof.key_averages()}
     batch_ms, step_ms = (events[name].cpu_time_total / 1e3 / steps for name in ("make batch", "train step"))
-    print(json.dumps({"benchmark": "profile", "model": config.model, "image_size": config.image_size,
+    print(json.dumps({"benchmark": "profile", "body": config.body, "image_size": config.image_size,
                       "ms_per_step_making_batch": round(batch_ms, 1), "ms_per_step_training": round(step_ms, 1),
                       "batch_share": round(batch_ms / (batch_ms + step_ms), 3)}))
     ops = sorted((e for e in prof.key_averages() if not e.key.startswith(("make batch", "train step", "ProfilerStep"))),
@@ -91,19 +91,19 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data-root", required=True)
     parser.add_argument("--preset", default="cpu")
-    parser.add_argument("--model", help="override the preset's model (cnn or resnet9)")
+    parser.add_argument("--body", help="override the preset's body (cnn or resnet9)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (its first call compiles for minutes)")
     args = parser.parse_args()
     config = TrainConfig(**preset_settings(args.preset, "softmax"), data_root=args.data_root)
     config = replace(config, bf16=use_bf16(torch.device("cpu"), config.bf16))  # as `devise train` decides
-    if args.model:
-        config = replace(config, model=args.model)
+    if args.body:
+        config = replace(config, body=args.body)
     data = seen_split(config, "train", [], progress=False)
-    normalizer = Normalizer.fit(data.images)
+    preprocess = Preprocess.fit(data.images)
     with freed_memory_kept():  # as `devise train` runs its steps
-        profile_steps(config, data, normalizer, args.steps)
+        profile_steps(config, data, preprocess, args.steps)
 
     threads = torch.get_num_threads()
     variants = {
@@ -125,12 +125,12 @@ def main() -> None:
             torch.set_num_threads(n_threads)
             step = step_function(variant, data.num_classes, compiled)
             with freed_memory_kept():
-                results[name].append(images_per_second(step, batches(variant, data_at[variant.image_size], normalizer),
+                results[name].append(images_per_second(step, batches(variant, data_at[variant.image_size], preprocess),
                                                        args.steps))
     torch.set_num_threads(threads)
     baseline = statistics.median(results["as configured"])
     for name, rates in results.items():
-        print(json.dumps({"benchmark": "setting", "model": config.model, "setting": name,
+        print(json.dumps({"benchmark": "setting", "body": config.body, "setting": name,
                           "images_per_s": [round(r, 1) for r in rates],
                           "ratio_to_configured": round(statistics.median(rates) / baseline, 2)}))
 

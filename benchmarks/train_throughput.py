@@ -32,7 +32,7 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from devise.config import TrainConfig
-from devise.data import BatchLoader, Normalizer, load_dataset
+from devise.data import BatchLoader, Preprocess, load_dataset
 from devise.hardware import describe_host, host_line, use_bf16
 from devise.data.sources import FileSource
 from devise.data.tiny_imagenet import list_split, locate, open_source, read_class_names
@@ -112,7 +112,7 @@ def devise_model_and_batches(size: int, data_root: str, batch_size: int):
     config = TrainConfig()
     data = load_dataset("tiny-imagenet", data_root, "train", image_size=size, progress=False)
     model = create_model(ModelSpec.of(config), 200).to(memory_format=torch.channels_last)
-    return model, BatchLoader(data, batch_size, Normalizer.fit(data.images), shuffle=True, augment=Augment.of(config))
+    return model, BatchLoader(data, batch_size, Preprocess.fit(data.images), shuffle=True, augment=Augment.of(config))
 
 
 def measure(method: str, size: int, data_root: str, batch_size: int, steps: int) -> tuple[float, float]:

@@ -52,7 +52,7 @@ def write_cifar100(root: Path, per_split: dict[str, int], seed: int = 0, names: 
 
 # A tiny softmax run and a DeViSE run warm-started from it, on the toy set at 16 px: about ten
 # seconds on two cores, shared by the tests of exported models and of `devise serve`.
-TINY_TOY = dict(data="toy", image_size=16, model="cnn", width=8, hidden=32, dropout=0.1, batch_size=32,
+TINY_TOY = dict(data="toy", image_size=16, body="cnn", width=8, hidden=32, dropout=0.1, batch_size=32,
                 optimizer="adam", lr=3e-3, crop_padding=2, bf16=False, epochs=2)
 
 

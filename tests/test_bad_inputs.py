@@ -23,7 +23,7 @@ from devise import runs
 from devise.cli import main
 from devise.config import TrainConfig
 
-TOY = ["--data", "toy", "--model", "cnn", "--width", "8", "--hidden", "16", "--epochs", "1", "--batch-size", "128",
+TOY = ["--data", "toy", "--body", "cnn", "--width", "8", "--hidden", "16", "--epochs", "1", "--batch-size", "128",
        "--quiet"]
 TRAIN = ["train", *TOY]
 NOT_UTF8 = b"cat \xff\xfe"
@@ -33,7 +33,7 @@ NOT_UTF8 = b"cat \xff\xfe"
 def trained(tmp_path_factory) -> Path:
     """A finished toy run (2 classes held out) to copy into the cases that need one."""
     folder = tmp_path_factory.mktemp("trained") / "run"
-    training.train(TrainConfig(data="toy", model="cnn", width=8, hidden=16, epochs=1, batch_size=128, unseen=2,
+    training.train(TrainConfig(data="toy", body="cnn", width=8, hidden=16, epochs=1, batch_size=128, unseen=2,
                                out=str(folder)), progress=False)
     return folder
 
@@ -99,7 +99,7 @@ CASES = [
     ("unknown schedule", 2, lambda w, t: [*TRAIN, "--schedule", "sometimes", "--out", str(w / "r")]),
     ("unknown loss", 2, lambda w, t: [*TRAIN, "--head", "embedding", "--loss", "triplet", "--out", str(w / "r")]),
     ("unknown head", 2, lambda w, t: [*TRAIN, "--head", "both", "--out", str(w / "r")]),
-    ("unknown model", 2, lambda w, t: [*TRAIN, "--model", "vgg", "--out", str(w / "r")]),
+    ("unknown body", 2, lambda w, t: [*TRAIN, "--body", "vgg", "--out", str(w / "r")]),
     ("unknown label space", 2, lambda w, t: [*TRAIN, "--vectors", "glove-9b", "--out", str(w / "r")]),
     ("unknown label rule", 2, lambda w, t: [*TRAIN, "--label-rule", "last", "--out", str(w / "r")]),
     ("unknown bad-image policy", 2, lambda w, t: [*TRAIN, "--on-bad-image", "ignore", "--out", str(w / "r")]),

@@ -20,7 +20,7 @@ from devise.evaluation import evaluate_run
 from devise.errors import DeviseError
 from devise.objectives import SoftmaxTeacher
 
-SMALL = dict(data="toy", image_size=32, model="cnn", width=16, hidden=64, dropout=0.1, batch_size=32,
+SMALL = dict(data="toy", image_size=32, body="cnn", width=16, hidden=64, dropout=0.1, batch_size=32,
              optimizer="adam", lr=3e-3, crop_padding=2, bf16=False)
 
 
@@ -147,13 +147,13 @@ def test_the_random_vector_control_trains_towards_random_vectors_not_glove(softm
 
 
 def test_a_warm_start_inherits_the_body_shape_including_the_pooled_stem(tmp_path):
-    softmax = TrainConfig(**dict(SMALL, model="resnet9", image_size=64, width=8), stem_pool=True, epochs=1,
+    softmax = TrainConfig(**dict(SMALL, body="resnet9", image_size=64, width=8), stem_pool=True, epochs=1,
                           out=str(tmp_path / "softmax"))
     training.train(softmax, progress=False)
     devise = TrainConfig(**dict(SMALL, image_size=64), head="embedding", epochs=1, init=softmax.out,
                          out=str(tmp_path / "devise"))
     run = training.train(devise, progress=False)
-    assert (run.config.model, run.config.width, run.config.stem_pool) == ("resnet9", 8, True)
+    assert (run.config.body, run.config.width, run.config.stem_pool) == ("resnet9", 8, True)
     # The pooled stem halves the first feature map: a 64 px image costs what 32 px costs without it.
     stem = run.model.body[0][0]
     assert stem(torch.zeros(1, 3, 64, 64)).shape[-1] == 32

@@ -30,7 +30,7 @@ def native_bf16(monkeypatch):
 
 
 def toy_config(tmp_path, **changes) -> TrainConfig:
-    settings = dict(data="toy", model="cnn", image_size=32, width=8, hidden=32, dropout=0.1, batch_size=128, epochs=1,
+    settings = dict(data="toy", body="cnn", image_size=32, width=8, hidden=32, dropout=0.1, batch_size=128, epochs=1,
                     optimizer="adam", lr=3e-3, out=str(tmp_path / "run"))
     return TrainConfig(**{**settings, **changes})
 
@@ -66,7 +66,7 @@ def test_a_checkpoint_trained_with_bf16_predicts_in_float32_where_bf16_is_not_na
     images = [torch.randint(0, 256, (40, 40, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(i)).numpy()
               for i in range(3)]
     ranked = predictor.predict(images, top=3)
-    batch = predictor.run.normalizer.prepare(predictor.image_tensor(images))
+    batch = predictor.run.preprocess.prepare(predictor.image_tensor(images))
     with torch.no_grad():
         expected = predictor.run.model(batch).float().softmax(dim=1).topk(3, dim=1)  # plain float32, by hand
     assert [[name for name, _ in row] for row in ranked] == [[run.class_names[i] for i in row] for row in expected.indices.tolist()]

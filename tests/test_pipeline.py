@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from devise.data import BatchLoader, Normalizer, load_dataset
+from devise.data import BatchLoader, Preprocess, load_dataset
 from devise.data.pipeline import NO_AUGMENT, Augment, augment_batch
 
 
@@ -14,26 +14,26 @@ def toy():
 
 def test_batches_have_the_right_shape_dtype_layout_and_range():
     data = toy()
-    normalizer = Normalizer.fit(data.images)
-    loader = BatchLoader(data, 64, normalizer, shuffle=True, augment=Augment(jitter=0.3), drop_last=True)
+    preprocess = Preprocess.fit(data.images)
+    loader = BatchLoader(data, 64, preprocess, shuffle=True, augment=Augment(jitter=0.3), drop_last=True)
     batches = list(loader)
     assert len(batches) == len(data) // 64
     images, labels = batches[0]
     assert images.shape == (64, 3, 32, 32) and images.dtype == torch.float32
     assert images.is_contiguous(memory_format=torch.channels_last)
     assert labels.dtype == torch.int64
-    low = normalizer(torch.zeros(1, 3, 1, 1)).min()
-    high = normalizer(torch.full((1, 3, 1, 1), 255.0)).max()
+    low = preprocess(torch.zeros(1, 3, 1, 1)).min()
+    high = preprocess(torch.full((1, 3, 1, 1), 255.0)).max()
     assert low - 1e-4 <= images.min() and images.max() <= high + 1e-4
     assert abs(float(images.mean())) < 0.5
 
 
 def test_same_seed_same_batches_other_epoch_other_batches():
     data = toy()
-    normalizer = Normalizer.fit(data.images)
+    preprocess = Preprocess.fit(data.images)
 
     def first_batch(seed, epoch):
-        loader = BatchLoader(data, 32, normalizer, shuffle=True, augment=Augment(jitter=0.2), seed=seed)
+        loader = BatchLoader(data, 32, preprocess, shuffle=True, augment=Augment(jitter=0.2), seed=seed)
         loader.set_epoch(epoch)
         return next(iter(loader))
 
@@ -45,7 +45,7 @@ def test_same_seed_same_batches_other_epoch_other_batches():
 
 def test_evaluation_batches_cover_every_image_once_in_order():
     data = toy()
-    loader = BatchLoader(data, 300, Normalizer.fit(data.images), augment=NO_AUGMENT)
+    loader = BatchLoader(data, 300, Preprocess.fit(data.images), augment=NO_AUGMENT)
     labels = torch.cat([labels for _, labels in loader])
     assert torch.equal(labels, data.labels)
 
@@ -74,10 +74,10 @@ def test_resizing_once_at_load():
 
 def test_the_shares_of_two_processes_put_together_are_the_one_process_batches():
     data = toy()
-    normalizer = Normalizer.fit(data.images)
+    preprocess = Preprocess.fit(data.images)
 
     def batches(shard):
-        return list(BatchLoader(data, 64, normalizer, shuffle=True, augment=Augment(jitter=0.2), seed=1, shard=shard))
+        return list(BatchLoader(data, 64, preprocess, shuffle=True, augment=Augment(jitter=0.2), seed=1, shard=shard))
 
     whole, first, second = batches((0, 1)), batches((0, 2)), batches((1, 2))
     assert len(whole) == len(first) == len(second)
@@ -88,7 +88,7 @@ def test_the_shares_of_two_processes_put_together_are_the_one_process_batches():
 
 def test_a_limited_epoch_is_a_fresh_draw_of_that_many_images():
     data = toy()
-    loader = BatchLoader(data, 100, Normalizer.fit(data.images), shuffle=True, limit=250)
+    loader = BatchLoader(data, 100, Preprocess.fit(data.images), shuffle=True, limit=250)
     assert len(loader) == 3
     first = torch.cat([labels for _, labels in loader])
     loader.set_epoch(1)

@@ -45,9 +45,9 @@ def test_export_writes_safetensors_and_a_readable_json_config(exported, toy_runs
     config = json.loads((folder / "config.json").read_text())
     run = load_run(toy_runs["devise"])
     assert config["kind"] == "embedding" and config["image_size"] == 16
-    assert config["architecture"]["model"] == "cnn" and config["label_rule"] == run.config.label_rule
+    assert config["architecture"]["body"] == "cnn" and config["label_rule"] == run.config.label_rule
     assert config["label_space"]["name"] == "glove-6b-50d"
-    assert config["normalizer"]["mean"] == list(run.normalizer.mean)
+    assert config["normalizer"]["mean"] == list(run.preprocess.mean)
     assert config["labels"] == run.class_names
     assert torch.equal(torch.tensor(config["label_vectors"]), run.label_vectors), "the vectors it trained on, exactly"
     header = (folder / "model.safetensors").read_bytes()[:9]
@@ -146,7 +146,7 @@ def test_classify_decodes_and_ranks_images_batch_by_batch(exported, val_images, 
 
     sizes = []
     real = portable.image_batch
-    monkeypatch.setattr(portable, "image_batch", lambda images, size: sizes.append(len(images)) or real(images, size))
+    monkeypatch.setattr(portable, "image_batch", lambda images, size, interpolation="bilinear": sizes.append(len(images)) or real(images, size, interpolation))
     model = devise.load(exported["devise"], device="cpu")
     in_batches = model.classify(as_arrays(val_images[:20]), top=3, batch_size=8)
     assert sizes == [8, 8, 4]

@@ -199,7 +199,7 @@ def test_serve_says_how_to_use_it(capsys):
 
 def test_serve_mistakes_are_one_clear_line(toy_runs, tmp_path, capsys):
     assert main(["serve", str(tmp_path / "nowhere")]) == 2
-    assert capsys.readouterr().err.strip().splitlines() == [f"devise: error: {tmp_path / 'nowhere'}: no such model folder"]
+    assert capsys.readouterr().err.strip().splitlines() == [f"devise: error: {tmp_path / 'nowhere'}: no such model folder, nor a pretrained model devise knows (efficientnet-lite0)"]
     assert main(["serve", str(toy_runs["devise"]), "--max-mb", "0"]) == 2
     assert "--max-mb must be positive" in capsys.readouterr().err
     with socket.socket() as taken:

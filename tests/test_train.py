@@ -13,7 +13,7 @@ import torch
 import devise.train as training
 from devise import runs
 from devise.config import RANGES, TrainConfig
-from devise.data import BatchLoader, Normalizer, load_dataset
+from devise.data import BatchLoader, Preprocess, load_dataset
 from devise.data.pipeline import NO_AUGMENT
 from devise.errors import DeviseError, RunFailed
 from devise.models import ModelSpec, create_model
@@ -33,7 +33,7 @@ def test_a_few_steps_lower_the_loss_on_the_toy_set():
     model = create_model(ModelSpec("cnn", width=8, hidden=32, dropout=0.0), data.num_classes)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     objective = SoftmaxObjective()
-    images, labels = next(iter(BatchLoader(data, 256, Normalizer.fit(data.images), shuffle=True)))
+    images, labels = next(iter(BatchLoader(data, 256, Preprocess.fit(data.images), shuffle=True)))
     losses = []
     for _ in range(15):
         loss = objective.loss(model(images), labels)
@@ -59,7 +59,7 @@ def test_a_run_folder_holds_config_metrics_checkpoint_curves_and_summary(tmp_pat
 
 
 def test_training_for_longer_learns_the_toy_set(tmp_path):
-    config = toy_config(tmp_path, model="cnn", width=16, hidden=64, epochs=6, batch_size=32, optimizer="adam",
+    config = toy_config(tmp_path, body="cnn", width=16, hidden=64, epochs=6, batch_size=32, optimizer="adam",
                         lr=3e-3, crop_padding=2, bf16=False)
     run = training.train(config, progress=False)
     summary = json.loads((run.folder / "summary.json").read_text())

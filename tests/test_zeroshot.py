@@ -123,7 +123,7 @@ def test_vocabulary_from_label_sets_frequent_words_and_a_file(tmp_path):
         build_vocabulary(RunLabels(small_space()), {"target": ["cat"]}, "target,everything")
 
 
-SMALL = dict(data="toy", image_size=32, model="cnn", width=16, hidden=64, dropout=0.1, batch_size=32,
+SMALL = dict(data="toy", image_size=32, body="cnn", width=16, hidden=64, dropout=0.1, batch_size=32,
              optimizer="adam", lr=3e-3, crop_padding=2, bf16=False, unseen=8, unseen_seed=3)
 
 
@@ -296,7 +296,7 @@ def test_a_run_trained_with_relative_paths_is_used_from_any_directory(tmp_path):
     (work / "replacements.txt").write_text("red square\tcrimson square\n")
     devise = [sys.executable, "-m", "devise"]
     train = [*devise, "train", "--data", "folder", "--data-root", "data", "--replacements", "replacements.txt",
-             "--cache-dir", "cache", "--unseen", "2", "--image-size", "16", "--crop-padding", "2", "--model", "cnn",
+             "--cache-dir", "cache", "--unseen", "2", "--image-size", "16", "--crop-padding", "2", "--body", "cnn",
              "--width", "8", "--hidden", "16", "--batch-size", "16", "--epochs", "1", "--out", "run", "--quiet"]
     trained = subprocess.run(train, cwd=work, capture_output=True, text=True)
     assert trained.returncode == 0, trained.stderr
@@ -397,7 +397,7 @@ def test_zero_shot_reads_labels_with_the_runs_own_rule_and_replacements(renamed_
     assert not torch.allclose(first, glove.embed(unseen, "mean", read_replacements(replacements))), \
         "the rule matters for these labels"
     with torch.no_grad():
-        predicted = F.normalize(devise.model.eval()(devise.normalizer.prepare(everything.images[keep])), dim=1)
+        predicted = F.normalize(devise.model.eval()(devise.preprocess.prepare(everything.images[keep])), dim=1)
     cosines = predicted @ first.T
     truth = torch.tensor([unseen.index(n) for n in names])
     top = cosines.topk(3, dim=1).indices

@@ -7,14 +7,18 @@ read back by ranking words by cosine similarity, so the model can name classes i
 from devise.errors import DeviseError
 
 __version__ = "0.1.0"
-__all__ = ["DeviseError", "__version__", "load", "from_pretrained"]
+__all__ = ["DeviseError", "__version__", "load", "from_pretrained", "list_pretrained"]
 
 
 def __getattr__(name: str):
-    """`devise.load` and `devise.from_pretrained`, imported on first use: `import devise` (and the
+    """`devise.load`, `devise.from_pretrained` and `devise.list_pretrained`, imported on first use: `import devise` (and the
     command line's start) stays free of torch until a model is wanted."""
     if name in ("load", "from_pretrained", "DeviseModel"):
         from devise import portable
 
         return getattr(portable, name)
+    if name == "list_pretrained":
+        from devise.pretrained import list_pretrained
+
+        return list_pretrained
     raise AttributeError(f"module 'devise' has no attribute {name!r}")

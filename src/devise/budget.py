@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 
 from devise.calibration import SPLITS, class_split_applies
-from devise.config import TrainConfig
+from devise.config import TrainConfig, own_body
 from devise.errors import DeviseError
 
 SAFETY = 0.85  # plan for this share of the time left: speeds drift, and the machine may be shared
@@ -75,9 +75,25 @@ class Plan:
         return {"epoch_images": self.epoch_images, "val_images": self.val_images}
 
 
+def cached_features(config: TrainConfig) -> bool:
+    """Whether a stage trains its head on a frozen timm body's cached features
+    (`devise.train.frozen_features`)."""
+    return not own_body(config) and config.freeze_epochs > 0
+
+
+def feature_seconds(config: TrainConfig, speeds: Speeds, work: Workload, fraction: float) -> float:
+    """Computing a frozen timm body's features once: each training image in each view (as is, and
+    flipped with `flip`), and the validation images."""
+    views = 2 if config.flip else 1
+    return (views * fraction * work.train_images + fraction * work.val_images) / speeds.forward
+
+
 def epoch_seconds(config: TrainConfig, epoch: int, speeds: Speeds, images: float) -> float:
     """Training time of one epoch of `images` images: a frozen body costs a forward pass (its head
-    is tiny), progressive resizing's small epochs run at the small size's speed."""
+    is tiny), or nothing once its features are cached; progressive resizing's small epochs run at
+    the small size's speed."""
+    if epoch < config.freeze_epochs and cached_features(config):
+        return images / speeds.head
     if epoch < config.freeze_epochs:
         return images / speeds.frozen
     if epoch < config.small_epochs and speeds.train_small:
@@ -93,17 +109,23 @@ def calibration_seconds(config: TrainConfig, speeds: Speeds, work: Workload, fra
     if not class_split_applies(config, work.seen_classes):
         return 0.0
     images = fraction * work.train_images
-    return (images + work.val_images / 2) / speeds.forward + SPLITS * config.epochs * images / speeds.head
+    features = 0.0 if cached_features(config) else (images + work.val_images / 2) / speeds.forward
+    return features + SPLITS * config.epochs * images / speeds.head
 
 
 def estimate_seconds(stages: list[TrainConfig], speeds: Speeds, work: Workload, fraction: float) -> float:
     """The whole job's seconds when each epoch trains and validates on `fraction` of its images."""
     seconds = FIXED_SECONDS + work.after_images / speeds.forward
+    features_paid = False  # the stages share one body: its features are computed once
     for config in stages:
         seconds += calibration_seconds(config, speeds, work, fraction)
+        if cached_features(config) and not features_paid:
+            seconds += feature_seconds(config, speeds, work, fraction)
+            features_paid = True
         for epoch in range(config.epochs):
             seconds += EPOCH_SECONDS + epoch_seconds(config, epoch, speeds, fraction * work.train_images)
-            seconds += fraction * work.val_images / speeds.forward
+            cached = epoch < config.freeze_epochs and cached_features(config)
+            seconds += fraction * work.val_images / (speeds.head if cached else speeds.forward)
     return seconds
 
 
@@ -132,10 +154,11 @@ def plan_budget(budget_seconds: float, stages: list[TrainConfig], speeds: Speeds
     return Plan(fraction, epoch_images, val_images, full, estimate_seconds(stages, speeds, work, fraction))
 
 
-def rescale(speeds: Speeds, observed_train: float) -> Speeds:
+def rescale(speeds: Speeds, observed_train: float, head: bool = False) -> Speeds:
     """The measured speeds scaled by how fast full-size training really ran (images/s from a
-    finished stage's epochs) against the first measurement."""
-    return speeds.scaled(observed_train / speeds.train)
+    finished stage's epochs) against the first measurement; `head`: the stage trained a head on
+    cached features, so its epochs ran at the speed of a last layer alone."""
+    return speeds.scaled(observed_train / (speeds.head if head else speeds.train))
 
 
 def describe(plan: Plan, speeds: Speeds, budget_seconds: float, host: str) -> str:

@@ -29,8 +29,6 @@ picks (the ones `devise zeroshot` never scores); and their mean.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -38,7 +36,7 @@ import torch.nn.functional as F
 from devise.config import TrainConfig
 from devise.data import ImageSet
 from devise.data.splits import choose_unseen
-from devise.infer import CONSE_TOP, conse_vectors, model_outputs
+from devise.infer import CONSE_TOP, body_outputs, conse_vectors
 from devise.metrics import best_harmonic_constant, calibration_half, seen_unseen_margins
 from devise.models import EmbeddingHead
 from devise.objectives import objective_for
@@ -98,8 +96,7 @@ def class_split_constant(run: Run, train_set: ImageSet, val_set: ImageSet, label
 
 def body_features(run: Run, data: ImageSet, progress: bool) -> torch.Tensor:
     """The run's body's output for every image, as its frozen body gave them to the head."""
-    features = model_outputs(replace(run, model=run.model.body), data, run.config.eval_batch_size, progress)
-    return features.to(run.device)
+    return body_outputs(run, data, run.config.eval_batch_size, progress).to(run.device)
 
 
 def fit_head(config: TrainConfig, features: torch.Tensor, labels: torch.Tensor, vectors: torch.Tensor,

@@ -158,7 +158,7 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
             raise DeviseError(f"--example-images takes comma-separated numbers, not {args.example_images!r}") from None
     results = run_zero_shot(args.runs, args.target, args.target_root, args.vocabulary, args.vectors, args.conse_top,
                             args.out, examples, progress=not args.quiet, download=args.download, device=args.device,
-                            replacements=args.replacements, cache_dir=args.cache_dir)
+                            replacements=args.replacements, cache_dir=args.cache_dir, prompts=args.prompts)
     print(f"target {results['target']}: {results['images']} images, {results['target_classes']} classes, "
           f"label space {results['label_space']}, vocabulary {results['vocabulary']}")
     for name, entry in results["models"].items():
@@ -181,11 +181,17 @@ def printed_figures(entry: dict, vocabulary: str) -> list[str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from devise.infer import Predictor
+    from devise.portable import load
 
-    predictor = Predictor.load(args.run, args.vocabulary, device=args.device, conse=args.conse,
-                               replacements=args.replacements)
-    results = predictor.predict(args.images, top=args.top)
+    model = load(args.run, device=args.device, vectors=args.vectors, prompts=args.prompts, replacements=args.replacements)
+    if args.top <= 0:
+        raise DeviseError(f"--top must be positive, not {args.top}")
+    # A softmax run names its own labels by probability unless asked for ConSE; a stock classifier is ConSE.
+    method = "conse" if args.conse or model.config.get("stock") else None
+    if model.kind == "softmax" and method is None:
+        results = model.classify(args.images, top=args.top, method="softmax")
+    else:
+        results = model.classify(args.images, model.vocabulary(args.vocabulary), top=args.top, method=method)
     for image, ranked in zip(args.images, results):
         if args.json:
             print(json.dumps({"image": image, "labels": [{"label": l, "score": round(s, 5)} for l, s in ranked]}))
@@ -265,6 +271,27 @@ def options(*names: str) -> argparse.ArgumentParser:
     return parent
 
 
+def add_stock_space(parser: argparse.ArgumentParser) -> None:
+    """--vectors and --prompts: the label space a pretrained classifier's labels are read in."""
+    parser.add_argument("--vectors", choices=LABEL_SPACES, help=(
+        "label space of a pretrained classifier named instead of a run (default: glove-6b-50d)"))
+    parser.add_argument("--prompts", help="with --vectors minilm: default, hypernym or a file of templates")
+
+
+class ListPretrained(argparse.Action):
+    """`devise --list-pretrained`: the weights devise knows, one JSON line each, then exit."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from devise.pretrained import list_pretrained
+
+        for weights in list_pretrained():
+            print(json.dumps(weights))
+        parser.exit()
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a mistake on the command line is one line too (usage stays in --help)."""
 
@@ -276,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="devise", description=(
         "Train and evaluate DeViSE-style visual-semantic embedding models."))
     parser.add_argument("--version", action="version", version=f"devise {__version__}")
+    parser.add_argument("--list-pretrained", action=ListPretrained,
+                        help="list the pretrained weights devise knows (source, licence, input size, training classes)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     train = commands.add_parser("train", parents=[options("quiet", "device")],
@@ -309,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    help="zero-shot hit@k and semantic similarity: DeViSE, ConSE, softmax",
                                    description="Embedding runs are evaluated as DeViSE; softmax runs as themselves "
                                                "and as ConSE.")
-    zeroshot.add_argument("runs", nargs="+", help="run folders (embedding and/or softmax)")
+    zeroshot.add_argument("runs", nargs="+", help="run folders (embedding and/or softmax), or a pretrained "
+                                                  "classifier's name (devise --list-pretrained)")
     zeroshot.add_argument("--target", required=True,
                           help="unseen (the classes the runs held out), cifar100, folder, tiny-imagenet or toy")
     zeroshot.add_argument("--target-root", help="where the target dataset is (folder, CIFAR-100 root, ...)")
@@ -318,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "(WordNet nouns near the target's classes, less the training ones; default: target,train)")
     zeroshot.add_argument("--vectors", choices=LABEL_SPACES,
                           help="label space when no embedding run is given (default: glove-6b-50d)")
+    zeroshot.add_argument("--prompts", help="with --vectors minilm, for a pretrained classifier named instead of a "
+                                            "run: default, hypernym or a file of templates")
     zeroshot.add_argument("--conse-top", type=int, default=10, help="ConSE's T (default: 10)")
     zeroshot.add_argument("--out", help="output folder (default: RUN/zeroshot-TARGET)")
     zeroshot.add_argument("--examples", type=int, default=6, help="random target images in examples.png (default: 6)")
@@ -326,13 +358,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", parents=[options("device", "replacements")],
                                   help="ranked labels with scores for image files")
-    predict.add_argument("run", help="run folder")
+    predict.add_argument("run", help="run folder, exported model folder, or a pretrained classifier's name "
+                                     "(devise --list-pretrained)")
     predict.add_argument("images", nargs="+", help="image files (any size; greyscale and RGBA are fine)")
     predict.add_argument("--vocabulary", default="train",
                          help="comma list of train, words:N, file:PATH, wordnet:all (default: train); embedding or --conse runs")
     predict.add_argument("--top", type=int, default=5, help="labels per image (default: 5)")
     predict.add_argument("--conse", action="store_true", help="for a softmax run: rank the vocabulary through ConSE")
     predict.add_argument("--json", action="store_true", help="one JSON object per image")
+    add_stock_space(predict)
     predict.set_defaults(func=cmd_predict)
 
     export = commands.add_parser("export", parents=[options("replacements")],

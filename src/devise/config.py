@@ -17,7 +17,8 @@ from pathlib import Path
 
 DATASETS = ("tiny-imagenet", "cifar100", "folder", "toy")
 HEADS = ("softmax", "embedding")
-MODELS = ("cnn", "resnet9")
+OWN_BODIES = ("cnn", "resnet9")  # devise's own networks; timm's are "timm:NAME" (devise.pretrained)
+PRETRAINED_BODIES = ("efficientnet-lite0",)  # weights devise knows by name (devise.pretrained.KNOWN)
 LOSSES = ("cosine", "hinge", "rank", "crossentropy")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
@@ -37,13 +38,15 @@ class TrainConfig:
     download: bool = False  # fetch the dataset when it is not on disk
     val_split: str = "val"  # the split validated on after each epoch
     val_share: float = 0.1  # a folder dataset without val/: validate on this seeded share of each class's images
-    image_size: int = 32  # pixels; Tiny ImageNet's 64 px images are downsampled once at load
+    image_size: int = 0  # pixels the network sees; 0: the body's own (32 for cnn and resnet9, the weights' input size for a timm body)
     train_limit: int = 0  # use only the first N training images (0: all); for quick trials
     unseen: int = 0  # hold this many classes (a seeded draw) out of training, for zero-shot tests
     unseen_seed: int = 0  # the seed of that draw
     # model
     head: str = "softmax"  # softmax (class logits) or embedding (DeViSE: a vector in the label space)
-    model: str = "resnet9"  # cnn (plain, the paper's style) or resnet9
+    body: str = "resnet9"  # the visual network: cnn (plain, the paper's style), resnet9, efficientnet-lite0, or timm:NAME (any timm architecture)
+    pretrained: bool = False  # start a timm body from pretrained weights (efficientnet-lite0: packaged; timm:NAME: timm's own, from the hub or --pretrained-file)
+    pretrained_file: str | None = None  # a local weights file for --pretrained on a timm:NAME body, read by timm's own loader
     width: int = 32  # channels of the first conv block (x2, x4, x8 later); 32 suits a 2-core CPU
     stem_pool: bool = False  # resnet9: max-pool after the first conv, so 64 px images cost what 32 px ones do
     hidden: int = 512  # units of the fully connected layer before the head
@@ -109,7 +112,18 @@ def unknown_settings(values: dict) -> list[str]:
 
 
 # Settings that name a file or folder; `prompts` may instead name a built-in template set.
-PATH_SETTINGS = ("data_root", "cache_dir", "vectors_path", "replacements", "init", "prompts")
+PATH_SETTINGS = ("data_root", "cache_dir", "vectors_path", "replacements", "init", "prompts", "pretrained_file")
+
+
+def is_body(name: str) -> bool:
+    """A body name devise can build: its own, a pretrained one it knows, or timm:NAME."""
+    return isinstance(name, str) and (name in OWN_BODIES or name in PRETRAINED_BODIES
+                                      or (name.startswith("timm:") and len(name) > len("timm:")))
+
+
+def own_body(config: TrainConfig) -> bool:
+    """Whether the run's body is one of devise's own networks (not a timm one)."""
+    return config.body in OWN_BODIES
 
 
 def with_absolute_paths(config: TrainConfig) -> TrainConfig:
@@ -134,12 +148,12 @@ def field_help() -> dict[str, str]:
 # The rules
 
 
-CHOICES = {"data": DATASETS, "head": HEADS, "model": MODELS, "loss": LOSSES, "optimizer": OPTIMIZERS,
+CHOICES = {"data": DATASETS, "head": HEADS, "loss": LOSSES, "optimizer": OPTIMIZERS,
            "schedule": SCHEDULES, "vectors": LABEL_SPACES, "label_rule": LABEL_RULES, "on_bad_image": ON_BAD_IMAGE}
 
 # field: (lowest, highest, whether the lowest is allowed, whether the highest is); None: no bound
 RANGES = {
-    "image_size": (8, 1024, True, True), "train_limit": (0, None, True, None), "unseen": (0, None, True, None),
+    "image_size": (0, 1024, True, True), "train_limit": (0, None, True, None), "unseen": (0, None, True, None),
     "unseen_seed": (0, None, True, None), "val_share": (0, 1, False, False), "width": (1, 1024, True, True), "hidden": (1, None, True, None),
     "dropout": (0, 1, True, False), "margin": (0, None, True, None), "temperature": (0, None, False, None),
     "embed_hidden": (0, None, True, None), "freeze_epochs": (0, None, True, None), "distill": (0, 1, True, True),
@@ -194,16 +208,24 @@ def problems(config: TrainConfig) -> list[str]:
     for name, bounds in RANGES.items():
         if outside(getattr(config, name), *bounds):
             found.append(f"{flag(name)} must be {range_text(*bounds)}, not {getattr(config, name)!r}")
-    if config.crop_padding >= config.image_size:
+    if not is_body(config.body):
+        found.append(f"--body must be one of {', '.join(OWN_BODIES + PRETRAINED_BODIES)} or timm:NAME, not {config.body!r}")
+    if 0 < config.image_size < 8:
+        found.append(f"--image-size must be 0 (the body's own) or at least 8, not {config.image_size}")
+    if config.image_size and config.crop_padding >= config.image_size:
         found.append("--crop-padding must be smaller than --image-size")
+    if config.pretrained and config.body in OWN_BODIES:
+        found.append(f"--pretrained needs a pretrained body (efficientnet-lite0 or timm:NAME), not {config.body}")
+    if config.pretrained_file and not (config.pretrained and config.body.startswith("timm:")):
+        found.append("--pretrained-file needs --pretrained and a timm:NAME body")
     if config.epoch_images and config.epoch_images < config.batch_size:
         found.append("--epoch-images must be 0 (all) or at least --batch-size")
-    if config.small_epochs and not 0 < config.small_size < config.image_size:
+    if config.small_epochs and not 0 < config.small_size < (config.image_size or 32):
         found.append("--small-epochs needs --small-size between 0 and --image-size")
     if config.distill and not (config.head == "embedding" and config.loss == "crossentropy" and config.init):
         found.append("--distill needs --head embedding, --loss crossentropy and --init RUN (the softmax teacher)")
-    if config.freeze_epochs and not config.init:
-        found.append("--freeze-epochs needs --init RUN (a trained body to keep frozen)")
+    if config.freeze_epochs and not (config.init or config.pretrained):
+        found.append("--freeze-epochs needs --init RUN or --pretrained (a trained body to keep frozen)")
     if config.centre_labels and config.head != "embedding":
         found.append("--centre-labels needs --head embedding (ConSE reads labels in the space of the DeViSE run beside it)")
     if config.prompts and config.vectors != "minilm":
@@ -228,7 +250,7 @@ PRESETS: dict[str, dict] = {
     "cpu": {  # about 13 minutes on a 2-core CPU with native bf16 (host D)
         # softmax: 14 cheap epochs at 16 px, then 8 at 32 px, no dropout: with it this small network
         # underfitted to the end (docs/zero-shot.md, "The cpu preset's body")
-        "common": dict(data="tiny-imagenet", image_size=32, model="cnn", width=32, hidden=512, dropout=0.0,
+        "common": dict(data="tiny-imagenet", image_size=32, body="cnn", width=32, hidden=512, dropout=0.0,
                        batch_size=256, crop_padding=4, flip=True),
         "softmax": dict(epochs=22, small_epochs=14, small_size=16, optimizer="sgd", lr=0.2, weight_decay=5e-4,
                         schedule="onecycle", label_smoothing=0.1),
@@ -236,7 +258,7 @@ PRESETS: dict[str, dict] = {
         "unseen": 20, "vocabulary": "target",
     },
     "cpu-long": {  # a stronger result within the hour on the same CPU
-        "common": dict(data="tiny-imagenet", image_size=64, model="resnet9", width=32, stem_pool=True, hidden=512,
+        "common": dict(data="tiny-imagenet", image_size=64, body="resnet9", width=32, stem_pool=True, hidden=512,
                        dropout=0.2, batch_size=256, crop_padding=8, flip=True),
         "softmax": dict(epochs=15, small_epochs=5, small_size=32, optimizer="sgd", lr=0.2, weight_decay=5e-4,
                         schedule="onecycle", label_smoothing=0.1),
@@ -244,7 +266,7 @@ PRESETS: dict[str, dict] = {
         "unseen": 20, "vocabulary": "target",
     },
     "gpu": {  # one GPU: the default CNN at twice the width on the full 64 px images, all data on the GPU
-        "common": dict(data="tiny-imagenet", image_size=64, model="resnet9", width=64, hidden=512, dropout=0.2,
+        "common": dict(data="tiny-imagenet", image_size=64, body="resnet9", width=64, hidden=512, dropout=0.2,
                        batch_size=512, crop_padding=8, flip=True, eval_batch_size=2000),
         "softmax": dict(epochs=30, optimizer="sgd", lr=0.4, weight_decay=5e-4, schedule="onecycle",
                         label_smoothing=0.1),
@@ -252,7 +274,7 @@ PRESETS: dict[str, dict] = {
         "unseen": 20, "vocabulary": "target",
     },
     "paper": {  # the student paper: the plain CNN at 64 px, dropout 0.4 with augmentation, Adam, hinge loss
-        "common": dict(data="tiny-imagenet", image_size=64, model="cnn", width=32, hidden=512, dropout=0.4,
+        "common": dict(data="tiny-imagenet", image_size=64, body="cnn", width=32, hidden=512, dropout=0.4,
                        batch_size=128, crop_padding=8, flip=True, jitter=0.2),
         "softmax": dict(epochs=20, optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="step", step_epochs=7,
                         step_gamma=0.3),
@@ -260,8 +282,16 @@ PRESETS: dict[str, dict] = {
                        schedule="step", step_epochs=4, step_gamma=0.3),
         "unseen": 20, "vocabulary": "target,train",
     },
+    "pretrained": {  # both heads on a frozen ImageNet body (the packaged EfficientNet-Lite0), its features cached
+        "common": dict(data="tiny-imagenet", body="efficientnet-lite0", pretrained=True, image_size=128, dropout=0.2,
+                       batch_size=256, crop_padding=0, flip=False),
+        "softmax": dict(epochs=10, freeze_epochs=10, optimizer="adam", lr=1e-3, weight_decay=5e-5,
+                        schedule="cosine", label_smoothing=0.1),
+        "devise": UNSEEN_STAGE,
+        "unseen": 20, "vocabulary": "target",
+    },
     "demo": {  # the generated toy set, in well under a minute
-        "common": dict(data="toy", image_size=32, model="cnn", width=16, hidden=64, dropout=0.1, batch_size=32,
+        "common": dict(data="toy", image_size=32, body="cnn", width=16, hidden=64, dropout=0.1, batch_size=32,
                        crop_padding=2, flip=True, bf16=False),
         "softmax": dict(epochs=5, optimizer="adam", lr=3e-3, weight_decay=0.0, schedule="cosine"),
         "devise": dict(epochs=4, freeze_epochs=1, loss="rank", margin=0.1, optimizer="adam", lr=3e-3,

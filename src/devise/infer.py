@@ -23,7 +23,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from devise.config import own_body
 from devise.data import BatchLoader, ImageSet
+from devise.data.features import cached_features
 from devise.data.pipeline import NO_AUGMENT
 from devise.data.sources import decode_image, square_resize
 from devise.errors import DeviseError
@@ -31,7 +33,7 @@ from devise.hardware import autocast, inference_bf16
 from devise.memory import freed_memory_kept
 from devise.progress import progress_bar
 from devise.rank import rank_topk
-from devise.runs import Run, load_run
+from devise.runs import Run, cache_folder, load_run
 from devise.vectors import RunLabels, Vocabulary, build_vocabulary
 
 CONSE_TOP = 10
@@ -47,16 +49,44 @@ def kind_of(run: Run, conse: bool = False) -> str:
 def model_outputs(run: Run, data: ImageSet | torch.Tensor, batch_size: int = 1000, progress: bool = True) -> torch.Tensor:
     """The model's raw outputs for every image (logits, or unit vectors for an embedding run), on
     the CPU, computed on the run's device in the precision `inference_bf16` chooses. `data` is an
-    `ImageSet` or a uint8 batch (N x 3 x H x W) at the run's image size."""
+    `ImageSet` or a uint8 batch (N x 3 x H x W) as the run keeps its images. A dataset through a
+    timm body goes through its cached features (`body_outputs`)."""
+    if isinstance(data, ImageSet) and not own_body(run.config):
+        return head_outputs(run, body_outputs(run, data, batch_size, progress), batch_size)
+    return forward_all(run, run.model, data, batch_size, progress)
+
+
+def body_outputs(run: Run, data: ImageSet, batch_size: int = 1000, progress: bool = True) -> torch.Tensor:
+    """The run's body's features of every image of a dataset, on the CPU, as its head sees them
+    at inference: a timm body's computed once and cached (`devise.data.features`), devise's own
+    small body's computed again."""
+    if own_body(run.config):
+        return forward_all(run, run.model.body, data, batch_size, progress)
+    bf16 = inference_bf16(run.config.bf16, run.device)
+    return cached_features(run.model.body, run.preprocess, data, device=run.device, bf16=bf16, batch_size=batch_size,
+                           progress=progress, what=run.config.body, cache_dir=cache_folder(run.config))[0].float()
+
+
+@torch.no_grad()
+def head_outputs(run: Run, features: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """The run's head on body features, in batches, on the CPU."""
+    run.model.eval()
+    return torch.cat([run.model.head(features[start : start + batch_size].to(run.device)).float().cpu()
+                      for start in range(0, len(features), batch_size)]) if len(features) else features
+
+
+def forward_all(run: Run, network: torch.nn.Module, data: ImageSet | torch.Tensor, batch_size: int,
+                progress: bool) -> torch.Tensor:
+    """`network` (the run's model or its body) on every image, batch by batch, on the CPU."""
     if isinstance(data, torch.Tensor):
         data = ImageSet(data, torch.zeros(len(data), dtype=torch.int64), ["image"])
     device = run.device
-    loader = BatchLoader(data.to(device), batch_size, run.normalizer, augment=NO_AUGMENT)
+    loader = BatchLoader(data.to(device), batch_size, run.preprocess, augment=NO_AUGMENT)
     outputs = []
-    run.model.eval()
+    network.eval()
     with freed_memory_kept(), torch.no_grad(), autocast(device, inference_bf16(run.config.bf16, device)):
         for images, _ in progress_bar(loader, progress, desc=f"evaluating {run.folder.name}", unit="batch"):
-            outputs.append(run.model(images).float().cpu())
+            outputs.append(network(images).float().cpu())
     return torch.cat(outputs)
 
 
@@ -92,19 +122,21 @@ def top_labels(kind: str, outputs: torch.Tensor, training_vectors: torch.Tensor,
     return rank_topk(queries, candidates, k)
 
 
-def image_batch(images: list, size: int) -> torch.Tensor:
-    """File paths, PIL images or uint8 arrays (H x W x C) -> a uint8 batch of `size` px squares."""
+def image_batch(images: list, size: int, interpolation: str = "bilinear") -> torch.Tensor:
+    """File paths, PIL images or uint8 arrays (H x W x C) -> a uint8 batch of `size` px squares
+    (the shorter side scaled to `size`, the centre square cut)."""
     arrays = []
     for image in images:
         if isinstance(image, (str, Path)):
             path = Path(image)
             if not path.is_file():
                 raise DeviseError(f"{path}: no such image file")
-            arrays.append(decode_image(path.read_bytes(), size, str(path)))
+            arrays.append(decode_image(path.read_bytes(), size, str(path), interpolation))
         elif isinstance(image, Image.Image):
-            arrays.append(np.asarray(square_resize(image.convert("RGB"), size)))
+            arrays.append(np.asarray(square_resize(image.convert("RGB"), size, interpolation)))
         else:
-            arrays.append(np.asarray(square_resize(Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB"), size)))
+            rgb = Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB")
+            arrays.append(np.asarray(square_resize(rgb, size, interpolation)))
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
@@ -129,7 +161,8 @@ class Predictor:
         return cls(load_run(folder, device), vocabulary, **options)
 
     def image_tensor(self, images: list) -> torch.Tensor:
-        return image_batch(images, self.run.config.image_size)
+        preprocess = self.run.preprocess
+        return image_batch(images, preprocess.resize or self.run.config.image_size, preprocess.interpolation)
 
     @torch.no_grad()
     def predict(self, images: list, top: int = 5) -> list[list[tuple[str, float]]]:

@@ -1,10 +1,11 @@
-"""The visual model: a small CNN body, fully connected layers with dropout, and a swappable head.
+"""The visual model: a body (devise's own small CNN, or any timm network), and a swappable head.
 
-`create_model(name, ...)` builds a network from a name so that the command line and the tests
+`create_model(spec, ...)` builds a network from a name so that the command line and the tests
 never import concrete classes. Every network has the same two parts:
 
-- `body`: convolutions, then the fully connected layers with dropout (the paper's recipe
-  against overfitting), ending in a feature vector of `feature_dim` values;
+- `body`: devise's own convolutions, then the fully connected layers with dropout (the paper's
+  recipe against overfitting); or a timm network's pooled features, then dropout. It ends in a
+  feature vector of `feature_dim` values;
 - `head`: the last layer, a `Linear` to the class logits for the softmax model, or an
   `EmbeddingHead` to a unit-length word vector for DeViSE. Swapping the head keeps the body's
   trained weights: that is the warm start.
@@ -19,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from devise.errors import DeviseError
+from devise.pretrained import create_timm_network, timm_architecture
 
 
 def conv_bn(c_in: int, c_out: int, pool: bool = False) -> nn.Sequential:
@@ -66,7 +68,7 @@ ARCHITECTURES = {"cnn": cnn_layers, "resnet9": resnet9_layers}
 class ModelSpec:
     """Everything needed to rebuild a network before loading its weights."""
 
-    name: str = "resnet9"
+    body: str = "resnet9"  # cnn, resnet9, a pretrained name devise knows, or timm:NAME
     width: int = 32  # channels of the first conv block; later blocks use 2x, 4x, 8x
     hidden: int = 512  # units of the fully connected layer between the convolutions and the head
     dropout: float = 0.4  # between the conv body and the FC layers, and before the head
@@ -75,24 +77,32 @@ class ModelSpec:
     @classmethod
     def of(cls, settings) -> "ModelSpec":
         """The network of a run's settings (a `TrainConfig`, or anything with its fields)."""
-        return cls(settings.model, settings.width, settings.hidden, settings.dropout, settings.stem_pool)
+        return cls(settings.body, settings.width, settings.hidden, settings.dropout, settings.stem_pool)
 
 
 class VisualNet(nn.Module):
-    """Conv layers -> global max pool -> dropout -> FC + ReLU -> dropout -> head."""
+    """devise's own: conv layers -> global max pool -> dropout -> FC + ReLU -> dropout -> head.
+    A timm body: the network's pooled features -> dropout -> head (`pretrained`: its weights)."""
 
-    def __init__(self, spec: ModelSpec, num_outputs: int):
+    def __init__(self, spec: ModelSpec, num_outputs: int, pretrained: bool = False, pretrained_file: str | None = None):
         super().__init__()
-        if spec.name not in ARCHITECTURES:
-            raise DeviseError(f"unknown model {spec.name!r}; choose one of {', '.join(ARCHITECTURES)}")
-        conv_out = 8 * spec.width
-        self.body = nn.Sequential(
-            ARCHITECTURES[spec.name](spec.width, spec.stem_pool),
-            nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(spec.dropout),
-            nn.Linear(conv_out, spec.hidden), nn.ReLU(inplace=True), nn.Dropout(spec.dropout),
-        )
-        self.feature_dim = spec.hidden
-        self.head: nn.Module = nn.Linear(spec.hidden, num_outputs)
+        architecture = timm_architecture(spec.body)
+        if architecture is not None:
+            network = create_timm_network(architecture, 0, pretrained, spec.body, pretrained_file)
+            self.body = nn.Sequential(network, nn.Dropout(spec.dropout))
+            self.feature_dim = int(network.num_features)
+        elif spec.body in ARCHITECTURES:
+            conv_out = 8 * spec.width
+            self.body = nn.Sequential(
+                ARCHITECTURES[spec.body](spec.width, spec.stem_pool),
+                nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(spec.dropout),
+                nn.Linear(conv_out, spec.hidden), nn.ReLU(inplace=True), nn.Dropout(spec.dropout),
+            )
+            self.feature_dim = spec.hidden
+        else:
+            raise DeviseError(f"unknown body {spec.body!r}; choose one of {', '.join(ARCHITECTURES)}, "
+                              "efficientnet-lite0 or timm:NAME")
+        self.head: nn.Module = nn.Linear(self.feature_dim, num_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
@@ -113,9 +123,11 @@ class EmbeddingHead(nn.Module):
         return F.normalize(self.project(x).float(), dim=-1)
 
 
-def create_model(spec: ModelSpec, num_outputs: int) -> VisualNet:
-    """A network with a softmax (logit) head of `num_outputs` classes."""
-    return VisualNet(spec, num_outputs)
+def create_model(spec: ModelSpec, num_outputs: int, pretrained: bool = False,
+                 pretrained_file: str | None = None) -> VisualNet:
+    """A network with a softmax (logit) head of `num_outputs` classes; a timm body with its
+    pretrained weights when `pretrained` (the head stays new)."""
+    return VisualNet(spec, num_outputs, pretrained, pretrained_file)
 
 
 def count_parameters(model: nn.Module) -> int:

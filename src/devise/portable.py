@@ -40,15 +40,16 @@ from PIL import Image
 
 from devise import __version__
 from devise.config import PROMPT_SETS
-from devise.data.pipeline import Normalizer
+from devise.data.pipeline import Preprocess
 from devise.errors import DeviseError, read_text_file
 from devise.hardware import autocast, inference_bf16, resolve_device
 from devise.infer import CONSE_TOP, image_batch, query_vectors, top_labels
 from devise.models import EmbeddingHead, ModelSpec, VisualNet, create_model
-from devise.vectors import (RunLabels, Vocabulary, build_vocabulary, label_space_for, read_prompts, run_replacements,
-                            run_space_name)
+from devise.pretrained import timm_architecture
+from devise.vectors import (RunLabels, Vocabulary, build_vocabulary, label_space_for, read_prompts, read_replacements,
+                            run_replacements, run_space_name, vectors_or_zeros)
 
-FORMAT, FORMAT_VERSION = "devise-model", 1
+FORMAT, FORMAT_VERSION = "devise-model", 2  # 2: bodies from timm, the input pipeline
 CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE = "config.json", "model.safetensors", "image_encoder.onnx"
 METHODS = {"devise": "DeViSE", "conse": "ConSE", "softmax": "softmax"}  # classify's methods and their names
 BATCH_SIZE = 256  # images a forward pass: memory stays bounded however many images are given
@@ -67,12 +68,14 @@ class DeviseModel:
         self.labels: list[str] = list(config["labels"])
         self.label_vectors = torch.tensor(config["label_vectors"], dtype=torch.float32).reshape(len(self.labels), -1)
         self.image_size: int = int(config["image_size"])
-        self.normalizer = Normalizer(tuple(config["normalizer"]["mean"]), tuple(config["normalizer"]["std"]))
+        normalizer = config["normalizer"]
+        self.preprocess = (Preprocess.from_record(config["preprocess"]) if config.get("preprocess")
+                           else Preprocess(tuple(normalizer["mean"]), tuple(normalizer["std"])))
         self.vectors_path = vectors_path
         self.text_labels: RunLabels | None = None  # the label space, loaded on first use
 
     def __repr__(self) -> str:
-        return (f"DeviseModel({self.kind}, {self.config['architecture']['model']} at {self.image_size} px, "
+        return (f"DeviseModel({self.kind}, {body_name(self.config['architecture'])} at {self.image_size} px, "
                 f"{len(self.labels)} labels in {self.label_space_name}, {self.device})")
 
     @property
@@ -105,7 +108,7 @@ class DeviseModel:
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """One uint8 batch at the model's image size -> raw outputs (unit vectors or logits) on the
         CPU, normalised and computed exactly as `devise.infer.model_outputs` does for the run."""
-        images = self.normalizer.prepare(batch.to(self.device))
+        images = self.preprocess.prepare(batch.to(self.device))
         with autocast(self.device, inference_bf16(self.config.get("bf16"), self.device)):
             return self.network(images).float().cpu()
 
@@ -117,8 +120,14 @@ class DeviseModel:
         name = METHODS[self.check_method(method, ("devise", "conse"))]
         conse_top = conse_top or self.conse_top
         rows = [query_vectors(name, self.forward(batch), self.label_vectors, conse_top)
-                for batch in image_batches(images, self.image_size, batch_size)]
+                for batch in self.image_batches(images, batch_size)]
         return torch.cat(rows)
+
+    def image_batches(self, images, batch_size: int = BATCH_SIZE) -> Iterator[torch.Tensor]:
+        """uint8 batches of the images as the model's pipeline takes them: squares of its resize
+        side (its image size for devise's own bodies), which `forward` crops and normalises."""
+        return image_batches(images, self.preprocess.resize or self.image_size, batch_size,
+                             self.preprocess.interpolation)
 
     # -----------------------------------------------------------------------------------------
     # Text
@@ -199,7 +208,7 @@ class DeviseModel:
                 raise DeviseError("no candidate labels to rank")
             candidates = self.encode_text(names)
         ranked = []
-        for batch in image_batches(images, self.image_size, batch_size):
+        for batch in self.image_batches(images, batch_size):
             scores, index = top_labels(METHODS[method], self.forward(batch), self.label_vectors, candidates, top,
                                        conse_top or self.conse_top)
             ranked += [[(names[i], float(s)) for i, s in zip(row_index.tolist(), row_scores.tolist())]
@@ -237,13 +246,14 @@ def write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def image_batches(images, size: int, batch_size: int = BATCH_SIZE) -> Iterator[torch.Tensor]:
+def image_batches(images, size: int, batch_size: int = BATCH_SIZE,
+                  interpolation: str = "bilinear") -> Iterator[torch.Tensor]:
     """uint8 batches (N x 3 x size x size) of at most `batch_size` images, decoded one batch at a time
     so that a long list of files never sits in memory at once."""
     if batch_size <= 0:
         raise DeviseError(f"batch_size must be positive, not {batch_size}")
     if isinstance(images, torch.Tensor):
-        yield from tensor_batches(images, size, batch_size)
+        yield from tensor_batches(images, size, batch_size, interpolation)
         return
     if isinstance(images, (str, Path, Image.Image)) or (isinstance(images, np.ndarray) and images.ndim == 3):
         images = [images]
@@ -251,10 +261,11 @@ def image_batches(images, size: int, batch_size: int = BATCH_SIZE) -> Iterator[t
     if not images:
         raise DeviseError("no images given")
     for start in range(0, len(images), batch_size):
-        yield image_batch(images[start : start + batch_size], size)
+        yield image_batch(images[start : start + batch_size], size, interpolation)
 
 
-def tensor_batches(images: torch.Tensor, size: int, batch_size: int) -> Iterator[torch.Tensor]:
+def tensor_batches(images: torch.Tensor, size: int, batch_size: int,
+                   interpolation: str = "bilinear") -> Iterator[torch.Tensor]:
     """Slices of a uint8 N x 3 x H x W tensor (or one 3 x H x W image), resized when not `size` px."""
     if images.dtype != torch.uint8:
         raise DeviseError(f"image tensors must be uint8 (0-255), not {images.dtype}; or pass file paths or PIL images")
@@ -265,7 +276,7 @@ def tensor_batches(images: torch.Tensor, size: int, batch_size: int) -> Iterator
     for start in range(0, len(images), batch_size):
         part = images[start : start + batch_size]
         if tuple(part.shape[-2:]) != (size, size):
-            part = image_batch(list(part.permute(0, 2, 3, 1).cpu().numpy()), size)
+            part = image_batch(list(part.permute(0, 2, 3, 1).cpu().numpy()), size, interpolation)
         yield part
 
 
@@ -279,23 +290,29 @@ def from_run(run, replacements: str | None = None) -> DeviseModel:
     An embedding run keeps the vectors it trained on; a softmax run gets its training labels'
     vectors in its configured label space, the ones ConSE ranks with (as `devise predict --conse`).
     `replacements` (a file of 'label<TAB>words' lines) adds to the run's own."""
+    from devise.runs import is_stock
+
     config = run.config
     merged = run_replacements(config, replacements)
     if run.label_vectors is not None:
         vectors = run.label_vectors.detach().float().cpu()
+    elif is_stock(run):  # a stock classifier's labels without a vector stay out of ConSE
+        vectors = vectors_or_zeros(run.label_space(replacements), run.class_names, run.class_ids)[0]
     else:
         vectors = run.label_space(replacements).embed(run.class_names, run.class_ids)
     spec = ModelSpec.of(config)
     return DeviseModel(run.model, {
         "format": FORMAT, "format_version": FORMAT_VERSION, "devise_version": __version__,
         "kind": config.head,
-        "architecture": {"model": spec.name, "width": spec.width, "hidden": spec.hidden, "dropout": spec.dropout,
-                         "stem_pool": spec.stem_pool, "embed_hidden": config.embed_hidden},
+        "architecture": {"body": spec.body, "timm": timm_architecture(spec.body), "width": spec.width,
+                         "hidden": spec.hidden, "dropout": spec.dropout, "stem_pool": spec.stem_pool,
+                         "embed_hidden": config.embed_hidden},
         "outputs": vectors.shape[1] if config.head == "embedding" else len(run.class_names),
         "image_size": config.image_size,
-        "input": "RGB, shorter side scaled to image_size and the centre square cut; 0-255, then "
-                 "(x - mean) / std per channel",
-        "normalizer": {"mean": list(run.normalizer.mean), "std": list(run.normalizer.std)},
+        "input": input_text(run.preprocess, config.image_size),
+        "normalizer": {"mean": list(run.preprocess.mean), "std": list(run.preprocess.std)},
+        "preprocess": run.preprocess.record(),
+        "body_trained_on": run.body_trained_on,
         "bf16": config.bf16,
         "label_space": {"source": config.vectors, "path": config.vectors_path, "dim": vectors.shape[1],
                         "name": run_space_name(config), "prompts": exported_prompts(config),
@@ -307,8 +324,23 @@ def from_run(run, replacements: str | None = None) -> DeviseModel:
         "run": run.folder.name,
         "labels": list(run.class_names),
         "label_ids": getattr(run, "class_ids", None),  # WordNet ids for Tiny ImageNet runs; None where unknown
+        "stock": is_stock(run),  # a pretrained classifier loaded by name, not a run devise trained
         "label_vectors": vectors.tolist(),
     }, run.device)
+
+
+def input_text(preprocess: Preprocess, image_size: int) -> str:
+    """What config.json says an image goes through before the network, for people."""
+    if preprocess.size is None:
+        return ("RGB, shorter side scaled to image_size and the centre square cut; 0-255, then (x - mean) / std "
+                "per channel")
+    return (f"RGB, shorter side scaled to {preprocess.resize} px ({preprocess.interpolation}) and the centre "
+            f"{image_size} px square cut; 0-255, then (x - mean) / std per channel")
+
+
+def body_name(architecture: dict) -> str:
+    """The body of an exported architecture (format 1 called it "model")."""
+    return str(architecture.get("body", architecture.get("model")))
 
 
 def exported_prompts(config) -> str | list[str] | None:
@@ -340,19 +372,29 @@ def export(run_folder: str | Path, out: str | Path, onnx: bool = False, replacem
     return model.save(out)
 
 
-def load(path: str | Path, device: str | torch.device = "auto", vectors_path: str | None = None) -> DeviseModel:
-    """An exported model folder (config.json + model.safetensors), or a run folder, on `device`
-    (auto: a CUDA GPU if there is one). `vectors_path` points a model whose label space is a
-    vectors file at that file on this machine."""
+def load(path: str | Path, device: str | torch.device = "auto", vectors_path: str | None = None,
+         vectors: str | None = None, prompts: str | None = None, replacements: str | None = None) -> DeviseModel:
+    """An exported model folder (config.json + model.safetensors), a run folder, or a pretrained
+    classifier devise knows by name (`devise.list_pretrained()`: ConSE over its ImageNet classes
+    with no training, its labels read in `vectors`, default GloVe 6B 50-d, with `prompts` for a
+    sentence space), on `device` (auto: a CUDA GPU if there is one). `vectors_path` points a model
+    whose label space is a vectors file at that file on this machine; `replacements` (a file of
+    'label<TAB>words' lines) adds to the model's own."""
     folder = Path(path).expanduser()
     if (folder / CONFIG_FILE).is_file():
-        return load_exported(folder, resolve_device(device), vectors_path)
-    from devise.runs import CONFIG, load_run
+        model = load_exported(folder, resolve_device(device), vectors_path)
+        if replacements:
+            model.config["replacements"] = {**(model.config.get("replacements") or {}), **read_replacements(replacements)}
+        return model
+    from devise.pretrained import KNOWN, is_pretrained_name
+    from devise.runs import CONFIG, load_pretrained_run, load_run
 
     if (folder / CONFIG).is_file():
-        return from_run(load_run(folder, device))
+        return from_run(load_run(folder, device), replacements)
+    if is_pretrained_name(str(path)):
+        return from_run(load_pretrained_run(str(path), device, vectors=vectors, prompts=prompts), replacements)
     if not folder.is_dir():
-        raise DeviseError(f"{folder}: no such model folder")
+        raise DeviseError(f"{folder}: no such model folder, nor a pretrained model devise knows ({', '.join(KNOWN)})")
     raise DeviseError(f"{folder} is neither an exported devise model (no {CONFIG_FILE}) nor a run folder")
 
 
@@ -397,7 +439,7 @@ def build_network(config: dict, where: Path) -> VisualNet:
     """The network config.json describes, with freshly initialised weights."""
     arch = config["architecture"]
     try:
-        spec = ModelSpec(arch["model"], int(arch["width"]), int(arch["hidden"]), float(arch["dropout"]),
+        spec = ModelSpec(body_name(arch), int(arch["width"]), int(arch["hidden"]), float(arch["dropout"]),
                          bool(arch["stem_pool"]))
         if config["kind"] == "softmax":
             return create_model(spec, int(config["outputs"]))
@@ -432,8 +474,8 @@ class ImageEncoder(nn.Module):
     def __init__(self, model: DeviseModel, conse_top: int | None = None):
         super().__init__()
         self.network = copy.deepcopy(model.network).cpu().float().eval()
-        self.register_buffer("mean", torch.tensor(model.normalizer.mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(model.normalizer.std).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(model.preprocess.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(model.preprocess.std).view(1, 3, 1, 1))
         self.register_buffer("label_vectors", model.label_vectors.clone())
         self.conse = model.kind == "softmax"
         self.conse_top = min(conse_top or model.conse_top, len(model.labels))

@@ -65,9 +65,11 @@ def training_section(folders: list[Path], scratch: Path) -> str:
     rows = []
     for run in folders:
         summary = runs.read_summary(run) or {}
-        rows.append([run.name, *[summary.get(key, "?") for key in
-                                 ("head", "model", "image_size", "epochs", "val_top1", "val_top5", "train_minutes")]])
-    parts = ["<h2>Training</h2>", table(["run", "head", "model", "px", "epochs", "val top-1", "val top-5", "minutes"], rows),
+        body = summary.get("body", summary.get("model", "?"))  # runs before timm bodies called it "model"
+        body = f"{body} (pretrained)" if summary.get("pretrained") else body
+        rows.append([run.name, summary.get("head", "?"), body,
+                     *[summary.get(key, "?") for key in ("image_size", "epochs", "val_top1", "val_top5", "train_minutes")]])
+    parts = ["<h2>Training</h2>", table(["run", "head", "body", "px", "epochs", "val top-1", "val top-5", "minutes"], rows),
              '<p class="note">For embedding runs, top-k is the ranked lookup among the training labels.</p>']
     curves = {run.name: runs.read_metrics(run) for run in folders}
     curves = {name: rows for name, rows in curves.items() if rows}
@@ -126,10 +128,38 @@ def zero_shot_section(folder: Path) -> str:
                   "seen-unseen curve.</p>",
                   table(["model", *[GZSL_COLUMNS[key] for key in gzsl]],
                         [[name, *[m.get(key, "") for key in gzsl]] for name, m in models.items()])]
+    parts.append(body_section(models))
     for name, alt in (("similarity.png", "semantic similarity bars"), ("examples.png", "example predictions")):
         if (folder / name).is_file():
             parts.append(embed_png(folder / name, alt))
     return "\n".join(parts)
+
+
+BODY_PARTS = {"unseen": "classes its body never trained on (zero-shot)", "seen": "classes its body trained on (transfer)",
+              "unknown": "classes whose training is not known"}
+
+
+def body_section(models: dict) -> str:
+    """The target's classes split by what each model's body was trained on, with hit@k for each
+    part: only the first part is zero-shot."""
+    rows = []
+    for name, m in models.items():
+        body = m.get("body")
+        if not isinstance(body, dict):
+            continue
+        for part, meaning in BODY_PARTS.items():
+            figures = body.get(part)
+            if isinstance(figures, dict) and figures.get("classes"):
+                rows.append([name, body.get("trained_on", ""), meaning, figures.get("classes", ""),
+                             figures.get("images", ""), *[figures.get(f"hit@{k}", "") for k in (1, 5, 10)]])
+    if not rows:
+        return ""
+    return ("<h3>What the bodies had seen</h3>"
+            '<p class="note">A figure is zero-shot only over classes that neither the head nor the body was trained '
+            "on; a body pretrained on ImageNet has seen every Tiny ImageNet class, and its figures there are "
+            "transfer. Classes are matched by WordNet id, or by name as a WordNet noun.</p>"
+            + table(["model", "body trained on", "target classes", "classes", "images", "hit@1", "hit@5", "hit@10"],
+                    rows))
 
 
 def write_report(run_folders: list[str | Path], out: str | Path, title: str = "devise report",

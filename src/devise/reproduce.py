@@ -20,15 +20,18 @@ import torch
 from devise import budget as budgets
 from devise import runs
 from devise.config import PRESETS, TrainConfig, preset_settings
-from devise.data import BatchLoader, ImageSet, Normalizer
+from devise.data import BatchLoader, ImageSet
 from devise.data.pipeline import NO_AUGMENT, Augment
 from devise.errors import DeviseError
+from devise.pretrained import is_pretrained_name
 from devise.evaluation import evaluate_run
 from devise.hardware import Distributed, autocast, describe_host, distributed, host_line, use_bf16
 from devise.memory import freed_memory_kept
 from devise.progress import stage
 from devise.report import write_report
-from devise.runs import build_model
+from devise.config import own_body
+from devise.data.features import feature_batch
+from devise.runs import build_model, input_pipeline, with_image_size
 from devise.train import body_features, held_out_classes, load_data, make_optimizer, train, training_step
 from devise.zeroshot import run_zero_shot
 
@@ -89,9 +92,10 @@ def synchronise(dist: Distributed) -> None:
 
 
 def measure_speeds(config: TrainConfig, train_set: ImageSet, small_set: ImageSet | None, val_set: ImageSet,
-                   device: torch.device, dist: Distributed) -> budgets.Speeds:
-    """Time real steps of the preset's softmax model on real batches, then throw the model away."""
-    normalizer = Normalizer.fit(train_set.images)
+                   device: torch.device, dist: Distributed, trains_body: bool = True) -> budgets.Speeds:
+    """Time real steps of the preset's softmax model on real batches, then throw the model away. A
+    body that no stage trains (a frozen pretrained one) is not timed training."""
+    preprocess = input_pipeline(config, train_set.images)
     model, objective = build_model(config, train_set.num_classes, None, device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -99,7 +103,7 @@ def measure_speeds(config: TrainConfig, train_set: ImageSet, small_set: ImageSet
     stepper = dist.wrap(model.train())
 
     def training_batches(data: ImageSet, augment) -> BatchLoader:
-        return BatchLoader(data.to(device), config.batch_size, normalizer, shuffle=True, augment=augment,
+        return BatchLoader(data.to(device), config.batch_size, preprocess, shuffle=True, augment=augment,
                            seed=config.seed, shard=(dist.rank, dist.world_size),
                            limit=(WARMUP_STEPS + TIMED_STEPS) * config.batch_size)
 
@@ -119,8 +123,9 @@ def measure_speeds(config: TrainConfig, train_set: ImageSet, small_set: ImageSet
         return config.batch_size / timed_steps(step, training_batches(train_set, Augment.of(config)), dist)
 
     def forward_speed() -> float:
-        batch = min(config.eval_batch_size, len(val_set))
-        loader = BatchLoader(val_set.to(device), batch, normalizer, augment=NO_AUGMENT)
+        batch = min(config.eval_batch_size if own_body(config) else feature_batch(config.eval_batch_size, device),
+                    len(val_set))
+        loader = BatchLoader(val_set.to(device), batch, preprocess, augment=NO_AUGMENT)
         steps = [next(iter(loader))] * (WARMUP_STEPS + TIMED_STEPS)
         model.eval()
 
@@ -142,9 +147,10 @@ def measure_speeds(config: TrainConfig, train_set: ImageSet, small_set: ImageSet
         return config.batch_size / timed_steps(step, [()], dist)
 
     with freed_memory_kept():  # as training runs
-        speeds = [train_speed(train_set, Augment.of(config)),
+        frozen = frozen_speed()
+        speeds = [train_speed(train_set, Augment.of(config)) if trains_body else frozen,
                   train_speed(small_set, Augment.of(config, config.small_size)) if small_set is not None else None,
-                  frozen_speed(), forward_speed(), head_speed()]
+                  frozen, forward_speed(), head_speed()]
     # Every process must size the run alike: rank 0's figures decide.
     return budgets.Speeds(*(dist.broadcast(v) if v is not None else None for v in speeds))
 
@@ -156,10 +162,13 @@ def fit_budget(minutes: float, started: float, stages: list[TrainConfig], unseen
     softmax = replace(stages[0], bf16=use_bf16(device, stages[0].bf16))
     talk = progress and dist.is_main
     train_set, small_set, val_set = load_data(softmax, held_out_classes(softmax, talk)[0], talk, dist)
-    speeds = measure_speeds(softmax, train_set, small_set, val_set, device, dist)
+    trains_body = any(stage.freeze_epochs < stage.epochs for stage in stages)
+    speeds = measure_speeds(softmax, train_set, small_set, val_set, device, dist, trains_body)
     zero_shot_images = len(val_set) * (train_set.num_classes + unseen) / train_set.num_classes
-    work = budgets.Workload(len(train_set), len(val_set), round(2 * len(val_set) + 2 * zero_shot_images),
-                            train_set.num_classes)
+    # After training: evaluation and zero-shot of both models; through one cached frozen body, the
+    # validation images' features are there already and the zero-shot images' are computed once.
+    after = zero_shot_images if budgets.cached_features(softmax) else 2 * len(val_set) + 2 * zero_shot_images
+    work = budgets.Workload(len(train_set), len(val_set), round(after), train_set.num_classes)
     left = dist.broadcast(minutes * 60 - (time.perf_counter() - started))  # every process sizes alike
     plan = budgets.plan_budget(left, stages, speeds, work, softmax.batch_size)
     if dist.is_main:
@@ -171,7 +180,8 @@ def refit_budget(minutes: float, started: float, speeds: budgets.Speeds, work: b
                  first: TrainConfig, second: TrainConfig, dist: Distributed) -> budgets.Plan:
     """Size the second stage for the time left, at the speed the first stage really ran."""
     rows = [r for r in runs.read_metrics(Path(first.out)) if r["epoch"] > first.small_epochs]
-    speeds = budgets.rescale(speeds, statistics.median(r["images_per_second"] for r in rows))
+    speeds = budgets.rescale(speeds, statistics.median(r["images_per_second"] for r in rows),
+                             head=budgets.cached_features(first))
     left = dist.broadcast(minutes * 60 - (time.perf_counter() - started))
     plan = budgets.plan_budget(left, [second], speeds, work, second.batch_size, at_least_one_batch=True)
     if dist.is_main:
@@ -199,6 +209,7 @@ def reproduce(preset: str = "cpu", data_root: str | None = None, out: str | Path
     if budget is not None and budget <= 0:
         raise DeviseError("--budget must be a positive number of minutes")
     softmax, devise = preset_configs(preset, out, data_root, target, download, cache_dir)
+    softmax, devise = with_image_size(softmax), with_image_size(devise)
     if overrides:
         softmax, devise = replace(softmax, **overrides), replace(devise, **overrides)
     shares = None
@@ -219,9 +230,11 @@ def reproduce(preset: str = "cpu", data_root: str | None = None, out: str | Path
     stage("evaluating hit@k of both models", talk)
     hits = {name: evaluate_run(out / name, progress=progress, device=str(device)) for name in ("softmax", "devise")}
     stage(f"zero-shot on {target}: DeViSE, ConSE and softmax", talk)
-    zero_shot = run_zero_shot([out / "devise", out / "softmax"], target, target_root, PRESETS[preset]["vocabulary"],
-                              out=out / f"zeroshot-{target}", progress=progress, download=download,
-                              device=str(device))
+    # A body devise knows by name is also an ImageNet classifier: ConSE with no training, beside the heads.
+    stock = [softmax.body] if is_pretrained_name(softmax.body) else []
+    zero_shot = run_zero_shot([out / "devise", out / "softmax", *stock], target, target_root,
+                              PRESETS[preset]["vocabulary"], out=out / f"zeroshot-{target}", progress=progress,
+                              download=download, device=str(device), image_size=softmax.image_size)
     minutes = (time.perf_counter() - started) / 60
     stage(f"writing {out / 'report.html'} and {out / 'summary.md'}", talk)
     write_report([out / "softmax", out / "devise"], out / "report.html", f"devise reproduce --preset {preset}",
@@ -235,7 +248,8 @@ def reproduce(preset: str = "cpu", data_root: str | None = None, out: str | Path
 
 def summarise(preset: str, hits: dict, zero_shot: dict, minutes: float, host: dict, budget: float | None = None,
               shares: list[float] | None = None) -> dict:
-    models = {m["kind"]: m for m in zero_shot["models"].values()}
+    models = {m["kind"] + (" (ImageNet classifier, no training)" if m.get("stock") else ""): m
+              for m in zero_shot["models"].values()}
     return {
         "preset": preset, "wall_minutes": round(minutes, 1), "host": host,
         "budget_minutes": budget, "epoch_shares": shares or [1.0, 1.0],
@@ -245,9 +259,17 @@ def summarise(preset: str, hits: dict, zero_shot: dict, minutes: float, host: di
         "DeViSE hit@10": hits["devise"]["hit@10"], "softmax hit@10": hits["softmax"]["hit@10"],
         "zero-shot target": zero_shot["target"], "zero-shot classes": zero_shot["target_classes"],
         "zero-shot": {kind: {k: m[k] for k in m if k.startswith(("hit@", "hp@", "gzsl_")) or k in (
-            "per_class_top1", "similarity", "lift", "calibration")} for kind, m in models.items()},
+            "per_class_top1", "similarity", "lift", "calibration", "body")} for kind, m in models.items()},
         "control similarity": zero_shot["control_similarity"], "label space": zero_shot["label_space"],
     }
+
+
+def figures_name(figures: dict) -> str:
+    """What a model's figures on the target may be called: "zero-shot" only where its body never
+    trained on a target class; "transfer" where it trained on all of them (an ImageNet body on
+    Tiny ImageNet's held-out classes: held out of the head, seen by the body)."""
+    regime = figures.get("body", {}).get("regime", "zero-shot")
+    return {"zero-shot": "zero-shot", "transfer": "transfer (body saw these classes):"}.get(regime, f"{regime}:")
 
 
 def summary_table(summary: dict) -> str:
@@ -259,24 +281,18 @@ def summary_table(summary: dict) -> str:
         ("softmax hit@5 / hit@10", f"{summary['softmax top-5']:.3f} / {summary['softmax hit@10']:.3f}", "-"),
         ("DeViSE hit@1 / hit@10", f"{summary['DeViSE hit@1']:.3f} / {summary['DeViSE hit@10']:.3f}", "-"),
     ]
-    for kind in ("DeViSE", "ConSE", "softmax"):
-        if kind in zs:
-            m = zs[kind]
-            rows.append((f"zero-shot {kind} hit@1 / 2 / 5 / 10 / 20",
-                         " / ".join(f"{m[f'hit@{k}']:.3f}" for k in (1, 2, 5, 10, 20)), "-"))
-    for kind in ("DeViSE", "ConSE", "softmax"):
-        if kind in zs:
-            paper = PAPER.get(f"{kind} similarity", "-")
-            rows.append((f"zero-shot similarity {kind} (lift)", f"{zs[kind]['similarity']:.3f} ({zs[kind]['lift']:+.3f})",
-                         paper))
+    for kind, m in zs.items():
+        rows.append((f"{figures_name(m)} {kind} hit@1 / 2 / 5 / 10 / 20",
+                     " / ".join(f"{m[f'hit@{k}']:.3f}" for k in (1, 2, 5, 10, 20)), "-"))
+    for kind, m in zs.items():
+        paper = PAPER.get(f"{kind} similarity", "-")
+        rows.append((f"{figures_name(m)} similarity {kind} (lift)", f"{m['similarity']:.3f} ({m['lift']:+.3f})", paper))
     rows.append(("control similarity (random label pairs)", summary["control similarity"], PAPER["control similarity"]))
     if "gzsl_harmonic" in zs.get("DeViSE", {}):
-        for kind in ("DeViSE", "ConSE", "softmax"):
-            m = zs[kind]
+        for kind, m in zs.items():
             rows.append((f"GZSL {kind} S / U / H", f"{m['gzsl_seen']:.3f} / {m['gzsl_unseen']:.3f} / "
                                                    f"{m['gzsl_harmonic']:.3f}", "-"))
-        for kind in ("DeViSE", "ConSE"):
-            m = zs[kind]
+        for kind, m in zs.items():
             if "gzsl_cal_harmonic" in m:
                 rows.append((f"GZSL {kind} calibrated S / U / H, {m.get('calibration', 'seen share')} constant "
                              "(AUSUC; best H on the curve)",

@@ -23,19 +23,20 @@ import socket
 import time
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import tomli_w
 import torch
 
-from devise.config import TrainConfig, type_problems, unknown_settings
-from devise.data import ImageSet, Normalizer, load_dataset
+from devise.config import TrainConfig, own_body, type_problems, unknown_settings
+from devise.data import ImageSet, Preprocess, load_dataset
 from devise.data.splits import keep_classes, seen_classes
 from devise.errors import DeviseError, RunFailed, read_text_file
 from devise.hardware import resolve_device
 from devise.models import EmbeddingHead, ModelSpec, VisualNet, create_model
 from devise.objectives import EmbeddingObjective, SoftmaxObjective, objective_for
+from devise.pretrained import data_config, timm_architecture
 
 CONFIG, CHECKPOINT, METRICS, SUMMARY, UNSEEN, EVALUATION = (
     "config.toml", "checkpoint.pt", "metrics.csv", "summary.json", "unseen.json", "metrics.json")
@@ -54,13 +55,14 @@ class Run:
 
     config: TrainConfig
     model: VisualNet
-    normalizer: Normalizer
+    preprocess: Preprocess
     class_names: list[str]
     objective: SoftmaxObjective | EmbeddingObjective
     folder: Path
     label_vectors: torch.Tensor | None = None  # the training labels' unit vectors (embedding runs)
     class_ids: list[str] | None = None  # the training classes' ids (WordNet ids for Tiny ImageNet); older runs lack them
     label_centre: torch.Tensor | None = None  # what `--centre-labels` takes off every label vector
+    body_trained_on: dict | None = None  # {"description", "ids"}: the classes the body saw (ids None: unknown)
 
     def label_space(self, replacements: str | None = None, vectors: str | None = None):
         """How this run reads any label: its label space with its training labels' vectors and
@@ -138,6 +140,8 @@ def read_settings(path: str | Path) -> dict:
 def config_from(values: dict, source: str = "settings") -> TrainConfig:
     """A `TrainConfig` from settings by name, refusing names it does not know."""
     values = dict(values)
+    if "model" in values and "body" not in values:  # runs written before bodies from timm
+        values["body"] = values.pop("model")
     for name, neutral in RETIRED.items():
         if name in values and values.pop(name) != neutral:
             raise DeviseError(f"{source}: setting {name} is no longer supported")
@@ -321,9 +325,11 @@ def read_unseen(folder: Path, config: TrainConfig) -> list[str]:
 
 def seen_split(config: TrainConfig, split: str, unseen: list[str], data_root: str | None = None,
                progress: bool = True, image_size: int | None = None) -> ImageSet:
-    """One split of a run's dataset at its image size (or `image_size`), the `unseen` classes removed."""
-    data = load_dataset(config.data, data_root or config.data_root, split, image_size or config.image_size,
-                        config.cache_dir, config.download, progress, config.on_bad_image, config.val_share)
+    """One split of a run's dataset as the run keeps it (`stored_size`; `image_size` for a smaller
+    copy), the `unseen` classes removed."""
+    data = load_dataset(config.data, data_root or config.data_root, split, image_size or stored_size(config),
+                        config.cache_dir, config.download, progress, config.on_bad_image, config.val_share,
+                        interpolation=stored_interpolation(config))
     return keep_classes(data, seen_classes(data, unseen)) if unseen else data
 
 
@@ -334,13 +340,88 @@ def run_split(run: Run, split: str | None = None, data_root: str | None = None, 
 
 
 # ---------------------------------------------------------------------------------------------
+# Image sizes and the input pipeline
+
+
+def with_image_size(config: TrainConfig) -> TrainConfig:
+    """`config` with its image size set: 0 means the body's own, 32 px for devise's networks and
+    the input size of a timm body's weights."""
+    if config.image_size:
+        return config
+    architecture = timm_architecture(config.body)
+    return replace(config, image_size=data_config(architecture)["input_size"] if architecture else 32)
+
+
+def stored_size(config: TrainConfig, data: str | None = None) -> int | None:
+    """The size a run's dataset is kept at in memory. devise's own bodies: the run's image size,
+    resized once when loaded. A timm body: the dataset's own size (Tiny ImageNet's 64 px), each
+    batch then resized as the weights expect; a folder of photos is decoded at the size that
+    resize goes to, so no detail is lost first. `data` names another dataset (a zero-shot target)."""
+    if own_body(config):
+        return config.image_size
+    return input_pipeline(config).resize if (data or config.data) == "folder" else None
+
+
+def stored_interpolation(config: TrainConfig) -> str:
+    """How a run's photos are resized when decoded: as its input pipeline resizes."""
+    return "bilinear" if own_body(config) else input_pipeline(config).interpolation
+
+
+def input_pipeline(config: TrainConfig, images: torch.Tensor | None = None) -> Preprocess:
+    """How a run's images become its network's input. devise's own bodies: each channel
+    normalised by the training images' statistics (`images`). A timm body: its weights' own
+    pipeline from timm's data config (interpolation, crop share, mean and standard deviation) at
+    the run's image size."""
+    architecture = timm_architecture(config.body)
+    if architecture is None:
+        return Preprocess.fit(images)
+    cfg = data_config(architecture)
+    return Preprocess(tuple(255 * m for m in cfg["mean"]), tuple(255 * s for s in cfg["std"]), config.image_size,
+                      cfg["crop_pct"], cfg["interpolation"])
+
+
+def cache_folder(config: TrainConfig) -> Path:
+    """Where a run's derived data (decoded images, a frozen body's features) is cached."""
+    from devise.data.cache import default_cache_dir
+
+    return Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+
+
+def checkpoint_body_trained_on(state: dict, class_ids: list[str] | None) -> dict:
+    """What a checkpoint's body was trained on (`devise.train.body_trained_on`); a run written
+    before this was recorded trained its own body from scratch on its own classes."""
+    record = state.get("body_trained_on")
+    if isinstance(record, dict) and "ids" in record:
+        return {"description": str(record.get("description", "")),
+                "ids": None if record["ids"] is None else [str(i) for i in record["ids"]]}
+    ids = list(class_ids or state["class_names"])
+    return {"description": f"its {len(ids)} training classes", "ids": ids}
+
+
+def read_body_trained_on(folder: str | Path) -> dict:
+    """What the body of the run in `folder` was trained on."""
+    state = load_checkpoint(Path(folder))
+    return checkpoint_body_trained_on(state, state.get("class_ids"))
+
+
+def checkpoint_preprocess(state: dict) -> Preprocess:
+    """A checkpoint's input pipeline; one written before pipelines were recorded holds a
+    normaliser alone."""
+    if "input" in state:
+        return Preprocess.from_record(state["input"])
+    mean, std = state["normalizer"]
+    return Preprocess(tuple(mean), tuple(std))
+
+
+# ---------------------------------------------------------------------------------------------
 # A run as a model
 
 
 def build_model(config: TrainConfig, num_classes: int, label_vectors: torch.Tensor | None,
-                device: torch.device = torch.device("cpu")):
-    """The network and its objective, on `device`: class logits, or unit vectors in the label space."""
-    model = create_model(ModelSpec.of(config), num_classes)
+                device: torch.device = torch.device("cpu"), pretrained: bool = False):
+    """The network and its objective, on `device`: class logits, or unit vectors in the label space.
+    With `pretrained`, a timm body starts from the weights the run names (a new run's start)."""
+    model = create_model(ModelSpec.of(config), num_classes, pretrained, config.pretrained_file)
     if label_vectors is not None:
         model.head = EmbeddingHead(model.feature_dim, label_vectors.shape[1], config.embed_hidden or None)
         label_vectors = label_vectors.to(device)
@@ -356,6 +437,51 @@ def load_run(folder: str | Path, device: str | torch.device = "cpu") -> Run:
     model, objective = build_model(config, len(state["class_names"]), label_vectors, resolve_device(device))
     model.load_state_dict(state["model"])
     model.eval()
-    mean, std = state["normalizer"]
-    return Run(config, model, Normalizer(tuple(mean), tuple(std)), list(state["class_names"]), objective, folder,
-               label_vectors, list(state["class_ids"]) if "class_ids" in state else None, state.get("label_centre"))
+    class_ids = list(state["class_ids"]) if "class_ids" in state else None
+    return Run(config, model, checkpoint_preprocess(state), list(state["class_names"]), objective, folder,
+               label_vectors, class_ids, state.get("label_centre"), checkpoint_body_trained_on(state, class_ids))
+
+
+def load_pretrained_run(name: str, device: str | torch.device = "cpu", image_size: int | None = None,
+                        vectors: str | None = None, prompts: str | None = None) -> Run:
+    """A pretrained ImageNet classifier devise knows by name (`devise.pretrained.KNOWN`), as a
+    softmax model over its 1,000 ImageNet-1K classes (WordNet ids and names): ConSE with no
+    training, its labels read in `vectors` (default GloVe 6B 50-d; `prompts` for a sentence
+    space). It runs at its weights' input size unless `image_size` says otherwise."""
+    from devise.pretrained import KNOWN, imagenet_classes, imagenet_classifier_state
+
+    weights = KNOWN[name]
+    config = TrainConfig(head="softmax", body=name, pretrained=True, image_size=image_size or weights.input_size,
+                         dropout=0.0, bf16=True, vectors=vectors or "glove-6b-50d", prompts=prompts)
+    ids, names = imagenet_classes()
+    model, objective = build_model(config, len(ids), None, resolve_device(device))
+    model.load_state_dict(imagenet_classifier_state(name))
+    model = model.to(memory_format=torch.channels_last).eval()
+    return Run(config, model, input_pipeline(config), names, objective, Path(name), None, ids, None,
+               {"description": weights.trained_on, "ids": ids})
+
+
+def is_stock(run: Run) -> bool:
+    """Whether `run` is a pretrained classifier loaded by name, not a run devise trained."""
+    from devise.pretrained import is_pretrained_name
+
+    folder = getattr(run, "folder", None)
+    return folder is not None and is_pretrained_name(str(folder)) and not is_model_folder(folder)
+
+
+def is_model_folder(path: str | Path) -> bool:
+    """Whether `path` is a run folder or an exported model folder (which take precedence over a
+    pretrained model's name)."""
+    folder = Path(path).expanduser()
+    return (folder / CONFIG).is_file() or (folder / "config.json").is_file()
+
+
+def load_model_run(path: str | Path, device: str | torch.device = "cpu", vectors: str | None = None,
+                   prompts: str | None = None, image_size: int | None = None) -> Run:
+    """A run folder's model, or a pretrained classifier devise knows by name (`efficientnet-lite0`,
+    its labels read in `vectors` with `prompts`, at `image_size`)."""
+    from devise.pretrained import is_pretrained_name
+
+    if is_pretrained_name(str(path)) and not is_model_folder(path):
+        return load_pretrained_run(str(path), device, image_size, vectors=vectors, prompts=prompts)
+    return load_run(path, device)

@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 
 from devise import runs
-from devise.config import TrainConfig, problems, with_absolute_paths
-from devise.data import BatchLoader, ImageSet, Normalizer, load_dataset
+from devise.config import TrainConfig, own_body, problems, with_absolute_paths
+from devise.data import BatchLoader, ImageSet, Preprocess, load_dataset
+from devise.data.features import FeatureBatches, cached_features
 from devise.data.pipeline import NO_AUGMENT, Augment
 from devise.data.splits import choose_unseen
 from devise.errors import DeviseError, RunFailed
@@ -28,8 +29,9 @@ from devise.memory import freed_memory_kept
 from devise.metrics import topk_counts
 from devise.models import VisualNet
 from devise.objectives import SoftmaxTeacher
+from devise.pretrained import trained_on
 from devise.progress import progress_bar, stage
-from devise.runs import Run, build_model
+from devise.runs import Run, build_model, input_pipeline, with_image_size
 from devise.vectors import training_label_vectors
 
 
@@ -95,7 +97,9 @@ def inherit_architecture(config: TrainConfig) -> TrainConfig:
     if not config.init:
         return config
     source = runs.load_config(config.init)
-    return replace(config, model=source.model, width=source.width, hidden=source.hidden, stem_pool=source.stem_pool)
+    return replace(config, body=source.body, width=source.width, hidden=source.hidden, stem_pool=source.stem_pool,
+                   pretrained=source.pretrained, pretrained_file=source.pretrained_file,
+                   image_size=config.image_size or source.image_size)
 
 
 def warm_start(model: VisualNet, folder: Path) -> None:
@@ -195,10 +199,11 @@ def mean_figures(totals: torch.Tensor | None, dist: Distributed) -> dict[str, fl
     return {"loss": loss / count, "top1": top1 / count, "top5": top5 / count, "images": int(count)}
 
 
-def train_one_epoch(model: VisualNet, loader: BatchLoader, objective, optimizer: torch.optim.Optimizer,
+def train_one_epoch(model: VisualNet, loader: BatchLoader | FeatureBatches, objective, optimizer: torch.optim.Optimizer,
                     config: TrainConfig, epoch: int, progress: bool, teacher: SoftmaxTeacher | None = None,
                     dist: Distributed = Distributed()) -> dict[str, float]:
     """One pass over the training batches; returns mean loss, top-1, top-5, images and last rate.
+    A `FeatureBatches` loader gives a frozen body's cached features instead of images.
     With a teacher, the loss is against its soft targets; top-k still counts the true labels.
     With several processes, each steps on its share of every batch and DistributedDataParallel
     averages the gradients; the figures are over all processes."""
@@ -216,7 +221,8 @@ def train_one_epoch(model: VisualNet, loader: BatchLoader, objective, optimizer:
         lr = learning_rate(config, epoch * steps_per_epoch + step, steps_per_epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        features = body_features(model, images, config.bf16) if frozen else None
+        features = (images if isinstance(loader, FeatureBatches) else body_features(model, images, config.bf16)
+                    if frozen else None)
         inputs = head_dropout(features, config.dropout) if frozen else images
         if teacher is None:
             targets = labels
@@ -251,7 +257,7 @@ def evaluate(model: torch.nn.Module, loader: BatchLoader, objective, bf16: bool 
 
 
 # Settings a resumed run cannot change: they shape the network, its label space or its data.
-ARCHITECTURE = ("head", "model", "width", "hidden", "stem_pool", "embed_hidden", "vectors", "vectors_path", "prompts",
+ARCHITECTURE = ("head", "body", "pretrained", "image_size", "width", "hidden", "stem_pool", "embed_hidden", "vectors", "vectors_path", "prompts",
                 "random_vectors", "label_rule", "data", "unseen", "unseen_seed")
 
 
@@ -268,7 +274,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, devi
     broken = problems(config)
     if broken:
         raise DeviseError(broken[0])
-    config = inherit_architecture(with_absolute_paths(config))  # config.toml must mean the same from anywhere
+    config = with_image_size(inherit_architecture(with_absolute_paths(config)))  # config.toml: the same from anywhere
+    broken = problems(config)  # again, now that the image size is known
+    if broken:
+        raise DeviseError(broken[0])
     dist, device = distributed(device)
     config = replace(config, bf16=use_bf16(device, config.bf16))  # config.toml records what is used
     if config.batch_size % dist.world_size:
@@ -313,15 +322,17 @@ def fit(config: TrainConfig, folder: Path, resume: bool, talk: bool, device: tor
         raise DeviseError(f"the training set has {train_set.num_classes} class: at least two are needed")
     label_vectors, label_centre = (training_label_vectors(config, train_set.class_names, train_set.class_ids)
                                    if config.head == "embedding" else (None, None))
-    normalizer = Normalizer.fit(train_set.images)
-    model, objective = build_model(config, train_set.num_classes, label_vectors, device)
+    preprocess = input_pipeline(config, train_set.images)
+    model, objective = build_model(config, train_set.num_classes, label_vectors, device,
+                                   pretrained=config.pretrained and not (resume or config.init))
     if config.init and not resume:
         warm_start(model, Path(config.init))
+    body_seen = body_trained_on(config, train_set.class_ids)
     teacher = load_teacher(config, train_set.class_names, device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model)
-    batches = dict(normalizer=normalizer, shard=(dist.rank, dist.world_size))
+    batches = dict(preprocess=preprocess, shard=(dist.rank, dist.world_size))
     train_loader = BatchLoader(train_set.to(device), config.batch_size, shuffle=True, augment=Augment.of(config),
                                seed=config.seed, drop_last=len(train_set) > config.batch_size,
                                limit=config.epoch_images, **batches)
@@ -332,6 +343,7 @@ def fit(config: TrainConfig, folder: Path, resume: bool, talk: bool, device: tor
                                    drop_last=train_loader.drop_last, limit=config.epoch_images, **batches)
     val_loader = BatchLoader(evenly_spaced(val_set, config.val_images).to(device), config.eval_batch_size,
                              augment=NO_AUGMENT, **batches)
+    train_features, val_features = frozen_features(config, model, preprocess, train_set, val_set, device, talk, dist)
 
     start_epoch, rows = 0, []
     if resume:
@@ -351,29 +363,80 @@ def fit(config: TrainConfig, folder: Path, resume: bool, talk: bool, device: tor
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
             loader = small_loader if epoch < config.small_epochs else train_loader  # progressive resizing
-            fit_figures = train_one_epoch(model, loader, objective, optimizer, config, epoch, talk, teacher, dist)
+            cached = train_features is not None and epoch < config.freeze_epochs
+            fit_figures = train_one_epoch(model, train_features if cached else loader, objective, optimizer, config,
+                                          epoch, talk, teacher, dist)
             train_seconds = time.perf_counter() - started
             check_finite(model, fit_figures["loss"], epoch)
             dist.share_buffers(model)
-            val = evaluate(model, val_loader, objective, config.bf16, dist)
+            val = (evaluate(model.head, val_features, objective, config.bf16, dist) if cached
+                   else evaluate(model, val_loader, objective, config.bf16, dist))
             rows.append({"epoch": epoch + 1, "lr": fit_figures["lr"], "train_loss": fit_figures["loss"],
                          "train_top1": fit_figures["top1"], "train_top5": fit_figures["top5"], "val_loss": val["loss"],
                          "val_top1": val["top1"], "val_top5": val["top5"],
                          "epoch_seconds": time.perf_counter() - started,
                          "images_per_second": fit_figures["images"] / train_seconds})
             if dist.is_main:
-                save_epoch(folder, rows, model, optimizer, train_set, normalizer, label_vectors, label_centre)
+                save_epoch(folder, rows, model, optimizer, train_set, preprocess, label_vectors, label_centre, body_seen)
             if talk:
                 print(f"epoch {epoch + 1}/{config.epochs}: train loss {rows[-1]['train_loss']:.3f} "
                       f"top1 {rows[-1]['train_top1']:.3f} | val loss {val['loss']:.3f} top1 {val['top1']:.3f} "
                       f"top5 {val['top5']:.3f} | {rows[-1]['epoch_seconds']:.0f}s", flush=True)
-    run = Run(config, model, normalizer, train_set.class_names, objective, folder, label_vectors, train_set.class_ids,
-              label_centre)
+    run = Run(config, model, preprocess, train_set.class_names, objective, folder, label_vectors, train_set.class_ids,
+              label_centre, body_seen)
     if dist.is_main:
         runs.write_summary(folder, summary(config, rows, {**describe_host(device), "processes": dist.world_size}))
         calibrate(run, train_set, val_set, talk)
     dist.barrier()  # the others wait until the folder is complete (the next stage reads it)
     return run
+
+
+def frozen_features(config: TrainConfig, model: VisualNet, preprocess: Preprocess, train_set: ImageSet,
+                    val_set: ImageSet, device: torch.device, talk: bool,
+                    dist: Distributed) -> tuple[FeatureBatches | None, FeatureBatches | None]:
+    """For a timm body kept frozen for some epochs: batches of its cached features, of each training
+    image as is and flipped (the augmentation a frozen body's head trains with; a budget's share of
+    the images, evenly spaced, when it sets one), and of the validation images. devise's own small
+    bodies compute theirs batch by batch, freshly augmented. Rank 0 computes what the cache lacks
+    while the other processes wait, then read it."""
+    if own_body(config) or not config.freeze_epochs:
+        return None, None
+    train_set = evenly_spaced(first_images(train_set, config.train_limit), config.epoch_images)
+    val_set = evenly_spaced(val_set, config.val_images)
+
+    def features(data: ImageSet, views: tuple[str, ...]) -> list[torch.Tensor]:
+        return cached_features(model.body, preprocess, data, views=views, device=device, bf16=config.bf16,
+                               batch_size=config.eval_batch_size, progress=talk, what=config.body,
+                               cache_dir=runs.cache_folder(config))
+
+    if not dist.is_main:
+        dist.barrier()
+    train_views, val_views = features(train_set, ("plain", "flip") if config.flip else ("plain",)), features(val_set, ("plain",))
+    if dist.is_main:
+        dist.barrier()
+    shard = (dist.rank, dist.world_size)
+    return (FeatureBatches(train_views, train_set.labels, config.batch_size, shuffle=True, seed=config.seed,
+                           drop_last=len(train_set) > config.batch_size, shard=shard, device=device),
+            FeatureBatches(val_views, val_set.labels, config.eval_batch_size, shard=shard, device=device))
+
+
+def body_trained_on(config: TrainConfig, class_ids: list[str]) -> dict:
+    """What the run's body has been trained on once this run is done, for honest zero-shot figures:
+    the pretrained weights' classes or the warm-start run's, and this run's own classes unless the
+    body stays frozen throughout. `ids` None: not known (a timm weight of unknown origin)."""
+    trains = config.freeze_epochs < config.epochs
+    if config.init:
+        before = runs.read_body_trained_on(config.init)
+    elif config.pretrained:
+        description, ids = trained_on(config.body, True, config.pretrained_file)
+        before = {"description": description, "ids": ids}
+    else:
+        before = {"description": "", "ids": []}
+    if not trains:
+        return before
+    own = f"its {len(class_ids)} training classes"
+    return {"description": f"{before['description']}, then {own}" if before["description"] else own,
+            "ids": None if before["ids"] is None else sorted(set(before["ids"]) | set(class_ids))}
 
 
 def calibrate(run: Run, train_set: ImageSet, val_set: ImageSet, talk: bool) -> None:
@@ -421,15 +484,16 @@ def cpu_copy(state):
 
 
 def save_epoch(folder: Path, rows: list[dict], model: VisualNet, optimizer: torch.optim.Optimizer,
-               train_set: ImageSet, normalizer: Normalizer, label_vectors: torch.Tensor | None,
-               label_centre: torch.Tensor | None) -> None:
+               train_set: ImageSet, preprocess: Preprocess, label_vectors: torch.Tensor | None,
+               label_centre: torch.Tensor | None, body_seen: dict) -> None:
     """After an epoch: its metrics row, the checkpoint (CPU tensors, with the classes' names and
     ids: the ids place them in WordNet for hierarchical precision), the curves."""
     from devise.plots import plot_learning_curves
 
     runs.write_metrics(folder, rows)
     state = cpu_copy({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": int(rows[-1]["epoch"]),
-                      "class_names": train_set.class_names, "class_ids": train_set.class_ids, "normalizer": [list(normalizer.mean), list(normalizer.std)]})
+                      "class_names": train_set.class_names, "class_ids": train_set.class_ids, "normalizer": [list(preprocess.mean), list(preprocess.std)],
+                      "input": preprocess.record(), "body_trained_on": body_seen})
     if label_vectors is not None:
         state["label_vectors"] = label_vectors.cpu()
     if label_centre is not None:
@@ -442,7 +506,8 @@ def summary(config: TrainConfig, rows: list[dict], host: dict) -> dict:
     """The figures of a finished run, for summary.json."""
     last = rows[-1] if rows else {}
     return {
-        "head": config.head, "data": config.data, "model": config.model, "image_size": config.image_size,
+        "head": config.head, "data": config.data, "body": config.body, "pretrained": config.pretrained,
+        "image_size": config.image_size,
         "epochs": int(last.get("epoch", 0)),
         "val_top1": last.get("val_top1"), "val_top5": last.get("val_top5"),
         "best_val_top1": max((r["val_top1"] for r in rows), default=None),

@@ -666,6 +666,18 @@ class RunLabels:
         return vectors if self.centre is None else F.normalize(vectors - self.centre, dim=1)
 
 
+def vectors_or_zeros(space: RunLabels, labels: list[str], ids: list[str | None] | None = None) -> tuple[torch.Tensor, int]:
+    """Unit vectors of the labels that have one in `space`, a zero row for each that has none, and
+    how many had none: for a stock classifier's labels, which devise did not choose (ConSE's mean
+    then leaves those out, and a ranking scores them 0)."""
+    found = space.available(labels)
+    vectors = torch.zeros(len(labels), space.dim)
+    kept = [i for i, ok in enumerate(found) if ok]
+    if kept:
+        vectors[kept] = space.embed([labels[i] for i in kept], [ids[i] for i in kept] if ids else None)
+    return vectors, found.count(False)
+
+
 def read_replacements_files(*paths: str | None) -> dict[str, str] | None:
     """The replacements of several files, later files winning; files that are not there are
     skipped (a run's own file may be gone: then the flag names the fix)."""

@@ -81,6 +81,20 @@ class WordNet:
         return found
 
 
+def resolve_wnid(name: str, label_id: str | None = None) -> str | None:
+    """The WordNet noun synset a label stands for: its id when that is a wnid WordNet has, else the
+    most frequent noun sense of its first synonym that is a WordNet noun ("pizza": n07873807);
+    None when neither resolves (a made-up name, a word that is no noun)."""
+    wordnet = load_wordnet()
+    if label_id and is_wnid(label_id):
+        return label_id if label_id in wordnet else None
+    for synonym in str(name).split(","):
+        key = " ".join(synonym.replace("_", " ").lower().split())
+        if key in wordnet.first_senses:
+            return wordnet.first_senses[key]
+    return None
+
+
 def read_columns(path: Path) -> Iterator[list[str]]:
     """The tab-separated fields of each line of a packaged gzip file."""
     try:

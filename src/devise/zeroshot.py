@@ -23,9 +23,12 @@ from devise.errors import DeviseError
 from devise.infer import CONSE_TOP, kind_of, model_outputs, query_vectors, top_labels
 from devise.metrics import HIERARCHY_KS, ZERO_SHOT_KS, generalised_figures, ranking_metrics, similarity_control
 from devise.progress import stage
-from devise.runs import Run, held, load_run, read_calibration, read_unseen, run_split, write_zero_shot, zero_shot_folder
-from devise.vectors import RunLabels, Vocabulary, build_vocabulary
-from devise.wordnet import ranking_hierarchy
+from devise.pretrained import is_pretrained_name
+from devise.runs import (Run, held, is_stock, load_model_run, read_calibration, read_unseen, run_split, stored_interpolation,
+                         stored_size, write_zero_shot,
+                         zero_shot_folder)
+from devise.vectors import RunLabels, Vocabulary, build_vocabulary, vectors_or_zeros
+from devise.wordnet import ranking_hierarchy, resolve_wnid
 
 
 @dataclass
@@ -93,8 +96,8 @@ def evaluate_zero_shot(models: list[ZeroShotModel], target: ImageSet, space: Run
     for model in models:
         training_labels = model.run.class_names
         training_ids = model.run.class_ids or (gzsl[2] if gzsl else None)
-        training_vectors = space.embed(training_labels, training_ids)
-        if control is None:
+        training_vectors, without = training_label_vectors(space, model.run, training_ids)
+        if control is None and not without:
             control = similarity_control(target_vectors, training_vectors)
         out = outputs[model.name]
         if model.kind == "softmax":  # it ranks its own training labels, whatever the vocabulary
@@ -102,8 +105,11 @@ def evaluate_zero_shot(models: list[ZeroShotModel], target: ImageSet, space: Run
             top = top_vocabulary = top_labels("softmax", out, training_vectors, training_vectors, k)[1]
             over_target = over_vocabulary = scored(top, vocabulary, target, true_vectors, true_ids)
         else:
-            vocabulary = build_vocabulary(space, {"target": target.class_names, "train": training_labels},
-                                          vocabulary_spec, {"target": target.class_ids, "train": training_ids})
+            has_vector = [i for i, row in enumerate(training_vectors) if not without or bool(row.any())]
+            vocabulary = build_vocabulary(space, {"target": target.class_names,
+                                                  "train": [training_labels[i] for i in has_vector]}, vocabulary_spec,
+                                          {"target": target.class_ids,
+                                           "train": [training_ids[i] for i in has_vector] if training_ids else None})
             top = top_labels(model.kind, out, training_vectors, target_vectors, k, conse_top)[1]
             over_target = scored(top, target_vocabulary, target, true_vectors, true_ids)
             top_vocabulary = top_labels(model.kind, out, training_vectors, vocabulary.vectors, k, conse_top)[1]
@@ -117,11 +123,80 @@ def evaluate_zero_shot(models: list[ZeroShotModel], target: ImageSet, space: Run
                  "vocabulary_size": len(vocabulary), "vocabulary_missing": vocabulary.missing,
                  **{f"vocabulary_{key}": over_vocabulary[key] for key in over_vocabulary
                     if key.startswith(("hit@", "hp@"))}}
+        entry["body"] = body_figures(getattr(model.run, "body_trained_on", None), target, top, target_vocabulary if model.kind != "softmax"
+                                     else vocabulary, true_vectors)
         if gzsl is not None:
             entry.update(generalised(model, space, training_vectors, *gzsl, conse_top))
+        if without:
+            entry["training_labels_without_vector"] = without
+        if is_stock(model.run):
+            entry["stock"] = True
         results["models"][model.name] = entry
-    results["control_similarity"] = control
+    results["control_similarity"] = control if control is not None else similarity_control(
+        target_vectors, training_vectors)
     return results
+
+
+def training_label_vectors(space: RunLabels, run: Run, ids: list[str] | None) -> tuple[torch.Tensor, int]:
+    """A model's training labels' vectors in the space compared in, and how many have none. A run
+    devise trained needs every one (the error names the fix); a stock ImageNet classifier's labels
+    without a vector (13 of 1,000 in GloVe, "kuvasz", "schipperke", ...) get a zero row, so that
+    ConSE's mean leaves them out and they score 0 as a softmax prediction."""
+    if not is_stock(run):
+        return space.embed(run.class_names, ids), 0
+    return vectors_or_zeros(space, run.class_names, ids)
+
+
+BODY_KS = (1, 5, 10)
+PARTS = ("unseen", "seen", "unknown")  # by the body: never trained on, trained on, not known
+
+
+def body_split(target: ImageSet, trained_on: list[str] | None) -> list[str]:
+    """Each target class as the model's body knows it: "seen" (trained on), "unseen" or "unknown".
+    A class is matched by its WordNet id where it has one, else by its name looked up as a WordNet
+    noun (its most frequent sense); a name that does not resolve, or a body whose training classes
+    are not known, is "unknown", never "unseen"."""
+    if trained_on is None:
+        return ["unknown"] * target.num_classes
+    known = set(trained_on)
+    known_wnids = {resolve_wnid(i, i) for i in known} - {None}
+    parts = []
+    for name, class_id in zip(target.class_names, target.class_ids):
+        if class_id in known or name in known:
+            parts.append("seen")
+            continue
+        wnid = resolve_wnid(name, class_id)
+        parts.append("unknown" if wnid is None else "seen" if wnid in known or wnid in known_wnids else "unseen")
+    return parts
+
+
+def regime(parts: list[str]) -> str:
+    """What a model's figures on a target are: zero-shot only if its body never trained on any of
+    the target's classes; transfer if it trained on all of them."""
+    if all(p == "unseen" for p in parts):
+        return "zero-shot"
+    if all(p == "seen" for p in parts):
+        return "transfer"
+    return "mixed" if "unknown" not in parts else "unknown"
+
+
+def body_figures(trained_on: dict | None, target: ImageSet, top: torch.Tensor, vocabulary: Vocabulary,
+                 true_vectors: torch.Tensor) -> dict:
+    """The target's classes split by what the model's body was trained on, with hit@k over the
+    target ranking for each part, and what the figures may be called (`regime`)."""
+    trained_on = trained_on or {"description": "", "ids": []}
+    parts = body_split(target, trained_on["ids"])
+    truth = vocabulary.positions(target.class_names, target.class_ids)
+    figures = {"trained_on": trained_on["description"], "regime": regime(parts)}
+    for part in PARTS:
+        classes = [c for c, p in enumerate(parts) if p == part]
+        images = torch.isin(target.labels, torch.tensor(classes, dtype=torch.int64))
+        figures[part] = {"classes": len(classes), "images": int(images.sum())}
+        if images.any():
+            hits = ranking_metrics(top[images], vocabulary.vectors, truth, target.labels[images], true_vectors[images],
+                                   BODY_KS)
+            figures[part].update({f"hit@{k}": hits[f"hit@{k}"] for k in BODY_KS})
+    return figures
 
 
 def scored(top: torch.Tensor, vocabulary: Vocabulary, target: ImageSet, true_vectors: torch.Tensor,
@@ -140,10 +215,11 @@ def generalised(model: ZeroShotModel, space: RunLabels, training_vectors: torch.
     (`devise.metrics.generalised_figures`) with the model's class-split constant where
     `calibrations` has one, else the seen-share rule."""
     seen_label = torch.tensor([c in set(seen_ids) for c in everything.class_ids])
-    if model.kind == "softmax":
-        columns = torch.tensor([everything.class_ids.index(i) for i in model.run.class_ids or seen_ids])
+    if model.kind == "softmax":  # its own labels that are the dataset's (a pretrained classifier has more)
+        where = {class_id: i for i, class_id in enumerate(everything.class_ids)}
+        own = [(i, where[c]) for i, c in enumerate(model.run.class_ids or seen_ids) if c in where]
         scores = torch.full((len(everything), len(seen_label)), float("-inf"))
-        scores[:, columns] = all_outputs[model.name].float()
+        scores[:, [c for _, c in own]] = all_outputs[model.name].float()[:, [i for i, _ in own]]
         return generalised_figures(scores, everything.labels, seen_label, calibrate=False)
     queries = query_vectors(model.kind, all_outputs[model.name], training_vectors, conse_top)
     everything_vectors = space.embed(everything.class_names, everything.class_ids)
@@ -153,8 +229,9 @@ def generalised(model: ZeroShotModel, space: RunLabels, training_vectors: torch.
             "calibration": calibration["method"] if calibration else "seen share"}
 
 
-def load_target(kind: str, root: str | None, runs: list[Run], image_size: int, progress: bool = True,
-                download: bool = False, cache_dir: str | None = None) -> tuple[ImageSet, tuple[ImageSet, list[str]] | None]:
+def load_target(kind: str, root: str | None, runs: list[Run], image_size: int | None, progress: bool = True,
+                download: bool = False, cache_dir: str | None = None,
+                interpolation: str = "bilinear") -> tuple[ImageSet, tuple[ImageSet, list[str]] | None]:
     """The target images, and for a held-out split also (all images, seen class ids).
 
     `kind` is "unseen" (the classes the runs held out of training with --unseen, as their
@@ -163,14 +240,17 @@ def load_target(kind: str, root: str | None, runs: list[Run], image_size: int, p
     """
     if kind != "unseen":
         split = {"cifar100": "test", "tiny-imagenet": "val", "toy": "test"}.get(kind)
-        return load_dataset(kind, root, split, image_size, cache_dir, download, progress), None
-    held_out = {(r.config.data, tuple(read_unseen(r.folder, r.config))) for r in runs}
+        return load_dataset(kind, root, split, image_size, cache_dir, download, progress,
+                            interpolation=interpolation), None
+    trained = [r for r in runs if not is_stock(r)]  # a stock classifier holds nothing out
+    held_out = {(r.config.data, tuple(read_unseen(r.folder, r.config))) for r in trained}
     if len(held_out) != 1 or not next(iter(held_out))[1]:
         raise DeviseError("--target unseen needs runs trained with the same --unseen K and --unseen-seed")
-    config = runs[0].config
+    config = trained[0].config
     unseen = list(next(iter(held_out))[1])
     everything = load_dataset(config.data, root or config.data_root, config.val_split, image_size,
-                              cache_dir, config.download, progress, config.on_bad_image, config.val_share)
+                              cache_dir, config.download, progress, config.on_bad_image, config.val_share,
+                              interpolation=interpolation)
     return keep_classes(everything, unseen), (everything, seen_classes(everything, unseen))
 
 
@@ -195,36 +275,47 @@ def run_zero_shot(run_folders: list[str | Path], target: str, target_root: str |
                   vocabulary: str = "target,train", vectors: str | None = None, conse_top: int = CONSE_TOP,
                   out: str | Path | None = None, examples: int | list[int] = 6, seed: int = 0, progress: bool = True,
                   download: bool = False, device: str = "auto", replacements: str | None = None,
-                  cache_dir: str | None = None) -> dict:
+                  cache_dir: str | None = None, prompts: str | None = None, image_size: int | None = None) -> dict:
     """Load runs, run them on the target images, compute every metric, and write into `out`
     (default: `<first run>/zeroshot-<target>`): `zeroshot.json`, the similarity bar chart and
     the side-by-side top-5 figure of `examples` images: that many drawn with `seed`, or a list of
     chosen image indices into the target set. The models run on `device`; labels are read in the
     runs' label space, with a `replacements` file for labels it has no vector for. Datasets are
-    cached in `cache_dir` (default: the first run's)."""
-    folder = Path(out) if out else zero_shot_folder(Path(run_folders[0]), target)
+    cached in `cache_dir` (default: the first run's). A pretrained classifier named instead of a
+    run (`efficientnet-lite0`) reads its labels in `vectors` with `prompts`, at `image_size` (default:
+    its weights' own)."""
+    first = str(run_folders[0])
+    default = Path("runs") / first if is_pretrained_name(first) and not Path(first).is_dir() else Path(first)
+    folder = Path(out) if out else zero_shot_folder(default, target)
     with held(folder, "zeroshot"):
         return zero_shot_into(folder, run_folders, target, target_root, vocabulary, vectors, conse_top, examples,
-                              seed, progress, download, device, replacements, cache_dir)
+                              seed, progress, download, device, replacements, cache_dir, prompts, image_size)
 
 
 def zero_shot_into(folder: Path, run_folders: list, target: str, target_root: str | None, vocabulary: str,
                    vectors: str | None, conse_top: int, examples: int | list[int], seed: int, progress: bool,
-                   download: bool, device: str, replacements: str | None, cache_dir: str | None) -> dict:
+                   download: bool, device: str, replacements: str | None, cache_dir: str | None,
+                   prompts: str | None = None, image_size: int | None = None) -> dict:
     from devise.plots import plot_examples, plot_similarity
 
-    runs = [load_run(path, device) for path in run_folders]
-    sizes = {r.config.image_size for r in runs}
-    if len(sizes) != 1:
-        raise DeviseError("the runs were trained at different image sizes; evaluate them separately")
+    runs = [load_model_run(path, device, vectors, prompts, image_size) for path in run_folders]
     space = comparison_space(runs, vectors, replacements)
     check_labels(space, target_class_names(target, target_root))  # before any image is decoded
-    targets, gzsl_all = load_target(target, target_root, runs, sizes.pop(), progress, download,
-                                    cache_dir or runs[0].config.cache_dir)
+    data = next((r.config.data for r in runs if r.config.unseen), target) if target == "unseen" else target
+    sizes = {run.folder: (stored_size(run.config, data), stored_interpolation(run.config))
+             for run in runs}  # each model's images as it keeps them
+    cache = cache_dir or next((r.config.cache_dir for r in runs if r.config.cache_dir), None)
+    loaded = {size: load_target(target, target_root, runs, size[0], progress, download, cache, size[1])
+              for size in dict.fromkeys(sizes.values())}
+    targets, gzsl_all = loaded[sizes[runs[0].folder]]
     check_labels(space, targets.class_names)  # before the models run
     models = models_from_runs(runs, conse_top)
-    source = gzsl_all[0] if gzsl_all else targets
-    raw = {run.folder: model_outputs(run, source, progress=progress) for run in runs}
+
+    def source(run: Run) -> ImageSet:
+        own_targets, own_all = loaded[sizes[run.folder]]
+        return own_all[0] if own_all else own_targets
+
+    raw = {run.folder: model_outputs(run, source(run), progress=progress) for run in runs}
     all_outputs = {m.name: raw[m.run.folder] for m in models}
     gzsl = None
     if gzsl_all:

@@ -8,7 +8,7 @@ from devise.config import DATASETS
 from devise.data.base import ImageSet
 from devise.data.cifar import load_cifar100
 from devise.data.folder import load_image_folder
-from devise.data.pipeline import BatchLoader, Normalizer
+from devise.data.pipeline import BatchLoader, Preprocess
 from devise.data.tiny_imagenet import load_tiny_imagenet
 from devise.data.toy import load_toy
 from devise.errors import DeviseError
@@ -24,6 +24,7 @@ def load_dataset(
     progress: bool = True,
     on_bad_image: str = "error",
     val_share: float = 0.1,
+    interpolation: str = "bilinear",
 ) -> ImageSet:
     """Load one split of a dataset by name, resized to `image_size` when given.
 
@@ -31,7 +32,7 @@ def load_dataset(
     "folder" (`root/<class>/<image>`, cached), "toy" (generated coloured shapes, no files needed).
     `on_bad_image` is "error" (stop at the first image that does not decode) or "skip" (leave
     such images out; the set's `skipped` lists them). A folder without val/ is validated on a
-    seeded `val_share` of its images.
+    seeded `val_share` of its images. `interpolation` is how a folder's photos are resized.
     """
     if name == "tiny-imagenet":
         images = load_tiny_imagenet(root, split, cache_dir, download, progress, image_size, on_bad_image)
@@ -41,7 +42,7 @@ def load_dataset(
         if root is None:
             raise DeviseError("the folder dataset needs --data-root PATH")
         images = load_image_folder(root, image_size or 64, None if split == "all" else split, progress, on_bad_image,
-                                   val_share, cache_dir=cache_dir)
+                                   val_share, cache_dir=cache_dir, interpolation=interpolation)
     elif name == "toy":
         images = load_toy(split, size=image_size or 32)
     else:
@@ -49,5 +50,5 @@ def load_dataset(
     return images.resized(image_size) if image_size else images
 
 
-__all__ = ["DATASETS", "BatchLoader", "ImageSet", "Normalizer", "load_dataset", "load_cifar100",
+__all__ = ["DATASETS", "BatchLoader", "ImageSet", "Preprocess", "load_dataset", "load_cifar100",
            "load_image_folder", "load_tiny_imagenet", "load_toy"]

@@ -78,8 +78,9 @@ def held_out_rows(labels: torch.Tensor, share: float, seed: int) -> torch.Tensor
 
 def load_image_folder(root: str | Path, size: int = 64, split: str | None = None, progress: bool = True,
                       on_bad_image: str = "error", val_share: float = 0.1, seed: int = 0,
-                      cache_dir: str | Path | None = None) -> ImageSet:
-    """The images of one split, resized (shorter side, then centre crop) to `size`.
+                      cache_dir: str | Path | None = None, interpolation: str = "bilinear") -> ImageSet:
+    """The images of one split, resized (shorter side, then centre crop; `interpolation` bilinear or
+    bicubic) to `size`.
 
     Class names are the folder names, sorted. A folder with `train/` (of class folders) has
     splits: `root/<split>/` is used, and without a `val/` the "val" split is a seeded `val_share`
@@ -89,7 +90,7 @@ def load_image_folder(root: str | Path, size: int = 64, split: str | None = None
     is left out. The decoded images are kept in `cache_dir` (default: the devise cache).
     """
     folder, part = class_root(root, split)
-    data = read_classes(folder, size, progress, on_bad_image, cache_dir)
+    data = read_classes(folder, size, progress, on_bad_image, cache_dir, interpolation)
     if part is None:
         return data
     held = held_out_rows(data.labels, val_share, seed)
@@ -97,7 +98,7 @@ def load_image_folder(root: str | Path, size: int = 64, split: str | None = None
 
 
 def read_classes(root: Path, size: int, progress: bool, on_bad_image: str,
-                 cache_dir: str | Path | None = None) -> ImageSet:
+                 cache_dir: str | Path | None = None, interpolation: str = "bilinear") -> ImageSet:
     """Every image under `root`'s class folders at `size` pixels: from the cache when an entry
     for exactly these files is there, else decoded and cached."""
     classes = list_classes(root)
@@ -108,7 +109,7 @@ def read_classes(root: Path, size: int, progress: bool, on_bad_image: str,
         labels += [index] * len(found)
     if not files:
         raise DeviseError(f"{root} has class folders but no images")
-    folder_key, content_key = cache_keys(root, classes, files, size, on_bad_image)
+    folder_key, content_key = cache_keys(root, classes, files, size, on_bad_image, interpolation)
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     entry = cache / f"folder-{folder_key}-{content_key}"
     arrays = load_arrays(entry)
@@ -116,7 +117,7 @@ def read_classes(root: Path, size: int, progress: bool, on_bad_image: str,
         skipped = [str(root / name) for name in load_extra(entry)["skipped"]]  # as this call names the folder
         return ImageSet(arrays["images"], arrays["labels"], classes, root.name, skipped=skipped)
     images, kept, skipped = decode_many([str(f) for f in files], lambda name: Path(name).read_bytes(), size, str,
-                                        on_bad_image, progress, f"reading {root.name}")
+                                        on_bad_image, progress, f"reading {root.name}", interpolation=interpolation)
     data = ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
                     torch.tensor(labels, dtype=torch.int64)[kept], classes, root.name, skipped=skipped)
     try:
@@ -132,10 +133,12 @@ def read_classes(root: Path, size: int, progress: bool, on_bad_image: str,
     return data
 
 
-def cache_keys(root: Path, classes: list[str], files: list[Path], size: int, on_bad_image: str) -> tuple[str, str]:
+def cache_keys(root: Path, classes: list[str], files: list[Path], size: int, on_bad_image: str,
+               interpolation: str = "bilinear") -> tuple[str, str]:
     """(which folder read how, what it holds): a readable name and hash of the folder with the image
     size and `on_bad_image`, and a hash of every file's path, size and modification time."""
-    where = hashlib.sha1(f"{root.resolve()}|{size}|{on_bad_image}".encode()).hexdigest()[:8]
+    resized = "" if interpolation == "bilinear" else f"|{interpolation}"  # bilinear entries keep their old keys
+    where = hashlib.sha1(f"{root.resolve()}|{size}|{on_bad_image}{resized}".encode()).hexdigest()[:8]
     name = re.sub(r"[^\w.-]+", "_", root.resolve().name)[:40]
     content = hashlib.sha1("\n".join(classes).encode() + b"\0")
     for path in files:

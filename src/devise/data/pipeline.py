@@ -42,28 +42,63 @@ NO_AUGMENT = Augment(crop_padding=0, flip=False, jitter=0.0)
 
 
 @dataclass(frozen=True)
-class Normalizer:
-    """Per-channel mean and standard deviation on the 0-255 scale."""
+class Preprocess:
+    """How a uint8 batch becomes the network's input: resized so that its side is `size / crop_pct`
+    pixels and its centre `size` square cut out (a pretrained body's own pipeline, from timm's data
+    config), then each channel normalised by a mean and standard deviation on the 0-255 scale.
+    devise's own bodies see their images as stored (`size` None): no resize, no crop."""
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    size: int | None = None  # the square the network sees; None: the images as they come
+    crop_pct: float = 1.0  # the share of the resized image the centre crop keeps
+    interpolation: str = "bilinear"  # how the images are resized: bilinear or bicubic
 
     @classmethod
-    def fit(cls, images: torch.Tensor, max_images: int = 20000) -> "Normalizer":
+    def fit(cls, images: torch.Tensor, max_images: int = 20000) -> "Preprocess":
         """Channel statistics of (an evenly spaced sample of) a uint8 image tensor."""
         step = max(1, images.shape[0] // max_images)
         sample = images[::step].float()
         std = sample.std(dim=(0, 2, 3)).nan_to_num(0).clamp(min=1.0)  # a channel that never varies: no division by 0
         return cls(tuple(sample.mean(dim=(0, 2, 3)).tolist()), tuple(std.tolist()))
 
+    @property
+    def resize(self) -> int | None:
+        """The side images are resized to before the centre crop (None: no resize)."""
+        return None if self.size is None else round(self.size / self.crop_pct)
+
+    def record(self) -> dict:
+        """The pipeline as plain values, for a checkpoint or an exported config.json."""
+        return {"mean": list(self.mean), "std": list(self.std), "size": self.size, "crop_pct": self.crop_pct,
+                "interpolation": self.interpolation}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "Preprocess":
+        return cls(tuple(record["mean"]), tuple(record["std"]), record.get("size"), float(record.get("crop_pct", 1.0)),
+                   record.get("interpolation", "bilinear"))
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         mean = channel_values(self.mean, images.dtype, images.device)
         std = channel_values(self.std, images.dtype, images.device)
         return (images - mean) / std
 
+    def fitted(self, images: torch.Tensor) -> torch.Tensor:
+        """A float batch (0-255) of square images as stored or decoded, resized to `resize` and
+        centre-cropped to `size`, as the network expects it."""
+        if self.size is None:
+            return images
+        side = self.resize
+        if images.shape[-1] != side or images.shape[-2] != side:
+            # antialias=True: PIL's filters, upsampling too, so a batch is resized as a decoded photo is
+            images = F.interpolate(images, size=(side, side), mode=self.interpolation, align_corners=False,
+                                   antialias=True).clamp_(0, 255)
+        top = (side - self.size) // 2
+        return images[:, :, top : top + self.size, top : top + self.size]
+
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        """A batch (uint8, or float on the 0-255 scale) -> normalised float32, channels_last."""
-        return self(images.float()).contiguous(memory_format=torch.channels_last)
+        """A batch (uint8, or float on the 0-255 scale) -> network input: float32, resized and
+        cropped where the pipeline says, normalised, channels_last."""
+        return self(self.fitted(images.float())).contiguous(memory_format=torch.channels_last)
 
 
 @dataclass(frozen=True)
@@ -160,12 +195,12 @@ class BatchLoader:
     is the first `limit` images of its order (a shorter epoch, a fresh draw each time).
     """
 
-    def __init__(self, data: ImageSet, batch_size: int, normalizer: Normalizer, shuffle: bool = False,
+    def __init__(self, data: ImageSet, batch_size: int, preprocess: Preprocess, shuffle: bool = False,
                  augment: Augment = NO_AUGMENT, seed: int = 0, drop_last: bool = False,
                  shard: tuple[int, int] = (0, 1), limit: int = 0):
         self.data = data
         self.batch_size = batch_size
-        self.normalizer = normalizer
+        self.preprocess = preprocess
         self.shuffle = shuffle
         self.augment = augment
         self.seed = seed
@@ -204,7 +239,7 @@ class BatchLoader:
             images = self.data.images[index].float()
             if draws is not None:
                 images = apply_augment(images, self.augment, draws.part(rows))
-            yield self.normalizer.prepare(images), self.data.labels[index]
+            yield self.preprocess.prepare(images), self.data.labels[index]
 
 
 def shard_rows(n: int, rank: int, processes: int) -> slice:

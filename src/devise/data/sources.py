@@ -91,7 +91,7 @@ class FileSource:
 MAX_PIXELS = 40_000_000  # a larger image is refused before its pixels are decoded
 
 
-def decode_image(data: bytes, size: int | None, where: str) -> np.ndarray:
+def decode_image(data: bytes, size: int | None, where: str, interpolation: str = "bilinear") -> np.ndarray:
     """Decode image bytes to an RGB uint8 array (H x W x 3), faithfully whatever the mode.
 
     16-bit, 32-bit integer and float images are scaled to 8 bits (`eight_bit_rgb`), palette, CMYK,
@@ -108,7 +108,7 @@ def decode_image(data: bytes, size: int | None, where: str) -> np.ndarray:
                                       f"{MAX_PIXELS // 1_000_000} megapixels")
                 image = eight_bit_rgb(image)
                 if size is not None and image.size != (size, size):
-                    image = square_resize(image, size)
+                    image = square_resize(image, size, interpolation)
                 return np.asarray(image, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError,
             Image.DecompressionBombWarning) as error:
@@ -136,7 +136,8 @@ def eight_bit_rgb(image: Image.Image) -> Image.Image:
 
 
 def decode_many(names: list[str], read, size: int, where, on_bad_image: str = "error", progress: bool = True,
-                desc: str = "decoding", threads: int = 1) -> tuple[np.ndarray, list[int], list[str]]:
+                desc: str = "decoding", threads: int = 1,
+                interpolation: str = "bilinear") -> tuple[np.ndarray, list[int], list[str]]:
     """Decode many images (`read(name)` gives each one's bytes, `where(name)` names it in errors)
     into one N x size x size x 3 array. A bad image stops everything with its name, or with
     `on_bad_image="skip"` is left out: returns (images, indices of the ones kept, the skipped ones)."""
@@ -145,7 +146,7 @@ def decode_many(names: list[str], read, size: int, where, on_bad_image: str = "e
 
     def decode(i: int) -> None:
         try:
-            images[i] = decode_image(read(names[i]), size, where(names[i]))
+            images[i] = decode_image(read(names[i]), size, where(names[i]), interpolation)
         except DeviseError:
             if on_bad_image != "skip":
                 raise
@@ -163,11 +164,14 @@ def decode_many(names: list[str], read, size: int, where, on_bad_image: str = "e
     return (images[kept] if skipped else images), kept, skipped
 
 
-def square_resize(image: Image.Image, size: int) -> Image.Image:
+RESAMPLING = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+
+
+def square_resize(image: Image.Image, size: int, interpolation: str = "bilinear") -> Image.Image:
     """Scale the shorter side to `size`, then crop the centre `size` x `size` square."""
     width, height = image.size
     scale = size / min(width, height)
     new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    image = image.resize((new_w, new_h), Image.BILINEAR)
+    image = image.resize((new_w, new_h), RESAMPLING.get(interpolation, Image.BILINEAR))
     left, top = (new_w - size) // 2, (new_h - size) // 2
     return image.crop((left, top, left + size, top + size))

@@ -1,0 +1,139 @@
+"""A frozen body's features, computed once per image and view and kept in the cache.
+
+A pretrained body is large beside its head: at 128 px one EfficientNet-Lite0 forward pass costs
+what hundreds of steps of a linear head do. While the body stays frozen its output for an image
+never changes, so each image's features (and those of its flipped copy, the one augmentation a
+frozen body's head trains with) are computed once, written to the cache folder and memory-mapped
+from there: every epoch of the head, the class splits of calibration, evaluation and zero-shot
+read them instead of running the body again.
+
+An entry is keyed by what the features depend on: the body's weights, the input pipeline, the view
+and the images themselves (each hashed), so that another body, another size or another image set
+never reads a stale entry. Entries are written and checked like decoded datasets
+(`devise.data.cache`): a damaged one is found when loaded and computed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+
+from devise.data.base import ImageSet
+from devise.data.cache import default_cache_dir, load_arrays, save_arrays
+from devise.data.pipeline import Preprocess, shard_rows
+from devise.hardware import autocast
+from devise.progress import progress_bar, stage
+
+VIEWS = {"plain": "as is", "flip": "flipped left to right"}
+CPU_BATCH = 64  # a 2-core CPU runs EfficientNet-Lite0 fastest 32-64 images at a time (docs/performance.md)
+
+
+def feature_batch(batch_size: int, device: torch.device) -> int:
+    """Images a forward pass of a pretrained body: at most `CPU_BATCH` on a CPU."""
+    return min(batch_size, CPU_BATCH) if torch.device(device).type == "cpu" else batch_size
+
+
+def tensor_digest(tensors) -> str:
+    """A hash of tensors' shapes, types and bytes (weights or images), in order."""
+    digest = hashlib.sha1()
+    for tensor in tensors:
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{tuple(tensor.shape)}{tensor.dtype};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def feature_key(body: torch.nn.Module, preprocess: Preprocess, view: str, images: torch.Tensor) -> str:
+    """The cache key of one view of a set of images through one body and pipeline."""
+    parts = {"body": tensor_digest(body.state_dict().values()), "input": preprocess.record(), "view": view,
+             "images": tensor_digest([images])}
+    return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def view_of(images: torch.Tensor, view: str) -> torch.Tensor:
+    return images.flip(-1) if view == "flip" else images
+
+
+@torch.no_grad()
+def compute_features(body: torch.nn.Module, preprocess: Preprocess, images: torch.Tensor, view: str,
+                     device: torch.device, bf16: bool, batch_size: int, progress: bool, desc: str) -> torch.Tensor:
+    """The body's output for every image (uint8, N x 3 x H x W), on the CPU, float32; the body
+    in channels_last, the layout oneDNN and cuDNN convolutions prefer (values unchanged)."""
+    body.eval().to(memory_format=torch.channels_last)
+    rows = []
+    starts = range(0, len(images), batch_size)
+    for start in progress_bar(starts, progress, desc=desc, unit="batch", total=len(starts)):
+        batch = view_of(images[start : start + batch_size].to(device), view)
+        with autocast(device, bf16):
+            rows.append(body(preprocess.prepare(batch)).float().cpu())
+    return torch.cat(rows) if rows else torch.zeros(0)
+
+
+def cached_features(body: torch.nn.Module, preprocess: Preprocess, data: ImageSet, *, views: tuple[str, ...] = ("plain",),
+                    device: torch.device = torch.device("cpu"), bf16: bool = False, batch_size: int = 256,
+                    progress: bool = True, what: str = "body", cache_dir=None) -> list[torch.Tensor]:
+    """For each view, the body's features of every image of `data` (N x D, memory-mapped from
+    the cache; float16 where that holds them exactly enough, else float32). Computed and written
+    the first time, with one line saying what and how much."""
+    folder = default_cache_dir() if cache_dir is None else cache_dir
+    found = []
+    for view in views:
+        entry = folder / "features" / f"{data.name}-{feature_key(body, preprocess, view, data.images)}"
+        arrays = load_arrays(entry)
+        if arrays is None:
+            size = f" at {preprocess.size} px" if preprocess.size else ""
+            stage(f"computing {what} features of {len(data):,} images{size} ({VIEWS[view]}), once: cached in {entry}",
+                  progress)
+            features = compute_features(body, preprocess, data.images, view, device, bf16,
+                                        feature_batch(batch_size, device), progress, f"features ({VIEWS[view]})")
+            stored = features.half() if torch.isfinite(features.half()).all() else features
+            save_arrays(entry, {"features": stored}, {"view": view, "images": len(data)})
+            arrays = load_arrays(entry)
+        found.append(arrays["features"])
+    return found
+
+
+class FeatureBatches:
+    """Batches of cached features and labels, as `BatchLoader` gives images: the order depends only
+    on (seed, epoch), and each image's view (as is, or flipped) is drawn per epoch from the same
+    generator, so a resumed run sees the batches it would have seen. With `shard`, each batch is
+    cut among processes as `BatchLoader` cuts it."""
+
+    def __init__(self, views: list[torch.Tensor], labels: torch.Tensor, batch_size: int, shuffle: bool = False,
+                 seed: int = 0, drop_last: bool = False, shard: tuple[int, int] = (0, 1),
+                 device: torch.device = torch.device("cpu")):
+        on_gpu = device.type != "cpu"
+        self.views = [v.to(device) for v in views] if on_gpu else views
+        self.labels = labels.to(device)
+        self.batch_size, self.shuffle, self.seed, self.drop_last, self.shard = batch_size, shuffle, seed, drop_last, shard
+        self.device = device
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        n = len(self.labels)
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        view = torch.randint(len(self.views), (n,), generator=generator) if self.shuffle else torch.zeros(n, dtype=torch.long)
+        rank, processes = self.shard
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            count = min(self.batch_size, n - start)
+            mine = shard_rows(count, rank, processes)
+            rows = order[start + mine.start : start + mine.stop]
+            if len(rows) == 0:
+                continue
+            chosen = view[rows]
+            batch = torch.empty(len(rows), self.views[0].shape[1], dtype=torch.float32, device=self.device)
+            for v, features in enumerate(self.views):
+                picked = (chosen == v).nonzero()[:, 0]
+                if len(picked):
+                    batch[picked.to(self.device)] = features[rows[picked].to(features.device)].to(self.device).float()
+            yield batch, self.labels[rows.to(self.device)]
