@@ -118,7 +118,7 @@ def test_a_damaged_feature_entry_is_computed_again(tmp_path, timm_weights, monke
     run = training.train(timm_config(tmp_path, timm_weights, epochs=1, freeze_epochs=1), progress=False)
     data = load_dataset("toy", split="val")
     before = feature_cache.cached_features(run.model.body, run.preprocess, data, progress=False)[0].clone()
-    key = feature_cache.feature_key(run.model.body, run.preprocess, "plain", data.images)
+    key = feature_cache.feature_key(run.model.body, run.preprocess, "plain", data.images, bf16=False)
     entry = next(p for p in runs.cache_folder(run.config).glob(f"features/*{key}"))
     array = entry / "features.npy"
     array.write_bytes(array.read_bytes()[:-64])  # cut short
@@ -161,7 +161,7 @@ def test_a_pretrained_body_model_exports_and_loads_back_as_it_ranks(tmp_path, ti
     softmax = training.train(timm_config(tmp_path / "s", timm_weights, epochs=1, freeze_epochs=1), progress=False)
     run = training.train(timm_config(tmp_path / "d", timm_weights, head="embedding", loss="rank", init=str(softmax.folder),
                                      epochs=1, freeze_epochs=1), progress=False)
-    out = export(run.folder, tmp_path / "model")
+    out = export(run.folder, tmp_path / "model", onnx=True)
     config = json.loads((out / "config.json").read_text())
     assert config["architecture"]["timm"] == "test_efficientnet"
     assert config["preprocess"]["size"] == 32 and config["preprocess"]["interpolation"] == "bicubic"
@@ -171,6 +171,12 @@ def test_a_pretrained_body_model_exports_and_loads_back_as_it_ranks(tmp_path, ti
     assert torch.allclose(exported.encode_image(images), from_run.encode_image(images), atol=1e-5)
     labels = exported.labels[:5]
     assert exported.classify(images, labels, top=2) == from_run.classify(images, labels, top=2)
+    import onnxruntime
+
+    cropped = exported.preprocess.fitted(next(exported.image_batches(images)).float()).round().to(torch.uint8)
+    session = onnxruntime.InferenceSession(str(out / "image_encoder.onnx"))
+    onnx_vectors = torch.from_numpy(session.run(None, {"images": cropped.numpy()})[0])
+    assert torch.allclose(onnx_vectors, exported.encode_image(images), atol=1e-4)  # the pipeline's crop, then the graph
 
 
 def test_list_pretrained_names_the_weights_their_source_licence_and_training_classes():
@@ -194,3 +200,18 @@ def test_the_packaged_classifier_names_real_tiny_imagenet_images_imagenet_class(
     ranked = model.classify(images.images[:40], val.class_names, top=5)  # ConSE among Tiny ImageNet's 200 names
     named = [val.class_names[label] for label in images.labels[:40]]
     assert sum(truth_name in [label for label, _ in top] for truth_name, top in zip(named, ranked)) >= 10
+
+
+def test_two_processes_train_a_head_on_cached_features_as_one_process_does(tmp_path, timm_weights):
+    settings = ["--data", "toy", "--body", "timm:test_efficientnet", "--pretrained", "--pretrained-file",
+                str(timm_weights), "--image-size", "32", "--dropout", "0", "--batch-size", "128", "--epochs", "2",
+                "--freeze-epochs", "2", "--optimizer", "adam", "--lr", "3e-3", "--no-bf16", "--quiet"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "devise"]
+    two = subprocess.run([*command, "train", *settings, "--out", str(tmp_path / "two")], capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr
+    one = subprocess.run([sys.executable, "-m", "devise", "train", *settings, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr
+    heads = [{k: v for k, v in runs.load_checkpoint(tmp_path / name)["model"].items() if k.startswith("head.")}
+             for name in ("one", "two")]
+    assert all(torch.allclose(heads[0][k], heads[1][k], atol=1e-4) for k in heads[0])

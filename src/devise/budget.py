@@ -154,11 +154,10 @@ def plan_budget(budget_seconds: float, stages: list[TrainConfig], speeds: Speeds
     return Plan(fraction, epoch_images, val_images, full, estimate_seconds(stages, speeds, work, fraction))
 
 
-def rescale(speeds: Speeds, observed_train: float, head: bool = False) -> Speeds:
+def rescale(speeds: Speeds, observed_train: float) -> Speeds:
     """The measured speeds scaled by how fast full-size training really ran (images/s from a
-    finished stage's epochs) against the first measurement; `head`: the stage trained a head on
-    cached features, so its epochs ran at the speed of a last layer alone."""
-    return speeds.scaled(observed_train / (speeds.head if head else speeds.train))
+    finished stage's epochs) against the first measurement."""
+    return speeds.scaled(observed_train / speeds.train)
 
 
 def describe(plan: Plan, speeds: Speeds, budget_seconds: float, host: str) -> str:

@@ -158,7 +158,8 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
             raise DeviseError(f"--example-images takes comma-separated numbers, not {args.example_images!r}") from None
     results = run_zero_shot(args.runs, args.target, args.target_root, args.vocabulary, args.vectors, args.conse_top,
                             args.out, examples, progress=not args.quiet, download=args.download, device=args.device,
-                            replacements=args.replacements, cache_dir=args.cache_dir, prompts=args.prompts)
+                            replacements=args.replacements, cache_dir=args.cache_dir, prompts=args.prompts,
+                            image_size=args.image_size)
     print(f"target {results['target']}: {results['images']} images, {results['target_classes']} classes, "
           f"label space {results['label_space']}, vocabulary {results['vocabulary']}")
     for name, entry in results["models"].items():
@@ -341,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     zeroshot.add_argument("runs", nargs="+", help="run folders (embedding and/or softmax), or a pretrained "
                                                   "classifier's name (devise --list-pretrained)")
     zeroshot.add_argument("--target", required=True,
-                          help="unseen (the classes the runs held out), cifar100, folder, tiny-imagenet or toy")
+                          help="unseen (the classes the runs held out), seen (the classes they trained on), "
+                               "cifar100, folder, tiny-imagenet or toy")
     zeroshot.add_argument("--target-root", help="where the target dataset is (folder, CIFAR-100 root, ...)")
     zeroshot.add_argument("--vocabulary", default="target,train",
                           help="comma list of target, train, words:N, file:PATH, wordnet:2hop|3hop|all "
@@ -350,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="label space when no embedding run is given (default: glove-6b-50d)")
     zeroshot.add_argument("--prompts", help="with --vectors minilm, for a pretrained classifier named instead of a "
                                             "run: default, hypernym or a file of templates")
+    zeroshot.add_argument("--image-size", type=int, help="the input size of a pretrained classifier named instead of "
+                                                         "a run (default: its weights' own)")
     zeroshot.add_argument("--conse-top", type=int, default=10, help="ConSE's T (default: 10)")
     zeroshot.add_argument("--out", help="output folder (default: RUN/zeroshot-TARGET)")
     zeroshot.add_argument("--examples", type=int, default=6, help="random target images in examples.png (default: 6)")

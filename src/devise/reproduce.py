@@ -180,8 +180,7 @@ def refit_budget(minutes: float, started: float, speeds: budgets.Speeds, work: b
                  first: TrainConfig, second: TrainConfig, dist: Distributed) -> budgets.Plan:
     """Size the second stage for the time left, at the speed the first stage really ran."""
     rows = [r for r in runs.read_metrics(Path(first.out)) if r["epoch"] > first.small_epochs]
-    speeds = budgets.rescale(speeds, statistics.median(r["images_per_second"] for r in rows),
-                             head=budgets.cached_features(first))
+    speeds = budgets.rescale(speeds, statistics.median(r["images_per_second"] for r in rows))
     left = dist.broadcast(minutes * 60 - (time.perf_counter() - started))
     plan = budgets.plan_budget(left, [second], speeds, work, second.batch_size, at_least_one_batch=True)
     if dist.is_main:
@@ -219,7 +218,11 @@ def reproduce(preset: str = "cpu", data_root: str | None = None, out: str | Path
     talk = progress and dist.is_main
     stage(f"training the softmax model into {softmax.out}", talk)
     train_or_continue(softmax, progress, str(device))
-    if budget is not None:
+    if budget is not None and budgets.cached_features(softmax) and budgets.cached_features(devise):
+        # one frozen body: its features of the first stage's images are paid for; the head trains on them all
+        devise = replace(devise, epoch_images=softmax.epoch_images, val_images=softmax.val_images)
+        shares = [plan.fraction, plan.fraction]
+    elif budget is not None:
         second = refit_budget(budget, started, speeds, work, softmax, devise, dist)
         devise = replace(devise, **second.overrides())
         shares = [plan.fraction, second.fraction]

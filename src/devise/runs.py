@@ -451,6 +451,8 @@ def load_pretrained_run(name: str, device: str | torch.device = "cpu", image_siz
     from devise.pretrained import KNOWN, imagenet_classes, imagenet_classifier_state
 
     weights = KNOWN[name]
+    if image_size is not None and not 8 <= image_size <= 1024:
+        raise DeviseError(f"--image-size must be in [8, 1024], not {image_size}")
     config = TrainConfig(head="softmax", body=name, pretrained=True, image_size=image_size or weights.input_size,
                          dropout=0.0, bf16=True, vectors=vectors or "glove-6b-50d", prompts=prompts)
     ids, names = imagenet_classes()

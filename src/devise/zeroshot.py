@@ -235,23 +235,27 @@ def load_target(kind: str, root: str | None, runs: list[Run], image_size: int | 
     """The target images, and for a held-out split also (all images, seen class ids).
 
     `kind` is "unseen" (the classes the runs held out of training with --unseen, as their
-    unseen.json lists them), or a dataset name: "cifar100" (its test split), "folder",
-    "tiny-imagenet" (its val split), "toy".
+    unseen.json lists them), "seen" (the classes they trained on: their validation images, for
+    comparing a model that did not train on them, such as a stock classifier), or a dataset name:
+    "cifar100" (its test split), "folder", "tiny-imagenet" (its val split), "toy".
     """
-    if kind != "unseen":
+    if kind not in ("unseen", "seen"):
         split = {"cifar100": "test", "tiny-imagenet": "val", "toy": "test"}.get(kind)
         return load_dataset(kind, root, split, image_size, cache_dir, download, progress,
                             interpolation=interpolation), None
     trained = [r for r in runs if not is_stock(r)]  # a stock classifier holds nothing out
     held_out = {(r.config.data, tuple(read_unseen(r.folder, r.config))) for r in trained}
     if len(held_out) != 1 or not next(iter(held_out))[1]:
-        raise DeviseError("--target unseen needs runs trained with the same --unseen K and --unseen-seed")
+        raise DeviseError(f"--target {kind} needs runs trained with the same --unseen K and --unseen-seed")
     config = trained[0].config
     unseen = list(next(iter(held_out))[1])
     everything = load_dataset(config.data, root or config.data_root, config.val_split, image_size,
                               cache_dir, config.download, progress, config.on_bad_image, config.val_share,
                               interpolation=interpolation)
-    return keep_classes(everything, unseen), (everything, seen_classes(everything, unseen))
+    seen = seen_classes(everything, unseen)
+    if kind == "seen":
+        return keep_classes(everything, seen), None
+    return keep_classes(everything, unseen), (everything, seen)
 
 
 def target_class_names(kind: str, root: str | None) -> list[str] | None:
@@ -301,7 +305,8 @@ def zero_shot_into(folder: Path, run_folders: list, target: str, target_root: st
     runs = [load_model_run(path, device, vectors, prompts, image_size) for path in run_folders]
     space = comparison_space(runs, vectors, replacements)
     check_labels(space, target_class_names(target, target_root))  # before any image is decoded
-    data = next((r.config.data for r in runs if r.config.unseen), target) if target == "unseen" else target
+    held_out = target in ("unseen", "seen")
+    data = next((r.config.data for r in runs if r.config.unseen), target) if held_out else target
     sizes = {run.folder: (stored_size(run.config, data), stored_interpolation(run.config))
              for run in runs}  # each model's images as it keeps them
     cache = cache_dir or next((r.config.cache_dir for r in runs if r.config.cache_dir), None)

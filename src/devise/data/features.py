@@ -7,9 +7,9 @@ frozen body's head trains with) are computed once, written to the cache folder a
 from there: every epoch of the head, the class splits of calibration, evaluation and zero-shot
 read them instead of running the body again.
 
-An entry is keyed by what the features depend on: the body's weights, the input pipeline, the view
-and the images themselves (each hashed), so that another body, another size or another image set
-never reads a stale entry. Entries are written and checked like decoded datasets
+An entry is keyed by what the features depend on: the body's weights, the input pipeline, the view,
+the precision and the images themselves (each hashed), so that another body, another size or
+another image set never reads a stale entry. Entries are written and checked like decoded datasets
 (`devise.data.cache`): a damaged one is found when loaded and computed again.
 """
 
@@ -24,6 +24,7 @@ from devise.data.base import ImageSet
 from devise.data.cache import default_cache_dir, load_arrays, save_arrays
 from devise.data.pipeline import Preprocess, shard_rows
 from devise.hardware import autocast
+from devise.memory import freed_memory_kept
 from devise.progress import progress_bar, stage
 
 VIEWS = {"plain": "as is", "flip": "flipped left to right"}
@@ -45,10 +46,11 @@ def tensor_digest(tensors) -> str:
     return digest.hexdigest()
 
 
-def feature_key(body: torch.nn.Module, preprocess: Preprocess, view: str, images: torch.Tensor) -> str:
-    """The cache key of one view of a set of images through one body and pipeline."""
+def feature_key(body: torch.nn.Module, preprocess: Preprocess, view: str, images: torch.Tensor,
+                bf16: bool = False) -> str:
+    """The cache key of one view of a set of images through one body, pipeline and precision."""
     parts = {"body": tensor_digest(body.state_dict().values()), "input": preprocess.record(), "view": view,
-             "images": tensor_digest([images])}
+             "images": tensor_digest([images]), "bf16": bool(bf16)}
     return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -64,10 +66,11 @@ def compute_features(body: torch.nn.Module, preprocess: Preprocess, images: torc
     body.eval().to(memory_format=torch.channels_last)
     rows = []
     starts = range(0, len(images), batch_size)
-    for start in progress_bar(starts, progress, desc=desc, unit="batch", total=len(starts)):
-        batch = view_of(images[start : start + batch_size].to(device), view)
-        with autocast(device, bf16):
-            rows.append(body(preprocess.prepare(batch)).float().cpu())
+    with freed_memory_kept():  # float32 activations pass glibc's mmap threshold: keep them in the heap
+        for start in progress_bar(starts, progress, desc=desc, unit="batch", total=len(starts)):
+            batch = view_of(images[start : start + batch_size].to(device), view)
+            with autocast(device, bf16):
+                rows.append(body(preprocess.prepare(batch)).float().cpu())
     return torch.cat(rows) if rows else torch.zeros(0)
 
 
@@ -80,7 +83,7 @@ def cached_features(body: torch.nn.Module, preprocess: Preprocess, data: ImageSe
     folder = default_cache_dir() if cache_dir is None else cache_dir
     found = []
     for view in views:
-        entry = folder / "features" / f"{data.name}-{feature_key(body, preprocess, view, data.images)}"
+        entry = folder / "features" / f"{data.name}-{feature_key(body, preprocess, view, data.images, bf16)}"
         arrays = load_arrays(entry)
         if arrays is None:
             size = f" at {preprocess.size} px" if preprocess.size else ""
