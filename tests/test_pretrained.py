@@ -215,3 +215,27 @@ def test_two_processes_train_a_head_on_cached_features_as_one_process_does(tmp_p
     heads = [{k: v for k, v in runs.load_checkpoint(tmp_path / name)["model"].items() if k.startswith("head.")}
              for name in ("one", "two")]
     assert all(torch.allclose(heads[0][k], heads[1][k], atol=1e-4) for k in heads[0])
+
+
+def test_a_pretrained_classifier_predicts_and_compares_with_no_run_folder(tmp_path, timm_weights):
+    from PIL import Image
+
+    from devise.report import write_report
+    from devise.zeroshot import run_zero_shot
+
+    image = tmp_path / "photo.png"
+    Image.new("RGB", (90, 60), (200, 120, 40)).save(image)
+    predicted = subprocess.run([sys.executable, "-m", "devise", "predict", "efficientnet-lite0", str(image), "--top", "3",
+                                "--json"], capture_output=True, text=True)
+    assert predicted.returncode == 0, predicted.stderr
+    labels = [entry["label"] for entry in json.loads(predicted.stdout)["labels"]]
+    assert len(labels) == 3 and set(labels) <= set(imagenet_classes()[1])  # ConSE among ImageNet's 1,000 labels
+
+    softmax = training.train(timm_config(tmp_path / "s", timm_weights, epochs=1, freeze_epochs=1, unseen=4), progress=False)
+    results = run_zero_shot([softmax.folder, "efficientnet-lite0"], "unseen", vocabulary="target", out=tmp_path / "zs",
+                            examples=0, progress=False, image_size=32)
+    stock = next(m for name, m in results["models"].items() if "efficientnet-lite0" in name and m["kind"] == "ConSE")
+    assert stock["stock"] and stock["body"]["trained_on"] == "ImageNet-1K"
+    assert stock["body"]["regime"] == "unknown"  # toy names ("red square") are no WordNet nouns: never called unseen
+    report = write_report([softmax.folder], tmp_path / "report.html", zero_shot=[tmp_path / "zs"]).read_text()
+    assert "What the bodies had seen" in report and "ImageNet-1K" in report
