@@ -28,12 +28,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from devise.config import TrainConfig
 from devise.data import BatchLoader, Preprocess
 from devise.hardware import describe_host, host_line, resolve_device, use_bf16
-from devise.memory import freed_memory_kept
+from devise.hardware import freed_memory_kept
 from devise.config import preset_settings
 from devise.data.pipeline import Augment
-from devise.reproduce import reproduce
-from devise.runs import build_model, load_run, run_split, seen_split
-from devise.train import make_optimizer, training_step
+from devise.experiment.reproduce import reproduce
+from devise.training.runs import build_model, load_run, run_split, seen_split
+from devise.training.loop import make_optimizer, training_step
 
 
 def synchronise(device: torch.device) -> None:

@@ -23,10 +23,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from devise.hardware import autocast, inference_bf16
-from devise.infer import model_outputs
-from devise.metrics import hit_at_k
-from devise.runs import load_run, run_split
-from devise.vectors import training_label_vectors
+from devise.model.inference import model_outputs
+from devise.evaluation.metrics import hit_at_k
+from devise.training.runs import load_run, run_split
+from devise.labels.spaces import training_label_vectors
 
 
 def frozen_features(run, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

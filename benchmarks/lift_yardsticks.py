@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from devise.data import load_dataset
-from devise.infer import model_outputs, top_labels
-from devise.metrics import SIMILARITY_TOP, semantic_similarity, similarity_control
-from devise.runs import load_run, read_unseen
-from devise.vectors import label_space_for
+from devise.model.inference import model_outputs, top_labels
+from devise.evaluation.metrics import SIMILARITY_TOP, semantic_similarity, similarity_control
+from devise.training.runs import load_run, read_unseen
+from devise.labels.spaces import label_space_for
 
 
 def main() -> None:

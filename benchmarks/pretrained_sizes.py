@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from devise.hardware import describe_host, host_line
-from devise.reproduce import reproduce
+from devise.experiment.reproduce import reproduce
 
 
 def main() -> None:

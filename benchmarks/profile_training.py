@@ -25,11 +25,11 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from devise.config import TrainConfig
 from devise.data import BatchLoader, Preprocess
 from devise.hardware import use_bf16
-from devise.memory import freed_memory_kept
+from devise.hardware import freed_memory_kept
 from devise.config import preset_settings
 from devise.data.pipeline import Augment
-from devise.runs import build_model, seen_split
-from devise.train import make_optimizer, training_step
+from devise.training.runs import build_model, seen_split
+from devise.training.loop import make_optimizer, training_step
 
 
 def step_function(config: TrainConfig, num_classes: int, compiled: bool = False):

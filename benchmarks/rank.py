@@ -1,8 +1,8 @@
 """Rank 10,000 query vectors against all 400,000 GloVe words, top-10, several ways, in one run.
 
-(a) devise.rank.rank_topk as it chooses on this host (a screen of group maxima in bf16 where bf16
+(a) devise.model.topk.rank_topk as it chooses on this host (a screen of group maxima in bf16 where bf16
 is native, float32 elsewhere, then exact float32 rescoring of the candidate groups), and each
-screen forced, (b) devise.rank.exact_topk (float32 blocks with a running top k), (c) gensim's
+screen forced, (b) devise.model.topk.exact_topk (float32 blocks with a running top k), (c) gensim's
 KeyedVectors.most_similar called once per vector (timed on a sample of queries and scaled up),
 (d) the floor: the float32 matrix multiplies without any top-k. Contenders alternate (A/B/C/A/B/C);
 prints one JSON line per result with the host, the ratios, and whether (a) agrees with a
@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from devise.hardware import bf16_native, describe_host, host_line
-from devise.rank import exact_topk, rank_topk
-from devise.vectors import load_word_vectors
+from devise.model.topk import exact_topk, rank_topk
+from devise.labels.spaces import load_word_vectors
 
 
 def timed_in_rounds(contenders: dict, repeats: int) -> dict[str, float]:

@@ -2,7 +2,7 @@
 
 (a) devise: uint8 images in memory, whole-batch augmentation, bf16 autocast where the CPU computes
     bf16 natively (float32 elsewhere), channels_last, freed memory kept for the next step
-    (`devise.memory`, as `devise train` does);
+    (`devise.hardware`, as `devise train` does);
 (b) plain: a torch Dataset that decodes each JPEG from the zip with PIL and applies torchvision
     transforms per image, through a DataLoader with 2 workers, fp32.
 (c) devise as (a) but with glibc's default allocator, which returns freed memory to the OS.
@@ -36,9 +36,9 @@ from devise.data import BatchLoader, Preprocess, load_dataset
 from devise.hardware import describe_host, host_line, use_bf16
 from devise.data.sources import FileSource
 from devise.data.tiny_imagenet import list_split, locate, open_source, read_class_names
-from devise.memory import freed_memory_kept
+from devise.hardware import freed_memory_kept
 from devise.data.pipeline import Augment
-from devise.models import ModelSpec, create_model
+from devise.model.network import ModelSpec, create_model
 
 
 class PlainTinyImageNet(torch.utils.data.Dataset):

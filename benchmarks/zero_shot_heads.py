@@ -31,11 +31,11 @@ import torch.nn.functional as F
 
 from devise.data import load_dataset
 from devise.hardware import autocast, inference_bf16
-from devise.infer import conse_vectors, model_outputs
-from devise.losses import get_loss
-from devise.metrics import generalised_figures, hit_at_k, ranking_metrics, similarity_control
-from devise.runs import load_run, read_unseen
-from devise.vectors import label_space_for
+from devise.model.inference import conse_vectors, model_outputs
+from devise.training.losses import get_loss
+from devise.evaluation.metrics import generalised_figures, hit_at_k, ranking_metrics, similarity_control
+from devise.training.runs import load_run, read_unseen
+from devise.labels.spaces import label_space_for
 
 # name: (label space, prompts, loss, MLP hidden units or 0 for one linear layer, margin, centred)
 # Centred: every label vector less the mean of the training labels' (then unit length again), so

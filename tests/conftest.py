@@ -59,7 +59,7 @@ TINY_TOY = dict(data="toy", image_size=16, body="cnn", width=8, hidden=32, dropo
 @pytest.fixture(scope="session")
 def toy_runs(tmp_path_factory) -> dict[str, Path]:
     from devise.config import TrainConfig
-    from devise.train import train
+    from devise.training.loop import train
 
     root = tmp_path_factory.mktemp("toy-runs")
     train(TrainConfig(**TINY_TOY, out=str(root / "softmax")), progress=False)

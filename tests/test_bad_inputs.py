@@ -18,8 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-import devise.train as training
-from devise import runs
+import devise.training.loop as training
+from devise.training import runs
 from devise.cli import main
 from devise.config import TrainConfig
 

@@ -105,7 +105,7 @@ def test_predict_names_odd_images_from_the_command_line_and_from_python(demo, tm
     scores = [label["score"] for label in lines[0]["labels"]]
     assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
 
-    from devise.infer import Predictor
+    from devise.model.inference import Predictor
     predictor = Predictor.load(demo / "softmax")
     ranked = predictor.predict(paths, top=2)
     assert len(ranked) == 4 and all(len(r) == 2 and 0 <= r[0][1] <= 1 for r in ranked)
@@ -124,7 +124,7 @@ def test_predict_on_a_file_that_is_not_an_image_is_one_clear_error(demo, tmp_pat
 @pytest.mark.parametrize("preset", ["cpu", "cpu-long", "gpu", "paper", "demo"])
 def test_every_preset_gives_valid_settings_and_warm_starts_devise_from_its_softmax(tmp_path, preset):
     from devise.config import problems
-    from devise.reproduce import preset_configs
+    from devise.experiment.reproduce import preset_configs
 
     softmax, devise = preset_configs(preset, tmp_path, None, "unseen", False)
     for config in (softmax, devise):
@@ -136,7 +136,7 @@ def test_every_preset_gives_valid_settings_and_warm_starts_devise_from_its_softm
 def test_the_report_escapes_everything_it_reads_from_files(demo, tmp_path):
     import shutil
 
-    from devise.report import write_report
+    from devise.experiment.report import write_report
 
     evil = "<script>alert(1)</script>"
     run = tmp_path / "run"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from devise import runs
+from devise.training import runs
 
 # The toy set, a small plain CNN, no dropout: per-process batch-norm statistics (32 images a
 # process against 64) are then the only difference from one process, and it is small.

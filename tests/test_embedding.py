@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 
 import devise
-import devise.train as training
-from devise import runs
-from devise.zeroshot import comparison_space
+import devise.training.loop as training
+from devise.training import runs
+from devise.evaluation.zeroshot import comparison_space
 from devise.config import TrainConfig
-from devise.evaluation import evaluate_run
+from devise.evaluation.evaluate import evaluate_run
 from devise.errors import DeviseError
-from devise.objectives import SoftmaxTeacher
+from devise.training.objectives import SoftmaxTeacher
 
 SMALL = dict(data="toy", image_size=32, body="cnn", width=16, hidden=64, dropout=0.1, batch_size=32,
              optimizer="adam", lr=3e-3, crop_padding=2, bf16=False)
@@ -43,8 +43,8 @@ def test_the_embedding_head_learns_the_toy_set_from_a_warm_start(softmax_run, tm
 
 
 def test_a_centred_run_reads_every_label_less_the_mean_of_its_training_labels(softmax_run, tmp_path):
-    from devise.portable import export
-    from devise.vectors import label_space_for
+    from devise.model.export import export
+    from devise.labels.spaces import label_space_for
 
     config = TrainConfig(**SMALL, head="embedding", epochs=1, init=str(softmax_run.folder), freeze_epochs=1,
                          centre_labels=True, out=str(tmp_path / "centred"))

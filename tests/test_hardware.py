@@ -11,11 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import devise.train as training
-from devise import budget, hardware, rank, runs
+import devise.training.loop as training
+from devise import hardware
+from devise.experiment import budget
+from devise.model import topk as rank
+from devise.training import runs
 from devise.config import TrainConfig
 from devise.errors import DeviseError
-from devise.infer import Predictor
+from devise.model.inference import Predictor
 
 
 @pytest.fixture

@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-import devise.memory as memory
-from devise.memory import freed_memory_kept
+import devise.hardware as memory
+from devise.hardware import freed_memory_kept
 
 
 MEASURE = """
 import resource, torch
-from devise.memory import freed_memory_kept
+from devise.hardware import freed_memory_kept
 
 def page_faults_of_big_tensors(count=8, megabytes=64):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -16,9 +16,9 @@ import devise
 from devise.cli import main
 from devise.data import load_dataset
 from devise.errors import DeviseError
-from devise.infer import Predictor
-from devise.runs import load_run
-from devise.vectors import label_space_for
+from devise.model.inference import Predictor
+from devise.training.runs import load_run
+from devise.labels.spaces import label_space_for
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +142,7 @@ def test_a_softmax_model_classifies_by_conse_or_softmax_and_says_what_it_cannot_
 
 
 def test_classify_decodes_and_ranks_images_batch_by_batch(exported, val_images, monkeypatch):
-    import devise.portable as portable
+    import devise.model.export as portable
 
     sizes = []
     real = portable.image_batch

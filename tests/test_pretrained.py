@@ -11,15 +11,15 @@ import pytest
 import torch
 
 import devise
-import devise.train as training
-from devise import runs
+import devise.training.loop as training
+from devise.training import runs
 from devise.config import TrainConfig
 from devise.data import ImageSet, load_dataset
 from devise.data import features as feature_cache
 from devise.errors import DeviseError
-from devise.portable import export
-from devise.pretrained import imagenet_classes, map_by_position, packaged_state_dict
-from devise.zeroshot import body_split, regime
+from devise.model.export import export
+from devise.model.pretrained import imagenet_classes, map_by_position, packaged_state_dict
+from devise.evaluation.zeroshot import body_split, regime
 
 TIMM_TOY = dict(data="toy", body="timm:test_efficientnet", image_size=32, dropout=0.1, batch_size=64, epochs=3,
                 optimizer="adam", lr=3e-3, crop_padding=2, bf16=False)
@@ -220,8 +220,8 @@ def test_two_processes_train_a_head_on_cached_features_as_one_process_does(tmp_p
 def test_a_pretrained_classifier_predicts_and_compares_with_no_run_folder(tmp_path, timm_weights):
     from PIL import Image
 
-    from devise.report import write_report
-    from devise.zeroshot import run_zero_shot
+    from devise.experiment.report import write_report
+    from devise.evaluation.zeroshot import run_zero_shot
 
     image = tmp_path / "photo.png"
     Image.new("RGB", (90, 60), (200, 120, 40)).save(image)

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from devise.errors import DeviseError
-from devise.metrics import hit_at_k, semantic_similarity, similarity_control
-from devise.rank import rank_topk
-from devise.vectors import WordVectorSpace, keyed_vectors
+from devise.evaluation.metrics import hit_at_k, semantic_similarity, similarity_control
+from devise.model.topk import rank_topk
+from devise.labels.spaces import WordVectorSpace, keyed_vectors
 
 SETTINGS = settings(max_examples=60, deadline=None)
 

@@ -17,7 +17,7 @@ from PIL import Image
 import devise
 from devise.cli import main
 from devise.data import load_dataset
-from devise.portable import export
+from devise.model.export import export
 
 REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("screenshot_serve", REPO / "tools" / "screenshot_serve.py")
@@ -179,7 +179,7 @@ def test_the_page_is_self_contained_and_says_so(server):
 
 
 def test_default_labels_are_the_training_labels_then_common_words(served_models, tmp_path):
-    from devise.serve import Service, default_labels
+    from devise.serve.app import Service, default_labels
 
     models = [devise.load(folder, device="cpu") for folder in served_models]
     labels = default_labels(models, 50)

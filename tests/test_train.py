@@ -10,14 +10,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-import devise.train as training
-from devise import runs
+import devise.training.loop as training
+from devise.training import runs
 from devise.config import RANGES, TrainConfig
 from devise.data import BatchLoader, Preprocess, load_dataset
 from devise.data.pipeline import NO_AUGMENT
 from devise.errors import DeviseError, RunFailed
-from devise.models import ModelSpec, create_model
-from devise.objectives import SoftmaxObjective
+from devise.model.network import ModelSpec, create_model
+from devise.training.objectives import SoftmaxObjective
 
 
 def toy_config(tmp_path, **changes) -> TrainConfig:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from gensim.models import KeyedVectors
 
 from devise.errors import DeviseError
-from devise.vectors import (DEFAULT_RULE, RULES, LabelSpace, SentenceSpace, WordVectorSpace, keyed_vectors,
+from devise.labels.spaces import (DEFAULT_RULE, RULES, LabelSpace, SentenceSpace, WordVectorSpace, keyed_vectors,
                             label_coverage, load_label_space, load_word_vectors, read_replacements)
 
 # A tiny hand-made vocabulary, 3-d so the expected vectors can be worked out by hand.
@@ -315,10 +315,10 @@ def test_prompts_average_each_label_over_the_templates_and_phrases_are_encoded_o
 
 
 def test_a_long_list_of_phrases_is_encoded_and_cached_chunk_by_chunk_with_a_line_for_each(monkeypatch, capsys):
-    import devise.vectors
-    from devise import progress
+    import devise.labels.spaces
+    from devise import log as progress
 
-    monkeypatch.setattr(devise.vectors, "ENCODE_CHUNK", 2)
+    monkeypatch.setattr(devise.labels.spaces, "ENCODE_CHUNK", 2)
     model = CountingEncoder()
     words = ["ant", "bee", "cat", "dog", "eel"]
     SentenceSpace(model, "chunks").embed(words)
@@ -353,7 +353,7 @@ def test_hypernym_prompts_name_a_label_s_parent_by_its_wnid_else_by_its_most_fre
 
 def test_prompt_files_and_where_prompts_belong(tmp_path):
     from devise.config import TrainConfig, problems
-    from devise.vectors import DEFAULT_PROMPTS, HYPERNYM_PROMPTS, read_prompts
+    from devise.labels.spaces import DEFAULT_PROMPTS, HYPERNYM_PROMPTS, read_prompts
 
     assert read_prompts("default") == DEFAULT_PROMPTS and read_prompts(None) == ()
     assert read_prompts("hypernym") == HYPERNYM_PROMPTS and HYPERNYM_PROMPTS[0] == "a photo of a {}, a kind of {parent}."
@@ -372,7 +372,7 @@ def test_prompt_files_and_where_prompts_belong(tmp_path):
 
 
 def test_minilm_without_its_extra_is_one_line_naming_the_extra(monkeypatch):
-    import devise.vectors as vectors
+    import devise.labels.spaces as vectors
 
     monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # as if the extra were not installed
     vectors.load_sentence_model.cache_clear()

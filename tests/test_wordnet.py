@@ -6,8 +6,8 @@ import pytest
 
 import torch
 
-from devise.vectors import RunLabels, build_vocabulary, load_label_space
-from devise.wordnet import (EXTRACT, WordNet, correct_sets, hierarchical_precision, hop_vocabulary, is_wnid,
+from devise.labels.spaces import RunLabels, build_vocabulary, load_label_space
+from devise.labels.wordnet import (EXTRACT, WordNet, correct_sets, hierarchical_precision, hop_vocabulary, is_wnid,
                             load_wordnet, ranking_hierarchy)
 
 #   animal
@@ -86,7 +86,7 @@ def test_zero_shot_over_a_two_hop_vocabulary_scores_flat_and_hierarchical_precis
     from types import SimpleNamespace
 
     from devise.data import ImageSet
-    from devise.zeroshot import ZeroShotModel, evaluate_zero_shot
+    from devise.evaluation.zeroshot import ZeroShotModel, evaluate_zero_shot
 
     space = RunLabels(load_label_space())
     # Two held-out classes, four images; a model trained on the jaguar and the goldfish.

@@ -12,15 +12,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import devise.train as training
+import devise.training.loop as training
 from devise.config import TrainConfig
 from devise.errors import DeviseError
-from devise import runs
-from devise.infer import conse_vectors
-from devise.metrics import (area_under_seen_unseen_curve, best_harmonic_constant, calibration_gamma,
+from devise.training import runs
+from devise.model.inference import conse_vectors
+from devise.evaluation.metrics import (area_under_seen_unseen_curve, best_harmonic_constant, calibration_gamma,
                             generalised_figures, harmonic_mean, ranking_metrics, seen_unseen_curve, semantic_similarity,
                             similarity_control)
-from devise.vectors import RunLabels, Vocabulary, WordVectorSpace, build_vocabulary, keyed_vectors
+from devise.labels.spaces import RunLabels, Vocabulary, WordVectorSpace, build_vocabulary, keyed_vectors
 
 E = torch.eye(3)
 
@@ -168,7 +168,7 @@ def test_zeroshot_command_on_the_unseen_toy_classes(held_out_runs, tmp_path):
 
 
 def test_a_frozen_body_devise_run_chooses_its_calibration_constant_on_class_splits(held_out_runs, tmp_path):
-    from devise.zeroshot import run_zero_shot
+    from devise.evaluation.zeroshot import run_zero_shot
 
     softmax, unfrozen = held_out_runs
     frozen = training.train(TrainConfig(**SMALL, head="embedding", epochs=2, freeze_epochs=2, init=str(softmax.folder),
@@ -190,8 +190,8 @@ def test_a_frozen_body_devise_run_chooses_its_calibration_constant_on_class_spli
 
 
 def test_conse_chooses_its_calibration_constant_on_class_splits_in_the_space_compared_in(held_out_runs, tmp_path):
-    from devise.calibration import class_split_constant
-    from devise.zeroshot import comparison_space, run_zero_shot
+    from devise.training.calibration import class_split_constant
+    from devise.evaluation.zeroshot import comparison_space, run_zero_shot
 
     softmax, devise = held_out_runs
     results = run_zero_shot([devise.folder, softmax.folder], "unseen", vocabulary="target", out=tmp_path / "zs",
@@ -208,7 +208,7 @@ def test_conse_chooses_its_calibration_constant_on_class_splits_in_the_space_com
 
 
 def test_class_splits_train_on_the_images_the_run_trained_on(held_out_runs, monkeypatch):
-    from devise import calibration
+    from devise.training import calibration
 
     softmax, _ = held_out_runs
     train_set, val_set = runs.run_split(softmax, "train", progress=False), runs.run_split(softmax, progress=False)
@@ -225,7 +225,7 @@ def test_zeroshot_on_an_image_folder_target(held_out_runs, tmp_path):
     from PIL import Image
 
     from devise.data import load_dataset
-    from devise.zeroshot import run_zero_shot
+    from devise.evaluation.zeroshot import run_zero_shot
 
     softmax, devise = held_out_runs
     unseen = json.loads((softmax.folder / "unseen.json").read_text())["names"][:3]
@@ -245,7 +245,7 @@ def test_zeroshot_on_an_image_folder_target(held_out_runs, tmp_path):
 
 def test_zeroshot_on_a_cifar100_target(held_out_runs, tmp_path):
     from conftest import write_cifar100
-    from devise.zeroshot import run_zero_shot
+    from devise.evaluation.zeroshot import run_zero_shot
 
     softmax, devise = held_out_runs
     write_cifar100(tmp_path, {"test": 40}, names=["aquarium_fish", "maple_tree", "lawn_mower", "tiger", "shark"])
@@ -258,7 +258,7 @@ def test_zeroshot_on_a_cifar100_target(held_out_runs, tmp_path):
 def test_a_target_label_without_a_vector_fails_before_any_image_is_decoded_or_run(held_out_runs, tmp_path,
                                                                                 monkeypatch):
     import devise.data.folder as folder
-    import devise.zeroshot as zeroshot
+    import devise.evaluation.zeroshot as zeroshot
     from conftest import write_cifar100
     from PIL import Image
 
@@ -381,8 +381,8 @@ def renamed_runs(tmp_path_factory):
 
 def test_zero_shot_reads_labels_with_the_runs_own_rule_and_replacements(renamed_runs, tmp_path):
     from devise.data import load_dataset
-    from devise.vectors import load_label_space, read_replacements
-    from devise.zeroshot import run_zero_shot
+    from devise.labels.spaces import load_label_space, read_replacements
+    from devise.evaluation.zeroshot import run_zero_shot
 
     softmax, devise, replacements = renamed_runs
     results = run_zero_shot([devise.folder, softmax.folder], "unseen", vocabulary="target", out=tmp_path / "zs",

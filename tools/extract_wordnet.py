@@ -1,12 +1,12 @@
 """Extract WordNet 3.0's noun hierarchy into the compact files devise ships.
 
 Reads Debian's `wordnet-base` (/usr/share/wordnet/; `apt-get install wordnet-base`) and writes
-src/devise/wordnet_nouns.tsv.gz: one line per noun synset, `wnid<TAB>names<TAB>hypernyms`, the wnid
+src/devise/labels/wordnet_nouns.tsv.gz: one line per noun synset, `wnid<TAB>names<TAB>hypernyms`, the wnid
 as ImageNet writes it ("n" and the 8-digit offset), the names its lemmas (comma-separated,
 underscores as spaces, as in ImageNet's words.txt), the hypernyms (class and instance) as wnids;
-and src/devise/wordnet_senses.tsv.gz: `lemma<TAB>wnid` of each noun lemma's most frequent sense
+and src/devise/labels/wordnet_senses.tsv.gz: `lemma<TAB>wnid` of each noun lemma's most frequent sense
 (the first synset index.noun lists), by which a plain word ("lemon") finds its place.
-WordNet's licence allows redistribution with its notice: src/devise/WORDNET_LICENSE.
+WordNet's licence allows redistribution with its notice: src/devise/labels/WORDNET_LICENSE.
 Usage: python tools/extract_wordnet.py [/usr/share/wordnet]
 """
 
@@ -16,7 +16,7 @@ import gzip
 import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "devise"
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "devise" / "labels"
 OUT, SENSES = PACKAGE / "wordnet_nouns.tsv.gz", PACKAGE / "wordnet_senses.tsv.gz"
 
 

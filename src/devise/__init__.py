@@ -14,11 +14,11 @@ def __getattr__(name: str):
     """`devise.load`, `devise.from_pretrained` and `devise.list_pretrained`, imported on first use: `import devise` (and the
     command line's start) stays free of torch until a model is wanted."""
     if name in ("load", "from_pretrained", "DeviseModel"):
-        from devise import portable
+        from devise.model import export as portable
 
         return getattr(portable, name)
     if name == "list_pretrained":
-        from devise.pretrained import list_pretrained
+        from devise.model.pretrained import list_pretrained
 
         return list_pretrained
     raise AttributeError(f"module 'devise' has no attribute {name!r}")

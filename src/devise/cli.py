@@ -14,7 +14,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from devise import __version__, progress
+from devise import __version__
+from devise import log as progress
 from devise.config import DATASETS, DEFAULT_RULE, LABEL_RULES, LABEL_SPACES, PRESETS
 from devise.errors import DeviseError
 
@@ -45,7 +46,7 @@ def is_main_process() -> bool:
 
 def config_from_args(args: argparse.Namespace):
     """Defaults <- --preset <- saved run config (on --resume) <- --config FILE <- flags typed."""
-    from devise import runs
+    from devise.training import runs
     from devise.config import TrainConfig, preset_settings
 
     values: dict = {}
@@ -68,8 +69,8 @@ def config_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from devise import runs
-    from devise.train import train
+    from devise.training import runs
+    from devise.training.loop import train
 
     run = train(config_from_args(args), resume=args.resume, progress=not args.quiet, device=args.device)
     if is_main_process():
@@ -78,7 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_curves(args: argparse.Namespace) -> int:
-    from devise import runs
+    from devise.training import runs
     from devise.plots import plot_learning_curves
 
     curves = {}
@@ -109,7 +110,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from devise.evaluation import evaluate_run
+    from devise.evaluation.evaluate import evaluate_run
     from devise.plots import plot_hit_at_k
 
     if args.labels and len(args.labels) != len(args.runs):
@@ -129,7 +130,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_vectors_check(args: argparse.Namespace) -> int:
     from devise.data import load_dataset
-    from devise.vectors import label_coverage, load_label_space, read_replacements
+    from devise.labels.spaces import label_coverage, load_label_space, read_replacements
 
     data = load_dataset(args.data, args.data_root, args.split, cache_dir=args.cache_dir, progress=not args.quiet)
     space = load_label_space(args.vectors, args.vectors_path)
@@ -148,7 +149,7 @@ def cmd_vectors_check(args: argparse.Namespace) -> int:
 
 
 def cmd_zeroshot(args: argparse.Namespace) -> int:
-    from devise.zeroshot import run_zero_shot
+    from devise.evaluation.zeroshot import run_zero_shot
 
     examples = args.examples
     if args.example_images:
@@ -182,7 +183,7 @@ def printed_figures(entry: dict, vocabulary: str) -> list[str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from devise.portable import load
+    from devise.model.export import load
 
     model = load(args.run, device=args.device, vectors=args.vectors, prompts=args.prompts, replacements=args.replacements)
     if args.top <= 0:
@@ -202,7 +203,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from devise.portable import export
+    from devise.model.export import export
 
     out = export(args.run, args.out, onnx=args.onnx, replacements=args.replacements)
     print("\n".join(str(path) for path in sorted(out.iterdir()) if not path.name.endswith(".tmp")))
@@ -210,21 +211,21 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from devise.serve import serve
+    from devise.serve.app import serve
 
     serve(args.models, args.host, args.port, args.device, args.words, args.labels, args.max_mb, args.top)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from devise.report import write_report
+    from devise.experiment.report import write_report
 
     print(write_report(args.runs, args.out, args.title, args.zeroshot or ()))
     return 0
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from devise.reproduce import reproduce
+    from devise.experiment.reproduce import reproduce
 
     summary = reproduce(args.preset, args.data_root, args.out, args.target, args.target_root, args.download,
                         args.cache_dir, progress=not args.quiet, device=args.device, budget=args.budget)
@@ -234,14 +235,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from devise.reproduce import reproduce
+    from devise.experiment.reproduce import reproduce
 
     print_summary(reproduce("demo", out=args.out, progress=not args.quiet, device=args.device), Path(args.out))
     return 0
 
 
 def print_summary(summary: dict, out: Path) -> None:
-    from devise.reproduce import summary_table
+    from devise.experiment.reproduce import summary_table
 
     print(summary_table(summary))
     print(f"report: {out / 'report.html'}")
@@ -286,7 +287,7 @@ class ListPretrained(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from devise.pretrained import list_pretrained
+        from devise.model.pretrained import list_pretrained
 
         for weights in list_pretrained():
             print(json.dumps(weights))

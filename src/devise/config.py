@@ -17,15 +17,15 @@ from pathlib import Path
 
 DATASETS = ("tiny-imagenet", "cifar100", "folder", "toy")
 HEADS = ("softmax", "embedding")
-OWN_BODIES = ("cnn", "resnet9")  # devise's own networks; timm's are "timm:NAME" (devise.pretrained)
-PRETRAINED_BODIES = ("efficientnet-lite0",)  # weights devise knows by name (devise.pretrained.KNOWN)
+OWN_BODIES = ("cnn", "resnet9")  # devise's own networks; timm's are "timm:NAME" (devise.model.pretrained)
+PRETRAINED_BODIES = ("efficientnet-lite0",)  # weights devise knows by name (devise.model.pretrained.KNOWN)
 LOSSES = ("cosine", "hinge", "rank", "crossentropy")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
 LABEL_SPACES = ("glove-6b-50d", "word2vec-text", "word2vec-binary", "glove-text", "fasttext-vec", "minilm")
 LABEL_RULES = ("first", "mean")
 ON_BAD_IMAGE = ("error", "skip")
-PROMPT_SETS = ("default", "hypernym")  # built-in prompt templates (devise.vectors.BUILT_IN_PROMPTS)
+PROMPT_SETS = ("default", "hypernym")  # built-in prompt templates (devise.labels.spaces.BUILT_IN_PROMPTS)
 DEFAULT_RULE = "mean"  # measured on Tiny ImageNet: docs/results.md, DeViSE table
 
 

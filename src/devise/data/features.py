@@ -24,8 +24,8 @@ from devise.data.base import ImageSet
 from devise.data.cache import default_cache_dir, load_arrays, save_arrays
 from devise.data.pipeline import Preprocess, shard_rows
 from devise.hardware import autocast
-from devise.memory import freed_memory_kept
-from devise.progress import progress_bar, stage
+from devise.hardware import freed_memory_kept
+from devise.log import progress_bar, stage
 
 VIEWS = {"plain": "as is", "flip": "flipped left to right"}
 CPU_BATCH = 64  # a 2-core CPU runs EfficientNet-Lite0 fastest 32-64 images at a time (docs/performance.md)

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from devise.errors import DeviseError
-from devise.progress import progress_bar
+from devise.log import progress_bar
 
 
 class FileSource:

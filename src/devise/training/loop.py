@@ -3,7 +3,7 @@ the epoch loop with its checkpoint, and resume.
 
 Where it runs is decided once, at the top of `train` (`devise.hardware`): the device, bf16 where
 the device computes it natively, and under torchrun this process's place among the others. The
-run folder's files are written through `devise.runs`.
+run folder's files are written through `devise.training.runs`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from devise import runs
+from devise.training import runs
 from devise.config import TrainConfig, own_body, problems, with_absolute_paths
 from devise.data import BatchLoader, ImageSet, Preprocess, load_dataset
 from devise.data.features import FeatureBatches, cached_features
@@ -25,14 +25,14 @@ from devise.data.pipeline import NO_AUGMENT, Augment
 from devise.data.splits import choose_unseen
 from devise.errors import DeviseError, RunFailed
 from devise.hardware import Distributed, autocast, describe_host, distributed, use_bf16
-from devise.memory import freed_memory_kept
-from devise.metrics import topk_counts
-from devise.models import VisualNet
-from devise.objectives import SoftmaxTeacher
-from devise.pretrained import trained_on
-from devise.progress import progress_bar, stage
-from devise.runs import Run, build_model, input_pipeline, with_image_size
-from devise.vectors import training_label_vectors
+from devise.hardware import freed_memory_kept
+from devise.evaluation.metrics import topk_counts
+from devise.model.network import VisualNet
+from devise.training.objectives import SoftmaxTeacher
+from devise.model.pretrained import trained_on
+from devise.log import progress_bar, stage
+from devise.training.runs import Run, build_model, input_pipeline, with_image_size
+from devise.labels.spaces import training_label_vectors
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,7 +443,7 @@ def calibrate(run: Run, train_set: ImageSet, val_set: ImageSet, talk: bool) -> N
     """A frozen-body DeViSE run with held-out classes stores its calibrated-stacking constant. (A
     softmax run's, for ConSE, depends on the label space it is compared in: `devise zeroshot`
     chooses it.)"""
-    from devise.calibration import SPLITS, class_split_applies, class_split_constant
+    from devise.training.calibration import SPLITS, class_split_applies, class_split_constant
 
     if run.config.head == "embedding" and class_split_applies(run.config, train_set.num_classes):
         stage(f"choosing the calibrated-stacking constant on {SPLITS} class splits of the seen classes", talk)

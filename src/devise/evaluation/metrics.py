@@ -201,7 +201,7 @@ def generalised_figures(scores: torch.Tensor, labels: torch.Tensor, seen_label: 
     it (an upper reference only: finding its constant takes the unseen images' labels). Scored on
     the images `calibration_half` leaves out.
 
-    The constant is `gamma` where the model brings one (`devise.calibration`: Chao et al.'s class
+    The constant is `gamma` where the model brings one (`devise.training.calibration`: Chao et al.'s class
     split, chosen on the `calibration_half` images); else it names as many of the calibration
     images unseen as there are unseen labels among all (a random guess's rate). Neither looks at
     an unseen-class image."""

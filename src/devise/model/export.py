@@ -20,7 +20,7 @@ checkpoint or a single unpickled byte:
 
 An embedding run classifies as DeViSE (its own output vector); a softmax run as ConSE (the
 probability-weighted mean of its top training labels' vectors) or as plain softmax over its
-training labels. Ranking is `devise.infer`'s, so an exported model ranks exactly as its run does.
+training labels. Ranking is `devise.model.inference`'s, so an exported model ranks exactly as its run does.
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ from devise.config import PROMPT_SETS
 from devise.data.pipeline import Preprocess
 from devise.errors import DeviseError, read_text_file
 from devise.hardware import autocast, inference_bf16, resolve_device
-from devise.infer import CONSE_TOP, image_batch, query_vectors, top_labels
-from devise.models import EmbeddingHead, ModelSpec, VisualNet, create_model
-from devise.pretrained import timm_architecture
-from devise.vectors import (RunLabels, Vocabulary, build_vocabulary, label_space_for, read_prompts, read_replacements,
+from devise.model.inference import CONSE_TOP, image_batch, query_vectors, top_labels
+from devise.model.network import EmbeddingHead, ModelSpec, VisualNet, create_model
+from devise.model.pretrained import timm_architecture
+from devise.labels.spaces import (RunLabels, Vocabulary, build_vocabulary, label_space_for, read_prompts, read_replacements,
                             run_replacements, run_space_name, vectors_or_zeros)
 
 FORMAT, FORMAT_VERSION = "devise-model", 2  # 2: bodies from timm, the input pipeline
@@ -107,7 +107,7 @@ class DeviseModel:
     @torch.no_grad()
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """One uint8 batch at the model's image size -> raw outputs (unit vectors or logits) on the
-        CPU, normalised and computed exactly as `devise.infer.model_outputs` does for the run."""
+        CPU, normalised and computed exactly as `devise.model.inference.model_outputs` does for the run."""
         images = self.preprocess.prepare(batch.to(self.device))
         with autocast(self.device, inference_bf16(self.config.get("bf16"), self.device)):
             return self.network(images).float().cpu()
@@ -285,12 +285,12 @@ def tensor_batches(images: torch.Tensor, size: int, batch_size: int,
 
 
 def from_run(run, replacements: str | None = None) -> DeviseModel:
-    """The portable model of a loaded run (`devise.runs.load_run`): what `export` writes.
+    """The portable model of a loaded run (`devise.training.runs.load_run`): what `export` writes.
 
     An embedding run keeps the vectors it trained on; a softmax run gets its training labels'
     vectors in its configured label space, the ones ConSE ranks with (as `devise predict --conse`).
     `replacements` (a file of 'label<TAB>words' lines) adds to the run's own."""
-    from devise.runs import is_stock
+    from devise.training.runs import is_stock
 
     config = run.config
     merged = run_replacements(config, replacements)
@@ -354,7 +354,7 @@ def exported_prompts(config) -> str | list[str] | None:
 def export(run_folder: str | Path, out: str | Path, onnx: bool = False, replacements: str | None = None) -> Path:
     """`devise export`: a run folder's model as config.json + model.safetensors (+ the ONNX image
     encoder) in `out`, loadable with `devise.load(out)` anywhere."""
-    from devise.runs import CONFIG, load_run
+    from devise.training.runs import CONFIG, load_run
 
     out = Path(out)
     if (out / CONFIG).exists():
@@ -386,8 +386,8 @@ def load(path: str | Path, device: str | torch.device = "auto", vectors_path: st
         if replacements:
             model.config["replacements"] = {**(model.config.get("replacements") or {}), **read_replacements(replacements)}
         return model
-    from devise.pretrained import KNOWN, is_pretrained_name
-    from devise.runs import CONFIG, load_pretrained_run, load_run
+    from devise.model.pretrained import KNOWN, is_pretrained_name
+    from devise.training.runs import CONFIG, load_pretrained_run, load_run
 
     if (folder / CONFIG).is_file():
         return from_run(load_run(folder, device), replacements)

@@ -34,9 +34,9 @@ from devise.data import ImageSet, Preprocess, load_dataset
 from devise.data.splits import keep_classes, seen_classes
 from devise.errors import DeviseError, RunFailed, read_text_file
 from devise.hardware import resolve_device
-from devise.models import EmbeddingHead, ModelSpec, VisualNet, create_model
-from devise.objectives import EmbeddingObjective, SoftmaxObjective, objective_for
-from devise.pretrained import data_config, timm_architecture
+from devise.model.network import EmbeddingHead, ModelSpec, VisualNet, create_model
+from devise.training.objectives import EmbeddingObjective, SoftmaxObjective, objective_for
+from devise.model.pretrained import data_config, timm_architecture
 
 CONFIG, CHECKPOINT, METRICS, SUMMARY, UNSEEN, EVALUATION = (
     "config.toml", "checkpoint.pt", "metrics.csv", "summary.json", "unseen.json", "metrics.json")
@@ -66,8 +66,8 @@ class Run:
 
     def label_space(self, replacements: str | None = None, vectors: str | None = None):
         """How this run reads any label: its label space with its training labels' vectors and
-        centre (`devise.vectors.label_space_for`); `vectors` names one for a softmax run."""
-        from devise.vectors import label_space_for
+        centre (`devise.labels.spaces.label_space_for`); `vectors` names one for a softmax run."""
+        from devise.labels.spaces import label_space_for
 
         known = dict(zip(self.class_names, self.label_vectors)) if self.label_vectors is not None else None
         return label_space_for(self.config, known, replacements, vectors, self.label_centre)
@@ -297,7 +297,7 @@ def write_unseen(folder: Path, ids: list[str], names: list[str]) -> None:
 
 
 def write_calibration(folder: Path, calibration: dict) -> None:
-    """Store the run's calibrated-stacking constant (`devise.calibration`) for `devise zeroshot`."""
+    """Store the run's calibrated-stacking constant (`devise.training.calibration`) for `devise zeroshot`."""
     write_json(folder / CALIBRATION, calibration)
 
 
@@ -388,7 +388,7 @@ def cache_folder(config: TrainConfig) -> Path:
 
 
 def checkpoint_body_trained_on(state: dict, class_ids: list[str] | None) -> dict:
-    """What a checkpoint's body was trained on (`devise.train.body_trained_on`); a run written
+    """What a checkpoint's body was trained on (`devise.training.loop.body_trained_on`); a run written
     before this was recorded trained its own body from scratch on its own classes."""
     record = state.get("body_trained_on")
     if isinstance(record, dict) and "ids" in record:
@@ -444,11 +444,11 @@ def load_run(folder: str | Path, device: str | torch.device = "cpu") -> Run:
 
 def load_pretrained_run(name: str, device: str | torch.device = "cpu", image_size: int | None = None,
                         vectors: str | None = None, prompts: str | None = None) -> Run:
-    """A pretrained ImageNet classifier devise knows by name (`devise.pretrained.KNOWN`), as a
+    """A pretrained ImageNet classifier devise knows by name (`devise.model.pretrained.KNOWN`), as a
     softmax model over its 1,000 ImageNet-1K classes (WordNet ids and names): ConSE with no
     training, its labels read in `vectors` (default GloVe 6B 50-d; `prompts` for a sentence
     space). It runs at its weights' input size unless `image_size` says otherwise."""
-    from devise.pretrained import KNOWN, imagenet_classes, imagenet_classifier_state
+    from devise.model.pretrained import KNOWN, imagenet_classes, imagenet_classifier_state
 
     weights = KNOWN[name]
     if image_size is not None and not 8 <= image_size <= 1024:
@@ -465,7 +465,7 @@ def load_pretrained_run(name: str, device: str | torch.device = "cpu", image_siz
 
 def is_stock(run: Run) -> bool:
     """Whether `run` is a pretrained classifier loaded by name, not a run devise trained."""
-    from devise.pretrained import is_pretrained_name
+    from devise.model.pretrained import is_pretrained_name
 
     folder = getattr(run, "folder", None)
     return folder is not None and is_pretrained_name(str(folder)) and not is_model_folder(folder)
@@ -482,7 +482,7 @@ def load_model_run(path: str | Path, device: str | torch.device = "cpu", vectors
                    prompts: str | None = None, image_size: int | None = None) -> Run:
     """A run folder's model, or a pretrained classifier devise knows by name (`efficientnet-lite0`,
     its labels read in `vectors` with `prompts`, at `image_size`)."""
-    from devise.pretrained import is_pretrained_name
+    from devise.model.pretrained import is_pretrained_name
 
     if is_pretrained_name(str(path)) and not is_model_folder(path):
         return load_pretrained_run(str(path), device, image_size, vectors=vectors, prompts=prompts)

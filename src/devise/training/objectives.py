@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from devise.hardware import autocast
-from devise.losses import get_loss
+from devise.training.losses import get_loss
 
 
 class SoftmaxObjective:

@@ -17,23 +17,23 @@ from pathlib import Path
 
 import torch
 
-from devise import budget as budgets
-from devise import runs
+from devise.experiment import budget as budgets
+from devise.training import runs
 from devise.config import PRESETS, TrainConfig, preset_settings
 from devise.data import BatchLoader, ImageSet
 from devise.data.pipeline import NO_AUGMENT, Augment
 from devise.errors import DeviseError
-from devise.pretrained import is_pretrained_name
-from devise.evaluation import evaluate_run
+from devise.model.pretrained import is_pretrained_name
+from devise.evaluation.evaluate import evaluate_run
 from devise.hardware import Distributed, autocast, describe_host, distributed, host_line, use_bf16
-from devise.memory import freed_memory_kept
-from devise.progress import stage
-from devise.report import write_report
+from devise.hardware import freed_memory_kept
+from devise.log import stage
+from devise.experiment.report import write_report
 from devise.config import own_body
 from devise.data.features import feature_batch
-from devise.runs import build_model, input_pipeline, with_image_size
-from devise.train import body_features, held_out_classes, load_data, make_optimizer, train, training_step
-from devise.zeroshot import run_zero_shot
+from devise.training.runs import build_model, input_pipeline, with_image_size
+from devise.training.loop import body_features, held_out_classes, load_data, make_optimizer, train, training_step
+from devise.evaluation.zeroshot import run_zero_shot
 
 # The student paper's reported figures, to print beside ours (never as ours).
 PAPER = {"softmax top-1": 0.25, "DeViSE hit@5": 0.31, "DeViSE similarity": 0.63, "softmax similarity": 0.31,
@@ -197,7 +197,7 @@ def reproduce(preset: str = "cpu", data_root: str | None = None, out: str | Path
     `summary.md` into `out`; returns the summary.
 
     `device` is auto, cpu, cuda or cuda:N. With `budget` (minutes), the host's speed is measured
-    first and every epoch of both stages cut to the share of its images that fits (`devise.budget`).
+    first and every epoch of both stages cut to the share of its images that fits (`devise.experiment.budget`).
     `overrides` are settings laid over both stages' preset settings (a shorter smoke run, say).
     Under torchrun every process trains; rank 0 alone evaluates and writes, and the others
     return None.

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from devise.infer import model_outputs
-from devise.metrics import HIERARCHY_KS, HIT_KS, chance_hit_at_k, hit_at_k
-from devise.runs import held, load_run, run_split, write_evaluation
-from devise.vectors import run_space_name
-from devise.wordnet import ranking_hierarchy
+from devise.model.inference import model_outputs
+from devise.evaluation.metrics import HIERARCHY_KS, HIT_KS, chance_hit_at_k, hit_at_k
+from devise.training.runs import held, load_run, run_split, write_evaluation
+from devise.labels.spaces import run_space_name
+from devise.labels.wordnet import ranking_hierarchy
 
 
 def evaluate_run(folder: str | Path, split: str | None = None, data_root: str | None = None,

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from devise.errors import DeviseError
-from devise.pretrained import create_timm_network, timm_architecture
+from devise.model.pretrained import create_timm_network, timm_architecture
 
 
 def conv_bn(c_in: int, c_out: int, pool: bool = False) -> nn.Sequential:

@@ -2,7 +2,7 @@
 
 The same preset takes 8 minutes on one 2-core CPU and over an hour on another (bf16 native or
 not, AVX-512 or AVX2 only), and seconds an epoch on a GPU. So instead of guessing, a few real
-training and evaluation steps are timed first (`devise.reproduce.measure_speeds`), and the run is
+training and evaluation steps are timed first (`devise.experiment.reproduce.measure_speeds`), and the run is
 sized here from what they show.
 
 What shrinks is the number of images each epoch trains and validates on, by one factor for both
@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from devise.calibration import SPLITS, class_split_applies
+from devise.training.calibration import SPLITS, class_split_applies
 from devise.config import TrainConfig, own_body
 from devise.errors import DeviseError
 
@@ -77,7 +77,7 @@ class Plan:
 
 def cached_features(config: TrainConfig) -> bool:
     """Whether a stage trains its head on a frozen timm body's cached features
-    (`devise.train.frozen_features`)."""
+    (`devise.training.loop.frozen_features`)."""
     return not own_body(config) and config.freeze_epochs > 0
 
 
@@ -102,7 +102,7 @@ def epoch_seconds(config: TrainConfig, epoch: int, speeds: Speeds, images: float
 
 
 def calibration_seconds(config: TrainConfig, speeds: Speeds, work: Workload, fraction: float) -> float:
-    """The class splits of a stage (`devise.calibration`: a frozen-body DeViSE stage's as it ends,
+    """The class splits of a stage (`devise.training.calibration`: a frozen-body DeViSE stage's as it ends,
     the softmax stage's for ConSE in zero-shot): the body's features of an epoch's share of the
     training images and of half the validation images, then a last layer per split trained on them
     for the stage's epochs."""

@@ -13,7 +13,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from devise import runs
+from devise.training import runs
 from devise.errors import DeviseError
 from devise.plots import plot_hit_at_k, plot_learning_curves
 

@@ -23,7 +23,7 @@ body's features. Two models allow it:
 Either way, for a run trained with `--unseen K`: the body's features of the training images (once,
 no augmentation); for each of `SPLITS` seeded draws of K pseudo-unseen classes, a last layer like
 the run's trained as the run's was (loss, optimiser, rate schedule, batch, epochs) on the other
-classes' features; the constant of best H on the validation images `devise.metrics.calibration_half`
+classes' features; the constant of best H on the validation images `devise.evaluation.metrics.calibration_half`
 picks (the ones `devise zeroshot` never scores); and their mean.
 """
 
@@ -36,12 +36,12 @@ import torch.nn.functional as F
 from devise.config import TrainConfig
 from devise.data import ImageSet
 from devise.data.splits import choose_unseen
-from devise.infer import CONSE_TOP, body_outputs, conse_vectors
-from devise.metrics import best_harmonic_constant, calibration_half, seen_unseen_margins
-from devise.models import EmbeddingHead
-from devise.objectives import objective_for
-from devise.progress import stage
-from devise.runs import Run
+from devise.model.inference import CONSE_TOP, body_outputs, conse_vectors
+from devise.evaluation.metrics import best_harmonic_constant, calibration_half, seen_unseen_margins
+from devise.model.network import EmbeddingHead
+from devise.training.objectives import objective_for
+from devise.log import stage
+from devise.training.runs import Run
 
 SPLITS = 3
 
@@ -59,7 +59,7 @@ def class_split_constant(run: Run, train_set: ImageSet, val_set: ImageSet, label
     pseudo-unseen class ids, constant and best H. `train_set` and `val_set` are the run's seen
     classes' training and validation images. A DeViSE run is scored in its own label vectors; a
     softmax run as ConSE, in `label_vectors` (its classes' vectors in the space compared in)."""
-    from devise.train import evenly_spaced, first_images
+    from devise.training.loop import evenly_spaced, first_images
 
     train_set = first_images(train_set, run.config.train_limit)  # a trial's first N images: so are its splits
     if run.config.epoch_images:  # a budgeted run's epochs train on fewer images: so do the splits
@@ -103,7 +103,7 @@ def fit_head(config: TrainConfig, features: torch.Tensor, labels: torch.Tensor, 
              seed: int) -> nn.Module:
     """A fresh last layer like the run's, trained as the run trained its own on these features:
     an embedding head into `vectors`, or a softmax layer over their classes."""
-    from devise.train import head_dropout, learning_rate, make_optimizer, training_step
+    from devise.training.loop import head_dropout, learning_rate, make_optimizer, training_step
 
     torch.manual_seed(seed)
     embedding = config.head == "embedding"

@@ -9,7 +9,7 @@ Three kinds of model name an image:
 
 `Predictor` is the Python API behind `devise predict`:
 
-    from devise.infer import Predictor
+    from devise.model.inference import Predictor
     predictor = Predictor.load("runs/devise", vocabulary="train,words:20000", device="auto")
     predictor.predict(["tiger.jpg"], top=5)   # [[("tiger", 0.83), ("lion", 0.79), ...]]
 """
@@ -30,11 +30,11 @@ from devise.data.pipeline import NO_AUGMENT
 from devise.data.sources import decode_image, square_resize
 from devise.errors import DeviseError
 from devise.hardware import autocast, inference_bf16
-from devise.memory import freed_memory_kept
-from devise.progress import progress_bar
-from devise.rank import rank_topk
-from devise.runs import Run, cache_folder, load_run
-from devise.vectors import RunLabels, Vocabulary, build_vocabulary
+from devise.hardware import freed_memory_kept
+from devise.log import progress_bar
+from devise.model.topk import rank_topk
+from devise.training.runs import Run, cache_folder, load_run
+from devise.labels.spaces import RunLabels, Vocabulary, build_vocabulary
 
 CONSE_TOP = 10
 

@@ -149,7 +149,7 @@ def map_by_position(stored: dict[str, torch.Tensor], template: dict[str, torch.T
 def imagenet_classes() -> tuple[list[str], list[str]]:
     """The 1,000 ImageNet-1K classes in the order of a classifier's outputs: (wnids, names), the
     names as WordNet's synonym lists ("goldfish, Carassius auratus")."""
-    from devise.wordnet import load_wordnet
+    from devise.labels.wordnet import load_wordnet
 
     wnids = list(import_timm().data.ImageNetInfo().label_names())
     names = load_wordnet().names

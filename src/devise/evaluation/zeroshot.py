@@ -1,8 +1,8 @@
 """Zero-shot evaluation: name images of classes the models never trained on, and write the figures.
 
-DeViSE, ConSE and softmax (`devise.infer`) are run on the same target images and scored in one
+DeViSE, ConSE and softmax (`devise.model.inference`) are run on the same target images and scored in one
 label space: the embedding runs' own (read with their rules, their training labels as trained),
-else `--vectors`. Metrics (`devise.metrics`): hit@k over the target's labels and over a wider
+else `--vectors`. Metrics (`devise.evaluation.metrics`): hit@k over the target's labels and over a wider
 vocabulary, per-class top-1, the paper's semantic similarity of the top 3 with its random-pair
 control and the lift over it, and for a held-out split generalised zero-shot (S, U, H,
 plain and with calibrated stacking, and AUSUC); hp@k where the labels are WordNet nouns.
@@ -15,20 +15,20 @@ from pathlib import Path
 
 import torch
 
-from devise.calibration import SPLITS, class_split_applies, class_split_constant
+from devise.training.calibration import SPLITS, class_split_applies, class_split_constant
 from devise.data import ImageSet, load_dataset
 from devise.data.folder import folder_class_names
 from devise.data.splits import keep_classes, seen_classes
 from devise.errors import DeviseError
-from devise.infer import CONSE_TOP, kind_of, model_outputs, query_vectors, top_labels
-from devise.metrics import HIERARCHY_KS, ZERO_SHOT_KS, generalised_figures, ranking_metrics, similarity_control
-from devise.progress import stage
-from devise.pretrained import is_pretrained_name
-from devise.runs import (Run, held, is_stock, load_model_run, read_calibration, read_unseen, run_split, stored_interpolation,
+from devise.model.inference import CONSE_TOP, kind_of, model_outputs, query_vectors, top_labels
+from devise.evaluation.metrics import HIERARCHY_KS, ZERO_SHOT_KS, generalised_figures, ranking_metrics, similarity_control
+from devise.log import stage
+from devise.model.pretrained import is_pretrained_name
+from devise.training.runs import (Run, held, is_stock, load_model_run, read_calibration, read_unseen, run_split, stored_interpolation,
                          stored_size, write_zero_shot,
                          zero_shot_folder)
-from devise.vectors import RunLabels, Vocabulary, build_vocabulary, vectors_or_zeros
-from devise.wordnet import ranking_hierarchy, resolve_wnid
+from devise.labels.spaces import RunLabels, Vocabulary, build_vocabulary, vectors_or_zeros
+from devise.labels.wordnet import ranking_hierarchy, resolve_wnid
 
 
 @dataclass
@@ -212,7 +212,7 @@ def generalised(model: ZeroShotModel, space: RunLabels, training_vectors: torch.
                 conse_top: int) -> dict[str, float]:
     """Generalised zero-shot: top-1 over all the dataset's labels (softmax: over its own labels,
     so it never names an unseen class), plain and, for DeViSE and ConSE, calibrated
-    (`devise.metrics.generalised_figures`) with the model's class-split constant where
+    (`devise.evaluation.metrics.generalised_figures`) with the model's class-split constant where
     `calibrations` has one, else the seen-share rule."""
     seen_label = torch.tensor([c in set(seen_ids) for c in everything.class_ids])
     if model.kind == "softmax":  # its own labels that are the dataset's (a pretrained classifier has more)
@@ -345,7 +345,7 @@ def zero_shot_into(folder: Path, run_folders: list, target: str, target_root: st
 
 def calibrations(models: list[ZeroShotModel], space: RunLabels, everything: ImageSet, seen_ids: list[str],
                  data_root: str | None, conse_top: int, progress: bool) -> dict[str, dict]:
-    """Each model's calibrated-stacking constant chosen on class splits (`devise.calibration`),
+    """Each model's calibrated-stacking constant chosen on class splits (`devise.training.calibration`),
     where it has one: a frozen-body DeViSE run's, stored when it trained, and ConSE's, chosen
     here in the label space the models are compared in."""
     found = {}

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from devise.config import DEFAULT_RULE, LABEL_RULES, LABEL_SPACES, PROMPT_SETS
 from devise.errors import DeviseError, read_text_file
-from devise.progress import stage
+from devise.log import stage
 
 if TYPE_CHECKING:  # gensim takes a second to import: only where vectors are loaded
     from gensim.models import KeyedVectors
@@ -497,7 +497,7 @@ class SentenceSpace(LabelSpace):
         the hypernym of its label's wnid, or else of the phrase's most frequent sense as a noun."""
         if not any(PARENT in t for t in self.templates):
             return [None] * len(phrases)
-        from devise.wordnet import load_wordnet
+        from devise.labels.wordnet import load_wordnet
 
         wordnet = load_wordnet()
         return [wordnet.hypernym_name(label_id, phrase) for phrase, label_id in zip(phrases, label_ids or [None] * len(phrases))]
@@ -824,7 +824,7 @@ def build_vocabulary(space: RunLabels, label_sets: dict[str, list[str]], spec: s
 def wordnet_part(label_ids: dict[str, list[str]], hops: int | None, part: str) -> tuple[list[str], list[str]]:
     """(wnids, names) of a wordnet: vocabulary part. `wordnet:all` is every noun; `2hop` and `3hop`
     need a target whose classes are WordNet ids. The training classes are left out of it."""
-    from devise.wordnet import hop_vocabulary, is_wnid, load_wordnet
+    from devise.labels.wordnet import hop_vocabulary, is_wnid, load_wordnet
 
     target = label_ids.get("target") or []
     if hops is not None and (not target or not all(is_wnid(t) for t in target)):
