@@ -26,7 +26,7 @@ from devise.hardware import autocast, inference_bf16
 from devise.model.inference import model_outputs
 from devise.evaluation.metrics import hit_at_k
 from devise.training.runs import load_run, run_split
-from devise.labels.spaces import training_label_vectors
+from devise.labels.run_labels import training_label_vectors
 
 
 def frozen_features(run, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -28,7 +28,7 @@ from devise.data import load_dataset
 from devise.model.inference import model_outputs, top_labels
 from devise.evaluation.metrics import SIMILARITY_TOP, semantic_similarity, similarity_control
 from devise.training.runs import load_run, read_unseen
-from devise.labels.spaces import label_space_for
+from devise.labels.run_labels import label_space_for
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ from devise.model.inference import conse_vectors, model_outputs
 from devise.training.losses import get_loss
 from devise.evaluation.metrics import generalised_figures, hit_at_k, ranking_metrics, similarity_control
 from devise.training.runs import load_run, read_unseen
-from devise.labels.spaces import label_space_for
+from devise.labels.run_labels import label_space_for
 
 # name: (label space, prompts, loss, MLP hidden units or 0 for one linear layer, margin, centred)
 # Centred: every label vector less the mean of the training labels' (then unit length again), so

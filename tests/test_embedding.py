@@ -44,7 +44,7 @@ def test_the_embedding_head_learns_the_toy_set_from_a_warm_start(softmax_run, tm
 
 def test_a_centred_run_reads_every_label_less_the_mean_of_its_training_labels(softmax_run, tmp_path):
     from devise.model.export import export
-    from devise.labels.spaces import label_space_for
+    from devise.labels.run_labels import label_space_for
 
     config = TrainConfig(**SMALL, head="embedding", epochs=1, init=str(softmax_run.folder), freeze_epochs=1,
                          centre_labels=True, out=str(tmp_path / "centred"))

@@ -18,7 +18,7 @@ from devise.data import load_dataset
 from devise.errors import DeviseError
 from devise.model.inference import Predictor
 from devise.training.runs import load_run
-from devise.labels.spaces import label_space_for
+from devise.labels.run_labels import label_space_for
 
 
 @pytest.fixture(scope="module")

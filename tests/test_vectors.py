@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from gensim.models import KeyedVectors
 
 from devise.errors import DeviseError
-from devise.labels.spaces import (DEFAULT_RULE, RULES, LabelSpace, SentenceSpace, WordVectorSpace, keyed_vectors,
-                            label_coverage, load_label_space, load_word_vectors, read_replacements)
+from devise.labels.spaces import (DEFAULT_RULE, RULES, LabelSpace, SentenceSpace, WordVectorSpace, label_coverage, load_label_space)
+from devise.labels.sources import keyed_vectors, load_word_vectors
+from devise.labels.run_labels import read_replacements
 
 # A tiny hand-made vocabulary, 3-d so the expected vectors can be worked out by hand.
 TINY = {
@@ -353,7 +354,7 @@ def test_hypernym_prompts_name_a_label_s_parent_by_its_wnid_else_by_its_most_fre
 
 def test_prompt_files_and_where_prompts_belong(tmp_path):
     from devise.config import TrainConfig, problems
-    from devise.labels.spaces import DEFAULT_PROMPTS, HYPERNYM_PROMPTS, read_prompts
+    from devise.labels.prompts import DEFAULT_PROMPTS, HYPERNYM_PROMPTS, read_prompts
 
     assert read_prompts("default") == DEFAULT_PROMPTS and read_prompts(None) == ()
     assert read_prompts("hypernym") == HYPERNYM_PROMPTS and HYPERNYM_PROMPTS[0] == "a photo of a {}, a kind of {parent}."

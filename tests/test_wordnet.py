@@ -6,7 +6,9 @@ import pytest
 
 import torch
 
-from devise.labels.spaces import RunLabels, build_vocabulary, load_label_space
+from devise.labels.run_labels import RunLabels
+from devise.labels.vocabulary import build_vocabulary
+from devise.labels.spaces import load_label_space
 from devise.labels.wordnet import (EXTRACT, WordNet, correct_sets, hierarchical_precision, hop_vocabulary, is_wnid,
                             load_wordnet, ranking_hierarchy)
 

@@ -20,7 +20,10 @@ from devise.model.inference import conse_vectors
 from devise.evaluation.metrics import (area_under_seen_unseen_curve, best_harmonic_constant, calibration_gamma,
                             generalised_figures, harmonic_mean, ranking_metrics, seen_unseen_curve, semantic_similarity,
                             similarity_control)
-from devise.labels.spaces import RunLabels, Vocabulary, WordVectorSpace, build_vocabulary, keyed_vectors
+from devise.labels.run_labels import RunLabels
+from devise.labels.vocabulary import Vocabulary, build_vocabulary
+from devise.labels.spaces import WordVectorSpace
+from devise.labels.sources import keyed_vectors
 
 E = torch.eye(3)
 
@@ -381,7 +384,8 @@ def renamed_runs(tmp_path_factory):
 
 def test_zero_shot_reads_labels_with_the_runs_own_rule_and_replacements(renamed_runs, tmp_path):
     from devise.data import load_dataset
-    from devise.labels.spaces import load_label_space, read_replacements
+    from devise.labels.spaces import load_label_space
+    from devise.labels.run_labels import read_replacements
     from devise.evaluation.zeroshot import run_zero_shot
 
     softmax, devise, replacements = renamed_runs

@@ -130,7 +130,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_vectors_check(args: argparse.Namespace) -> int:
     from devise.data import load_dataset
-    from devise.labels.spaces import label_coverage, load_label_space, read_replacements
+    from devise.labels.spaces import label_coverage, load_label_space
+    from devise.labels.run_labels import read_replacements
 
     data = load_dataset(args.data, args.data_root, args.split, cache_dir=args.cache_dir, progress=not args.quiet)
     space = load_label_space(args.vectors, args.vectors_path)

@@ -7,7 +7,7 @@ from pathlib import Path
 from devise.model.inference import model_outputs
 from devise.evaluation.metrics import HIERARCHY_KS, HIT_KS, chance_hit_at_k, hit_at_k
 from devise.training.runs import held, load_run, run_split, write_evaluation
-from devise.labels.spaces import run_space_name
+from devise.labels.run_labels import run_space_name
 from devise.labels.wordnet import ranking_hierarchy
 
 

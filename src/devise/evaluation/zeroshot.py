@@ -27,7 +27,8 @@ from devise.model.pretrained import is_pretrained_name
 from devise.training.runs import (Run, held, is_stock, load_model_run, read_calibration, read_unseen, run_split, stored_interpolation,
                          stored_size, write_zero_shot,
                          zero_shot_folder)
-from devise.labels.spaces import RunLabels, Vocabulary, build_vocabulary, vectors_or_zeros
+from devise.labels.run_labels import RunLabels
+from devise.labels.vocabulary import Vocabulary, build_vocabulary, vectors_or_zeros
 from devise.labels.wordnet import ranking_hierarchy, resolve_wnid
 
 

@@ -46,8 +46,9 @@ from devise.hardware import autocast, inference_bf16, resolve_device
 from devise.model.inference import CONSE_TOP, image_batch, query_vectors, top_labels
 from devise.model.network import EmbeddingHead, ModelSpec, VisualNet, create_model
 from devise.model.pretrained import timm_architecture
-from devise.labels.spaces import (RunLabels, Vocabulary, build_vocabulary, label_space_for, read_prompts, read_replacements,
-                            run_replacements, run_space_name, vectors_or_zeros)
+from devise.labels.run_labels import RunLabels, label_space_for, read_replacements, run_replacements, run_space_name
+from devise.labels.vocabulary import Vocabulary, build_vocabulary, vectors_or_zeros
+from devise.labels.prompts import read_prompts
 
 FORMAT, FORMAT_VERSION = "devise-model", 2  # 2: bodies from timm, the input pipeline
 CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE = "config.json", "model.safetensors", "image_encoder.onnx"

@@ -34,7 +34,8 @@ from devise.hardware import freed_memory_kept
 from devise.log import progress_bar
 from devise.model.topk import rank_topk
 from devise.training.runs import Run, cache_folder, load_run
-from devise.labels.spaces import RunLabels, Vocabulary, build_vocabulary
+from devise.labels.run_labels import RunLabels
+from devise.labels.vocabulary import Vocabulary, build_vocabulary
 
 CONSE_TOP = 10
 

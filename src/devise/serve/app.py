@@ -30,7 +30,7 @@ import numpy as np
 from devise.data.sources import decode_image
 from devise.errors import DeviseError, read_text_file
 from devise.model.export import METHODS, DeviseModel, load
-from devise.labels.spaces import Vocabulary
+from devise.labels.vocabulary import Vocabulary
 
 MAX_UPLOAD_MB = 10
 LABEL_TEXT_BYTES = 1 << 20  # the labels field may hold this much text beside the image

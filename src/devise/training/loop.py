@@ -32,7 +32,7 @@ from devise.training.objectives import SoftmaxTeacher
 from devise.model.pretrained import trained_on
 from devise.log import progress_bar, stage
 from devise.training.runs import Run, build_model, input_pipeline, with_image_size
-from devise.labels.spaces import training_label_vectors
+from devise.labels.run_labels import training_label_vectors
 
 
 # ---------------------------------------------------------------------------------------------

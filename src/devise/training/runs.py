@@ -67,7 +67,7 @@ class Run:
     def label_space(self, replacements: str | None = None, vectors: str | None = None):
         """How this run reads any label: its label space with its training labels' vectors and
         centre (`devise.labels.spaces.label_space_for`); `vectors` names one for a softmax run."""
-        from devise.labels.spaces import label_space_for
+        from devise.labels.run_labels import label_space_for
 
         known = dict(zip(self.class_names, self.label_vectors)) if self.label_vectors is not None else None
         return label_space_for(self.config, known, replacements, vectors, self.label_centre)
