@@ -32,7 +32,7 @@ def seconds(fn) -> float:
 
 def load_both_splits(data_root: str, cache_dir: str, image_size: int | None = None) -> None:
     for split in ("train", "val"):
-        load_dataset("tiny-imagenet", data_root, split, image_size, cache_dir, progress=False)
+        load_dataset("tiny-imagenet", data_root, split, image_size=image_size, cache_dir=cache_dir, progress=False)
 
 
 def main() -> None:

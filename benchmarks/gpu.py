@@ -25,15 +25,16 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from devise.config import TrainConfig
+from devise.config import TrainConfig, preset_settings
 from devise.data import BatchLoader, Preprocess
-from devise.hardware import describe_host, host_line, resolve_device, use_bf16
-from devise.hardware import freed_memory_kept
-from devise.config import preset_settings
 from devise.data.pipeline import Augment
 from devise.experiment.reproduce import reproduce
-from devise.training.runs import build_model, load_run, run_split, seen_split
+from devise.hardware import describe_host, freed_memory_kept, host_line, resolve_device, use_bf16
+from devise.model.checkpoint import load_run
+from devise.model.network import build_network
 from devise.training.loop import make_optimizer, training_step
+from devise.training.objectives import objective_for
+from devise.training.runs import run_split, seen_split
 
 
 def synchronise(device: torch.device) -> None:
@@ -60,7 +61,7 @@ def epoch_throughput(config: TrainConfig, device: torch.device, steps: int) -> d
     data = data.to(device)
     torch.manual_seed(0)
     torch.backends.cudnn.benchmark = device.type == "cuda"
-    model, objective = build_model(config, data.num_classes, None, device)
+    model, objective = build_network(config, data.num_classes).to(device), objective_for(config, None)
     model = model.to(memory_format=torch.channels_last).train()
     optimizer = make_optimizer(config, model)
     loader = BatchLoader(data, config.batch_size, preprocess, shuffle=True, augment=Augment.of(config),
@@ -70,7 +71,7 @@ def epoch_throughput(config: TrainConfig, device: torch.device, steps: int) -> d
         training_step(model, objective, optimizer, *next(batches), config.bf16)
     images, labels = next(batches)
     with FlopCounterMode(display=False) as counter:
-        training_step(model, objective, optimizer, images, labels, config.bf16)
+        training_step(model, objective, optimizer, images, labels, bf16=config.bf16)
     flops_per_image = counter.get_total_flops() / len(labels)
     timed = steps or len(loader)
     loader.set_epoch(1)
@@ -80,7 +81,7 @@ def epoch_throughput(config: TrainConfig, device: torch.device, steps: int) -> d
         for step, (images, labels) in enumerate(loader):
             if step == timed:
                 break
-            training_step(model, objective, optimizer, images, labels, config.bf16)
+            training_step(model, objective, optimizer, images, labels, bf16=config.bf16)
         synchronise(device)
         seconds = time.perf_counter() - started
     return {"steps": timed, "images": timed * config.batch_size, "seconds": seconds,
@@ -91,7 +92,7 @@ def epoch_throughput(config: TrainConfig, device: torch.device, steps: int) -> d
 def same_outputs_on_the_cpu(run_folder: Path, device: torch.device) -> float:
     """The largest difference between the run's outputs on `device` and on the CPU, in float32."""
     here, cpu = load_run(run_folder, device), load_run(run_folder, "cpu")
-    data = run_split(cpu, progress=False)
+    data = run_split(cpu.config, cpu.folder, progress=False)
     images = cpu.preprocess.prepare(data.images[:64])
     with torch.no_grad():
         return float((here.model(images.to(device)).float().cpu() - cpu.model(images).float()).abs().max())
@@ -121,7 +122,7 @@ def main() -> None:
 
     smoke = {"epochs": 1, "epoch_images": args.steps * config.batch_size, "val_images": 2000} if args.steps else None
     started = time.perf_counter()
-    summary = reproduce("gpu", args.data_root, args.out, progress=False, device=str(device), overrides=smoke)
+    summary = reproduce("gpu", data_root=args.data_root, out=args.out, progress=False, device=str(device), overrides=smoke)
     print(json.dumps({"benchmark": "gpu_reproduce", "host": host, "smoke_run": bool(args.steps),
                       "wall_minutes": round((time.perf_counter() - started) / 60, 2),
                       **{k: summary[k] for k in ("softmax top-1", "softmax top-5", "DeViSE hit@1", "DeViSE hit@5")},

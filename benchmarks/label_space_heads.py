@@ -22,19 +22,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from devise.hardware import autocast, inference_bf16
-from devise.model.inference import model_outputs
 from devise.evaluation.metrics import hit_at_k
-from devise.training.runs import load_run, run_split
+from devise.hardware import autocast, inference_bf16
 from devise.labels.run_labels import training_label_vectors
+from devise.model.checkpoint import load_run
+from devise.model.inference import dataset_features
+from devise.training.runs import run_split
 
 
 def frozen_features(run, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(features, labels, the run's own logits) for every image of a split: the body's outputs,
     computed as `devise evaluate` computes a model's, then the run's head on them."""
-    data = run_split(run, split, progress=False)
-    features = model_outputs(replace(run, model=run.model.body), data, progress=False)
-    with torch.no_grad(), autocast(run.device, inference_bf16(run.config.bf16, run.device)):
+    data = run_split(run.config, run.folder, split, progress=False)
+    bf16 = inference_bf16(run.config.bf16, run.device)
+    features = dataset_features(run.model, run.preprocess, data, device=run.device, bf16=bf16, progress=False)
+    with torch.no_grad(), autocast(run.device, bf16):
         logits = run.model.head(features).float()
     return features, data.labels.clone(), logits
 

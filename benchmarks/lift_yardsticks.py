@@ -25,10 +25,12 @@ import torch
 import torch.nn.functional as F
 
 from devise.data import load_dataset
-from devise.model.inference import model_outputs, top_labels
 from devise.evaluation.metrics import SIMILARITY_TOP, semantic_similarity, similarity_control
-from devise.training.runs import load_run, read_unseen
 from devise.labels.run_labels import label_space_for
+from devise.model.checkpoint import load_run
+from devise.model.export import load
+from devise.model.inference import top_labels
+from devise.training.runs import read_unseen
 
 
 def main() -> None:
@@ -40,7 +42,7 @@ def main() -> None:
     devise, softmax = load_run(args.devise_run), load_run(args.softmax_run)
     config = softmax.config
     unseen = set(read_unseen(softmax.folder, config))
-    everything = load_dataset(config.data, config.data_root, config.val_split, config.image_size, config.cache_dir,
+    everything = load_dataset(config.data, config.data_root, config.val_split, image_size=config.image_size, cache_dir=config.cache_dir,
                               progress=False)
     seen_label = torch.tensor([c not in unseen for c in everything.class_ids])
     unseen_columns, seen_columns = (~seen_label).nonzero()[:, 0], seen_label.nonzero()[:, 0]
@@ -49,8 +51,8 @@ def main() -> None:
     labels = everything.labels[unseen_image]
 
     own = devise.label_space().embed(everything.class_names, everything.class_ids)  # as the run reads labels
-    outputs = {"DeViSE": model_outputs(devise, targets, progress=False),
-               "ConSE": model_outputs(softmax, targets, progress=False)}
+    outputs = {"DeViSE": load(devise.folder).dataset_outputs(targets, progress=False),
+               "ConSE": load(softmax.folder).dataset_outputs(targets, progress=False)}
     outputs["softmax"] = outputs["ConSE"]
     top = {kind: top_labels(kind, out, own[seen_columns], own[unseen_columns], SIMILARITY_TOP)[1]
            for kind, out in outputs.items()}

@@ -17,8 +17,8 @@ import json
 import time
 from pathlib import Path
 
-from devise.hardware import describe_host, host_line
 from devise.experiment.reproduce import reproduce
+from devise.hardware import describe_host, host_line
 
 
 def main() -> None:

@@ -22,20 +22,20 @@ from dataclasses import replace
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from devise.config import TrainConfig
+from devise.config import TrainConfig, preset_settings
 from devise.data import BatchLoader, Preprocess
-from devise.hardware import use_bf16
-from devise.hardware import freed_memory_kept
-from devise.config import preset_settings
 from devise.data.pipeline import Augment
-from devise.training.runs import build_model, seen_split
+from devise.hardware import freed_memory_kept, use_bf16
+from devise.model.network import build_network
 from devise.training.loop import make_optimizer, training_step
+from devise.training.objectives import objective_for
+from devise.training.runs import seen_split
 
 
 def step_function(config: TrainConfig, num_classes: int, compiled: bool = False):
     """A fresh model's step function, as train_one_epoch runs it."""
     torch.manual_seed(0)
-    model, objective = build_model(config, num_classes, None)
+    model, objective = build_network(config, num_classes), objective_for(config, None)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
@@ -43,7 +43,7 @@ def step_function(config: TrainConfig, num_classes: int, compiled: bool = False)
     forward = torch.compile(model) if compiled else model
 
     def step(images: torch.Tensor, labels: torch.Tensor) -> None:
-        training_step(forward, objective, optimizer, images, labels, config.bf16)
+        training_step(forward, objective, optimizer, images, labels, bf16=config.bf16)
 
     return step
 

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from devise.hardware import bf16_native, describe_host, host_line
-from devise.model.topk import exact_topk, rank_topk
 from devise.labels.sources import load_word_vectors
+from devise.model.topk import exact_topk, rank_topk
 
 
 def timed_in_rounds(contenders: dict, repeats: int) -> dict[str, float]:

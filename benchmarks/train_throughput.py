@@ -33,11 +33,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from devise.config import TrainConfig
 from devise.data import BatchLoader, Preprocess, load_dataset
-from devise.hardware import describe_host, host_line, use_bf16
+from devise.data.pipeline import Augment
 from devise.data.sources import FileSource
 from devise.data.tiny_imagenet import list_split, locate, open_source, read_class_names
-from devise.hardware import freed_memory_kept
-from devise.data.pipeline import Augment
+from devise.hardware import describe_host, freed_memory_kept, host_line, use_bf16
 from devise.model.network import ModelSpec, create_model
 
 

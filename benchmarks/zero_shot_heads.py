@@ -30,12 +30,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from devise.data import load_dataset
-from devise.hardware import autocast, inference_bf16
-from devise.model.inference import conse_vectors, model_outputs
-from devise.training.losses import get_loss
 from devise.evaluation.metrics import generalised_figures, hit_at_k, ranking_metrics, similarity_control
-from devise.training.runs import load_run, read_unseen
+from devise.hardware import autocast, inference_bf16
 from devise.labels.run_labels import label_space_for
+from devise.model.checkpoint import load_run
+from devise.model.inference import conse_vectors, dataset_features
+from devise.training.losses import get_loss
+from devise.training.runs import read_unseen
 
 # name: (label space, prompts, loss, MLP hidden units or 0 for one linear layer, margin, centred)
 # Centred: every label vector less the mean of the training labels' (then unit length again), so
@@ -68,8 +69,9 @@ HEADS = {
 
 def features_of(run, data) -> tuple[torch.Tensor, torch.Tensor]:
     """(body features, the run's logits) of every image."""
-    features = model_outputs(replace(run, model=run.model.body), data, progress=False)
-    with torch.no_grad(), autocast(run.device, inference_bf16(run.config.bf16, run.device)):
+    bf16 = inference_bf16(run.config.bf16, run.device)
+    features = dataset_features(run.model, run.preprocess, data, device=run.device, bf16=bf16, progress=False)
+    with torch.no_grad(), autocast(run.device, bf16):
         return features, run.model.head(features).float()
 
 
@@ -150,8 +152,8 @@ def main() -> None:
     run = load_run(args.softmax_run)
     config = run.config
     unseen = read_unseen(run.folder, config)
-    train = load_dataset(config.data, config.data_root, "train", config.image_size, config.cache_dir, progress=False)
-    everything = load_dataset(config.data, config.data_root, config.val_split, config.image_size, config.cache_dir,
+    train = load_dataset(config.data, config.data_root, "train", image_size=config.image_size, cache_dir=config.cache_dir, progress=False)
+    everything = load_dataset(config.data, config.data_root, config.val_split, image_size=config.image_size, cache_dir=config.cache_dir,
                               progress=False)
     seen_label = torch.tensor([c not in set(unseen) for c in everything.class_ids])
     seen_rows = seen_label[train.labels]

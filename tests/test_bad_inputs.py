@@ -13,15 +13,15 @@ import shutil
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 import devise.training.loop as training
-from devise.training import runs
 from devise.cli import main
 from devise.config import TrainConfig
+from devise.model import checkpoint
+from devise.training import runs
 
 TOY = ["--data", "toy", "--body", "cnn", "--width", "8", "--hidden", "16", "--epochs", "1", "--batch-size", "128",
        "--quiet"]
@@ -298,7 +298,7 @@ class Payload:
 def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(trained, tmp_path, capsys):
     folder = run_copy(trained, tmp_path)
     marker = tmp_path / "the payload ran"
-    state = runs.load_checkpoint(folder)
+    state = checkpoint.load_checkpoint(folder)
     state["model"]["extra"] = Payload(marker)
     torch.save(state, folder / "checkpoint.pt")
     assert main(["evaluate", str(folder), "--quiet"]) == 2

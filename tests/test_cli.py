@@ -52,7 +52,7 @@ def test_unknown_dataset_name():
 
 def test_unknown_option_value_and_bad_config_file(tmp_path):
     assert_one_line_error(devise("train", "--data", "toy", "--optimizer", "lbfgs", "--out", str(tmp_path / "r")),
-                          "--optimizer must be one of")
+                          "argument --optimizer: invalid choice: 'lbfgs'")
     config = tmp_path / "bad.toml"
     config.write_text("epochs = 3\nlearning_rate_typo = 0.1\n")
     assert_one_line_error(devise("train", "--config", str(config)), "unknown setting(s) learning_rate_typo")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-
 import pickle
 import time
 from pathlib import Path
@@ -11,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_cifar100
 from PIL import Image
 
-from conftest import write_cifar100
 from devise.data import load_dataset, load_tiny_imagenet
 from devise.errors import DeviseError
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from devise.training import runs
+from devise.model import checkpoint
 
 # The toy set, a small plain CNN, no dropout: per-process batch-norm statistics (32 images a
 # process against 64) are then the only difference from one process, and it is small.
@@ -78,12 +78,12 @@ def test_a_killed_two_process_run_resumes_under_torchrun_to_the_same_weights(two
         time.sleep(0.02)
     os.killpg(process.pid, signal.SIGKILL)  # torchrun and both workers, mid-run
     process.wait()
-    killed_at = runs.load_checkpoint(stopped)["epoch"]
+    killed_at = checkpoint.load_checkpoint(stopped)["epoch"]
     assert killed_at < 3, "killed before the end"
 
     resumed = torchrun("train", "--resume", "--out", str(stopped), "--quiet")
     assert resumed.returncode == 0, resumed.stderr
-    full, again = (runs.load_checkpoint(folder) for folder in (out, stopped))
+    full, again = (checkpoint.load_checkpoint(folder) for folder in (out, stopped))
     assert again["epoch"] == 3
     for name, tensor in full["model"].items():
         assert torch.allclose(tensor.float(), again["model"][name].float(), atol=1e-6), name

@@ -11,14 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import devise
 import devise.training.loop as training
 from devise import hardware
-from devise.experiment import budget
-from devise.model import topk as rank
-from devise.training import runs
 from devise.config import TrainConfig
 from devise.errors import DeviseError
-from devise.model.inference import Predictor
+from devise.experiment import budget
+from devise.model import checkpoint
+from devise.model import topk as rank
 
 
 @pytest.fixture
@@ -65,13 +65,13 @@ def test_limiting_onednn_to_avx2_turns_native_bf16_off_in_a_new_process():
 def test_a_checkpoint_trained_with_bf16_predicts_in_float32_where_bf16_is_not_native(tmp_path, monkeypatch):
     run = training.train(toy_config(tmp_path, bf16=True), progress=False)
     monkeypatch.setattr(hardware, "cpu_bf16_native", lambda: False)
-    predictor = Predictor.load(run.folder, device="cpu")
+    model = devise.load(run.folder, device="cpu")
     images = [torch.randint(0, 256, (40, 40, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(i)).numpy()
               for i in range(3)]
-    ranked = predictor.predict(images, top=3)
-    batch = predictor.run.preprocess.prepare(predictor.image_tensor(images))
+    ranked = model.classify(images, top=3, method="softmax")
+    batch = model.preprocess.prepare(next(model.image_batches(images)))
     with torch.no_grad():
-        expected = predictor.run.model(batch).float().softmax(dim=1).topk(3, dim=1)  # plain float32, by hand
+        expected = model.network(batch).float().softmax(dim=1).topk(3, dim=1)  # plain float32, by hand
     assert [[name for name, _ in row] for row in ranked] == [[run.class_names[i] for i in row] for row in expected.indices.tolist()]
     scores = [score for row in ranked for _, score in row]
     assert scores == pytest.approx(expected.values.flatten().tolist(), abs=1e-6)  # bf16 differs by ~1e-5
@@ -79,7 +79,7 @@ def test_a_checkpoint_trained_with_bf16_predicts_in_float32_where_bf16_is_not_na
 
 def test_every_tensor_of_a_checkpoint_is_on_the_cpu(tmp_path):
     run = training.train(toy_config(tmp_path), progress=False)
-    state = runs.load_checkpoint(run.folder)
+    state = checkpoint.load_checkpoint(run.folder)
     tensors = [t for t in state["model"].values()]
     tensors += [t for s in state["optimizer"]["state"].values() for t in s.values() if isinstance(t, torch.Tensor)]
     assert tensors and all(t.device.type == "cpu" for t in tensors)
@@ -156,17 +156,17 @@ def test_budget_sizing_by_hand():
     fixed = budget.FIXED_SECONDS + 4_000 / 2000 + 2 * budget.EPOCH_SECONDS
     # The whole preset: fixed + 2 epochs x (10,000 / 1,000 + 1,000 / 2,000) seconds.
     assert budget.estimate_seconds([stage], speeds, work, 1.0) == pytest.approx(fixed + 21)
-    roomy = budget.plan_budget((fixed + 21) / budget.SAFETY + 1, [stage], speeds, work, 100)
+    roomy = budget.plan_budget((fixed + 21) / budget.SAFETY + 1, [stage], speeds, work, batch_size=100)
     assert (roomy.fraction, roomy.epoch_images, roomy.val_images) == (1.0, 0, 0)
     # Two seconds to spare after the fixed costs: 2 / 21 of each epoch, rounded down to whole batches.
-    tight = budget.plan_budget((fixed + 2) / budget.SAFETY, [stage], speeds, work, 100)
+    tight = budget.plan_budget((fixed + 2) / budget.SAFETY, [stage], speeds, work, batch_size=100)
     assert tight.epoch_images == 900 and tight.val_images == 90
     assert tight.planned_seconds == pytest.approx(fixed + 2 * (0.9 + 0.045))
     assert tight.planned_seconds <= (fixed + 2) and budget.estimate_seconds(
         [stage], speeds, work, 1000 / 10_000) > fixed + 2, "one more batch an epoch would not fit"
     with pytest.raises(DeviseError, match="too short for this preset on this host"):
-        budget.plan_budget(fixed / budget.SAFETY, [stage], speeds, work, 100)
-    assert budget.plan_budget(fixed / budget.SAFETY, [stage], speeds, work, 100, at_least_one_batch=True).epoch_images == 100
+        budget.plan_budget(fixed / budget.SAFETY, [stage], speeds, work, batch_size=100)
+    assert budget.plan_budget(fixed / budget.SAFETY, [stage], speeds, work, batch_size=100, at_least_one_batch=True).epoch_images == 100
 
 
 def test_stages_with_held_out_classes_are_costed_with_their_class_splits():

@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from devise.training.losses import cosine_loss, crossentropy_loss, get_loss, hinge_loss, random_wrong_labels, rank_loss
-from devise.evaluation.metrics import chance_hit_at_k, hit_at_k
 from devise.errors import DeviseError
+from devise.evaluation.metrics import chance_hit_at_k, hit_at_k
 from devise.model import topk as rank
 from devise.model.topk import rank_topk
+from devise.training.losses import cosine_loss, crossentropy_loss, get_loss, hinge_loss, random_wrong_labels, rank_loss
 
 # Three label vectors on the unit circle of a 2-d space: at 0, 90 and 180 degrees.
 LABELS = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])

@@ -10,7 +10,6 @@ import pytest
 import devise.hardware as memory
 from devise.hardware import freed_memory_kept
 
-
 MEASURE = """
 import resource, torch
 from devise.hardware import freed_memory_kept

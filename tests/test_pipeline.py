@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from devise.data import BatchLoader, Preprocess, load_dataset
-from devise.data.pipeline import NO_AUGMENT, Augment, augment_batch
+from devise.data import load_dataset
+from devise.data.pipeline import NO_AUGMENT, Augment, BatchLoader, augment_batch
+from devise.data.preprocess import Preprocess
 
 
 def toy():

@@ -16,9 +16,8 @@ import devise
 from devise.cli import main
 from devise.data import load_dataset
 from devise.errors import DeviseError
-from devise.model.inference import Predictor
-from devise.training.runs import load_run
 from devise.labels.run_labels import label_space_for
+from devise.model.checkpoint import load_run
 
 
 @pytest.fixture(scope="module")
@@ -56,19 +55,14 @@ def test_export_writes_safetensors_and_a_readable_json_config(exported, toy_runs
 
 
 @pytest.mark.parametrize("kind", ["devise", "softmax"])
-def test_an_exported_model_ranks_exactly_as_its_run(exported, toy_runs, val_images, kind, tmp_path):
-    model = devise.load(exported[kind], device="cpu")
-    conse = kind == "softmax"
-    predictor = Predictor.load(toy_runs[kind], vocabulary="train,words:300", device="cpu", conse=conse)
-    expected = predictor.predict(as_arrays(val_images), top=5)
-    assert model.classify(val_images, model.vocabulary("train,words:300"), top=5) == expected
-
+def test_an_exported_model_ranks_exactly_as_its_run_folder(exported, toy_runs, val_images, kind):
+    exported_model, run_model = devise.load(exported[kind], device="cpu"), devise.load(toy_runs[kind], device="cpu")
+    expected = run_model.classify(val_images, run_model.vocabulary("train,words:300"), top=5)
+    assert exported_model.classify(val_images, exported_model.vocabulary("train,words:300"), top=5) == expected
     phrases = ["red square", "tiger", "fire truck", "goldfish, Carassius auratus", "blue circle"]
-    (tmp_path / "labels.txt").write_text("\n".join(phrases))
-    predictor = Predictor.load(toy_runs[kind], vocabulary=f"file:{tmp_path / 'labels.txt'}", device="cpu", conse=conse)
-    expected = predictor.predict(as_arrays(val_images), top=3)
-    assert model.classify(val_images, phrases, top=3) == expected
-    assert model.classify(as_arrays(val_images), phrases, top=3) == expected
+    expected = run_model.classify(val_images, phrases, top=3)
+    assert exported_model.classify(val_images, phrases, top=3) == expected
+    assert exported_model.classify(as_arrays(val_images), phrases, top=3) == expected
 
 
 def test_loading_an_exported_model_never_unpickles(exported, val_images, monkeypatch):
@@ -142,11 +136,16 @@ def test_a_softmax_model_classifies_by_conse_or_softmax_and_says_what_it_cannot_
 
 
 def test_classify_decodes_and_ranks_images_batch_by_batch(exported, val_images, monkeypatch):
-    import devise.model.export as portable
+    import devise.model.inference as inference
 
     sizes = []
-    real = portable.image_batch
-    monkeypatch.setattr(portable, "image_batch", lambda images, size, interpolation="bilinear": sizes.append(len(images)) or real(images, size, interpolation))
+    real = inference.image_batch
+
+    def counted(images, size, interpolation="bilinear"):
+        sizes.append(len(images))
+        return real(images, size, interpolation)
+
+    monkeypatch.setattr(inference, "image_batch", counted)
     model = devise.load(exported["devise"], device="cpu")
     in_batches = model.classify(as_arrays(val_images[:20]), top=3, batch_size=8)
     assert sizes == [8, 8, 4]

@@ -12,14 +12,15 @@ import torch
 
 import devise
 import devise.training.loop as training
-from devise.training import runs
 from devise.config import TrainConfig
 from devise.data import ImageSet, load_dataset
 from devise.data import features as feature_cache
+from devise.data.cache import cache_folder
 from devise.errors import DeviseError
+from devise.evaluation.zeroshot import body_split, regime
+from devise.model import checkpoint
 from devise.model.export import export
 from devise.model.pretrained import imagenet_classes, map_by_position, packaged_state_dict
-from devise.evaluation.zeroshot import body_split, regime
 
 TIMM_TOY = dict(data="toy", body="timm:test_efficientnet", image_size=32, dropout=0.1, batch_size=64, epochs=3,
                 optimizer="adam", lr=3e-3, crop_padding=2, bf16=False)
@@ -62,7 +63,7 @@ def test_a_mapping_whose_count_or_shapes_differ_is_refused():
 def test_a_timm_body_from_a_local_weights_file_starts_from_those_weights(tmp_path, timm_weights):
     run = training.train(timm_config(tmp_path, timm_weights, epochs=1, freeze_epochs=1), progress=False)
     given = torch.load(timm_weights, weights_only=True)
-    body = {key[len("body.0."):]: value for key, value in runs.load_checkpoint(run.folder)["model"].items()
+    body = {key[len("body.0."):]: value for key, value in checkpoint.load_checkpoint(run.folder)["model"].items()
             if key.startswith("body.0.")}
     assert all(torch.equal(body[key], given[key]) for key in body)  # frozen: still the file's weights
     assert run.preprocess.size == 32 and run.preprocess.crop_pct == 0.95  # timm's data config, at the run's size
@@ -85,7 +86,7 @@ def test_a_timm_body_trains_and_resumes_exactly(tmp_path, timm_weights, monkeypa
         training.train(timm_config(tmp_path / "stopped", timm_weights, **config), progress=False)
     monkeypatch.setattr(training, "evaluate", real_evaluate)
     resumed = training.train(timm_config(tmp_path / "stopped", timm_weights, **config), resume=True, progress=False)
-    full_state, resumed_state = runs.load_checkpoint(full.folder), runs.load_checkpoint(resumed.folder)
+    full_state, resumed_state = checkpoint.load_checkpoint(full.folder), checkpoint.load_checkpoint(resumed.folder)
     assert resumed_state["epoch"] == 3
     for name, tensor in full_state["model"].items():
         assert torch.allclose(tensor.float(), resumed_state["model"][name].float(), atol=1e-5), name
@@ -96,7 +97,7 @@ def counting_computations(monkeypatch) -> list:
     real = feature_cache.compute_features
 
     def counted(*args, **kwargs):
-        calls.append(args[3])  # the view
+        calls.append(kwargs["view"])
         return real(*args, **kwargs)
 
     monkeypatch.setattr(feature_cache, "compute_features", counted)
@@ -119,7 +120,7 @@ def test_a_damaged_feature_entry_is_computed_again(tmp_path, timm_weights, monke
     data = load_dataset("toy", split="val")
     before = feature_cache.cached_features(run.model.body, run.preprocess, data, progress=False)[0].clone()
     key = feature_cache.feature_key(run.model.body, run.preprocess, "plain", data.images, bf16=False)
-    entry = next(p for p in runs.cache_folder(run.config).glob(f"features/*{key}"))
+    entry = next(p for p in cache_folder(run.config.cache_dir).glob(f"features/*{key}"))
     array = entry / "features.npy"
     array.write_bytes(array.read_bytes()[:-64])  # cut short
     calls = counting_computations(monkeypatch)
@@ -134,7 +135,7 @@ def test_another_body_size_or_image_set_never_reads_a_cached_entry(tmp_path, tim
     data = load_dataset("toy", split="val")
     feature_cache.cached_features(run.model.body, run.preprocess, data, progress=False)
     calls = counting_computations(monkeypatch)
-    other_body = runs.load_run(run.folder).model.body
+    other_body = checkpoint.load_run(run.folder).model.body
     torch.nn.init.zeros_(next(other_body.parameters()))
     feature_cache.cached_features(other_body, run.preprocess, data, progress=False)
     feature_cache.cached_features(run.model.body, replace(run.preprocess, size=24), data, progress=False)
@@ -212,7 +213,7 @@ def test_two_processes_train_a_head_on_cached_features_as_one_process_does(tmp_p
     one = subprocess.run([sys.executable, "-m", "devise", "train", *settings, "--out", str(tmp_path / "one")],
                          capture_output=True, text=True)
     assert one.returncode == 0, one.stderr
-    heads = [{k: v for k, v in runs.load_checkpoint(tmp_path / name)["model"].items() if k.startswith("head.")}
+    heads = [{k: v for k, v in checkpoint.load_checkpoint(tmp_path / name)["model"].items() if k.startswith("head.")}
              for name in ("one", "two")]
     assert all(torch.allclose(heads[0][k], heads[1][k], atol=1e-4) for k in heads[0])
 
@@ -220,8 +221,8 @@ def test_two_processes_train_a_head_on_cached_features_as_one_process_does(tmp_p
 def test_a_pretrained_classifier_predicts_and_compares_with_no_run_folder(tmp_path, timm_weights):
     from PIL import Image
 
+    from devise.evaluation.zeroshot import ZeroShotRequest, run_zero_shot
     from devise.experiment.report import write_report
-    from devise.evaluation.zeroshot import run_zero_shot
 
     image = tmp_path / "photo.png"
     Image.new("RGB", (90, 60), (200, 120, 40)).save(image)
@@ -232,8 +233,8 @@ def test_a_pretrained_classifier_predicts_and_compares_with_no_run_folder(tmp_pa
     assert len(labels) == 3 and set(labels) <= set(imagenet_classes()[1])  # ConSE among ImageNet's 1,000 labels
 
     softmax = training.train(timm_config(tmp_path / "s", timm_weights, epochs=1, freeze_epochs=1, unseen=4), progress=False)
-    results = run_zero_shot([softmax.folder, "efficientnet-lite0"], "unseen", vocabulary="target", out=tmp_path / "zs",
-                            examples=0, progress=False, image_size=32)
+    results = run_zero_shot(ZeroShotRequest([softmax.folder, "efficientnet-lite0"], "unseen", vocabulary="target", out=tmp_path / "zs",
+                            examples=0, progress=False, image_size=32))
     stock = next(m for name, m in results["models"].items() if "efficientnet-lite0" in name and m["kind"] == "ConSE")
     assert stock["stock"] and stock["body"]["trained_on"] == "ImageNet-1K"
     assert stock["body"]["regime"] == "unknown"  # toy names ("red square") are no WordNet nouns: never called unseen

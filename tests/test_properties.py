@@ -12,9 +12,9 @@ from hypothesis.extra.numpy import arrays
 
 from devise.errors import DeviseError
 from devise.evaluation.metrics import hit_at_k, semantic_similarity, similarity_control
-from devise.model.topk import rank_topk
-from devise.labels.spaces import WordVectorSpace
 from devise.labels.sources import keyed_vectors
+from devise.labels.spaces import WordVectorSpace
+from devise.model.topk import rank_topk
 
 SETTINGS = settings(max_examples=60, deadline=None)
 

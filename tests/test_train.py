@@ -11,12 +11,14 @@ import pytest
 import torch
 
 import devise.training.loop as training
-from devise.training import runs
-from devise.config import RANGES, TrainConfig
-from devise.data import BatchLoader, Preprocess, load_dataset
-from devise.data.pipeline import NO_AUGMENT
+from devise.config import TrainConfig, settings
+from devise.data import load_dataset
+from devise.data.pipeline import BatchLoader
+from devise.data.preprocess import Preprocess
 from devise.errors import DeviseError, RunFailed
+from devise.model import checkpoint
 from devise.model.network import ModelSpec, create_model
+from devise.training import runs, steps
 from devise.training.objectives import SoftmaxObjective
 
 
@@ -54,7 +56,7 @@ def test_a_run_folder_holds_config_metrics_checkpoint_curves_and_summary(tmp_pat
     assert all(float(row["epoch_seconds"]) > 0 for row in rows)
     summary = json.loads((run.folder / "summary.json").read_text())
     assert summary["epochs"] == 2 and 0 <= summary["val_top1"] <= 1
-    loaded = runs.load_run(run.folder)
+    loaded = checkpoint.load_run(run.folder)
     assert loaded.class_names == run.class_names and loaded.config.width == 8
 
 
@@ -82,12 +84,12 @@ def test_resume_after_a_stop_matches_an_uninterrupted_run(tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         training.train(toy_config(tmp_path / "stopped", epochs=3), progress=False)
     monkeypatch.setattr(training, "evaluate", real_evaluate)
-    stopped_state = runs.load_checkpoint(tmp_path / "stopped" / "run")
+    stopped_state = checkpoint.load_checkpoint(tmp_path / "stopped" / "run")
     assert stopped_state["epoch"] == 1
 
     resumed = training.train(toy_config(tmp_path / "stopped", epochs=3), resume=True, progress=False)
-    full_state = runs.load_checkpoint(full.folder)
-    resumed_state = runs.load_checkpoint(resumed.folder)
+    full_state = checkpoint.load_checkpoint(full.folder)
+    resumed_state = checkpoint.load_checkpoint(resumed.folder)
     assert resumed_state["epoch"] == 3
     for name, tensor in full_state["model"].items():
         assert torch.allclose(tensor.float(), resumed_state["model"][name].float(), atol=1e-5), name
@@ -104,7 +106,7 @@ def folder_contents(folder):
 
 def test_resuming_a_checkpoint_whose_optimiser_does_not_fit_is_one_clear_error_and_changes_nothing(tmp_path):
     run = training.train(toy_config(tmp_path, epochs=1), progress=False)
-    state = runs.load_checkpoint(run.folder)
+    state = checkpoint.load_checkpoint(run.folder)
     state["optimizer"]["param_groups"] = state["optimizer"]["param_groups"][:1]  # an older layout
     runs.save_checkpoint(run.folder, state)
     before = folder_contents(run.folder)
@@ -161,12 +163,12 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp_path):
 
 def test_learning_rate_schedules():
     config = TrainConfig(epochs=4, lr=1.0, schedule="onecycle", warmup=0.25)
-    rates = [training.learning_rate(config, step, 10) for step in range(40)]
+    rates = [steps.learning_rate(config, step, 10) for step in range(40)]
     assert rates[0] == pytest.approx(0.04) and max(rates) == pytest.approx(1.0) and rates[-1] < 0.05
     step = TrainConfig(epochs=4, lr=1.0, schedule="step", step_epochs=2, step_gamma=0.1)
-    assert [training.learning_rate(step, s, 10) for s in (0, 19, 20, 39)] == pytest.approx([1, 1, 0.1, 0.1])
+    assert [steps.learning_rate(step, s, 10) for s in (0, 19, 20, 39)] == pytest.approx([1, 1, 0.1, 0.1])
     cosine = TrainConfig(epochs=4, lr=1.0, schedule="cosine")
-    assert training.learning_rate(cosine, 0, 10) == 1.0 and training.learning_rate(cosine, 20, 10) == pytest.approx(0.5)
+    assert steps.learning_rate(cosine, 0, 10) == 1.0 and steps.learning_rate(cosine, 20, 10) == pytest.approx(0.5)
 
 
 def test_evaluation_counts_top1_and_top5():
@@ -198,6 +200,9 @@ def test_progressive_resizing_trains_the_first_epochs_on_small_images(tmp_path, 
 def test_progressive_resizing_needs_a_smaller_size(tmp_path):
     with pytest.raises(DeviseError, match="--small-size"):
         training.train(toy_config(tmp_path, small_epochs=1, small_size=32), progress=False)
+
+
+RANGES = {item.name: item.metadata["range"] for item in settings() if item.metadata["range"]}
 
 
 @pytest.mark.parametrize("name", sorted(RANGES))

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import pytest
-
 import torch
 
 from devise.labels.run_labels import RunLabels
-from devise.labels.vocabulary import build_vocabulary
 from devise.labels.spaces import load_label_space
-from devise.labels.wordnet import (EXTRACT, WordNet, correct_sets, hierarchical_precision, hop_vocabulary, is_wnid,
-                            load_wordnet, ranking_hierarchy)
+from devise.labels.vocabulary import build_vocabulary
+from devise.labels.wordnet import (
+    EXTRACT,
+    WordNet,
+    correct_sets,
+    hierarchical_precision,
+    hop_vocabulary,
+    is_wnid,
+    load_wordnet,
+    ranking_hierarchy,
+)
 
 #   animal
 #   +-- cat -- lion, tiger
@@ -95,8 +102,10 @@ def test_zero_shot_over_a_two_hop_vocabulary_scores_flat_and_hierarchical_precis
     names = load_wordnet().names  # Tiny ImageNet's class names are these synonym lists
     target = ImageSet(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 0, 1, 1]),
                       [names[TIGER], names[HOUSE_CAT]], "held out", [TIGER, HOUSE_CAT])
-    run = SimpleNamespace(class_names=[names[JAGUAR], names[GOLDFISH]], class_ids=[JAGUAR, GOLDFISH])
-    model = ZeroShotModel("DeViSE (perfect)", "DeViSE", run)
+    trained = SimpleNamespace(labels=[names[JAGUAR], names[GOLDFISH]], label_ids=[JAGUAR, GOLDFISH],
+                              body_trained_on={"description": "jaguar and goldfish", "ids": [JAGUAR, GOLDFISH]},
+                              stock=False)  # the parts of a DeviseModel that scoring reads
+    model = ZeroShotModel("DeViSE (perfect)", "DeViSE", trained)
     outputs = {model.name: space.embed(target.class_names)[target.labels]}  # each image predicts its label's vector
     results = evaluate_zero_shot([model], target, space, "wordnet:2hop", outputs)
     entry = results["models"][model.name]

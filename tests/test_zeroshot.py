@@ -12,18 +12,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import devise as devise_api
 import devise.training.loop as training
 from devise.config import TrainConfig
 from devise.errors import DeviseError
-from devise.training import runs
-from devise.model.inference import conse_vectors
-from devise.evaluation.metrics import (area_under_seen_unseen_curve, best_harmonic_constant, calibration_gamma,
-                            generalised_figures, harmonic_mean, ranking_metrics, seen_unseen_curve, semantic_similarity,
-                            similarity_control)
+from devise.evaluation.metrics import generalised_figures, ranking_metrics, semantic_similarity, similarity_control
 from devise.labels.run_labels import RunLabels
-from devise.labels.vocabulary import Vocabulary, build_vocabulary
-from devise.labels.spaces import WordVectorSpace
 from devise.labels.sources import keyed_vectors
+from devise.labels.spaces import WordVectorSpace
+from devise.labels.vocabulary import Vocabulary, build_vocabulary
+from devise.model import checkpoint
+from devise.model.inference import conse_vectors
+from devise.training import runs
+from devise.training.calibration import (
+    area_under_seen_unseen_curve,
+    best_harmonic_constant,
+    calibration_gamma,
+    harmonic_mean,
+    seen_unseen_curve,
+)
 
 E = torch.eye(3)
 
@@ -145,7 +152,8 @@ def test_the_held_out_split_never_lets_an_unseen_class_into_training(held_out_ru
     assert len(unseen["names"]) == 8
     assert not set(unseen["names"]) & set(softmax.class_names)
     assert len(softmax.class_names) == 32 and devise.class_names == softmax.class_names
-    train_set, val_set = runs.run_split(softmax, "train", progress=False), runs.run_split(softmax, progress=False)
+    train_set = runs.run_split(softmax.config, softmax.folder, "train", progress=False)
+    val_set = runs.run_split(softmax.config, softmax.folder, progress=False)
     assert train_set.num_classes == 32 and int(train_set.labels.max()) == 31
     assert not set(unseen["ids"]) & set(train_set.class_ids) and not set(unseen["ids"]) & set(val_set.class_ids)
 
@@ -171,7 +179,7 @@ def test_zeroshot_command_on_the_unseen_toy_classes(held_out_runs, tmp_path):
 
 
 def test_a_frozen_body_devise_run_chooses_its_calibration_constant_on_class_splits(held_out_runs, tmp_path):
-    from devise.evaluation.zeroshot import run_zero_shot
+    from devise.evaluation.zeroshot import ZeroShotRequest, run_zero_shot
 
     softmax, unfrozen = held_out_runs
     frozen = training.train(TrainConfig(**SMALL, head="embedding", epochs=2, freeze_epochs=2, init=str(softmax.folder),
@@ -184,8 +192,8 @@ def test_a_frozen_body_devise_run_chooses_its_calibration_constant_on_class_spli
         assert not set(split["pseudo_unseen"]) & set(unseen) and 0 <= split["harmonic"] <= 1
     assert calibration["gamma"] == pytest.approx(sum(s["gamma"] for s in calibration["splits"]) / 3)
     assert runs.read_calibration(unfrozen.folder) is None  # its body trained: no head alone can be redone
-    results = run_zero_shot([frozen.folder, unfrozen.folder], "unseen", vocabulary="target", out=tmp_path / "zs",
-                            examples=0, progress=False)
+    results = run_zero_shot(ZeroShotRequest([frozen.folder, unfrozen.folder], "unseen", vocabulary="target", out=tmp_path / "zs",
+                            examples=0, progress=False))
     by_folder = {name.split("(")[-1].rstrip(")"): m for name, m in results["models"].items()}
     assert by_folder["frozen"]["calibration"] == "class split"
     assert by_folder["frozen"]["gzsl_gamma"] == pytest.approx(calibration["gamma"])
@@ -193,19 +201,21 @@ def test_a_frozen_body_devise_run_chooses_its_calibration_constant_on_class_spli
 
 
 def test_conse_chooses_its_calibration_constant_on_class_splits_in_the_space_compared_in(held_out_runs, tmp_path):
+    from devise.evaluation.zeroshot import ZeroShotRequest, comparison_space, run_zero_shot
     from devise.training.calibration import class_split_constant
-    from devise.evaluation.zeroshot import comparison_space, run_zero_shot
 
     softmax, devise = held_out_runs
-    results = run_zero_shot([devise.folder, softmax.folder], "unseen", vocabulary="target", out=tmp_path / "zs",
-                            examples=0, progress=False)
+    results = run_zero_shot(ZeroShotRequest([devise.folder, softmax.folder], "unseen", vocabulary="target", out=tmp_path / "zs",
+                            examples=0, progress=False))
     conse = next(m for m in results["models"].values() if m["kind"] == "ConSE")
     assert conse["calibration"] == "class split"
     # The same constant as the softmax run's last layer redone on three splits, read in the DeViSE run's space.
-    train_set, val_set = runs.run_split(softmax, "train", progress=False), runs.run_split(softmax, progress=False)
-    space = comparison_space([devise, softmax])
-    chosen = class_split_constant(softmax, train_set, val_set, space.embed(train_set.class_names, train_set.class_ids),
-                                  progress=False)
+    train_set = runs.run_split(softmax.config, softmax.folder, "train", progress=False)
+    val_set = runs.run_split(softmax.config, softmax.folder, progress=False)
+    models = [devise_api.load(devise.folder, device="cpu"), devise_api.load(softmax.folder, device="cpu")]
+    space = comparison_space(models)
+    chosen = class_split_constant(softmax.config, lambda data: models[1].body_outputs(data, progress=False), train_set,
+                                  val_set, space.embed(train_set.class_names, train_set.class_ids), progress=False)
     assert len(chosen["splits"]) == 3 and conse["gzsl_gamma"] == pytest.approx(chosen["gamma"])
     assert runs.read_calibration(softmax.folder) is None  # it belongs to the space, not to the softmax run
 
@@ -214,13 +224,17 @@ def test_class_splits_train_on_the_images_the_run_trained_on(held_out_runs, monk
     from devise.training import calibration
 
     softmax, _ = held_out_runs
-    train_set, val_set = runs.run_split(softmax, "train", progress=False), runs.run_split(softmax, progress=False)
-    featured = []
-    body_features = calibration.body_features
-    monkeypatch.setattr(calibration, "body_features",
-                        lambda run, data, progress: featured.append(len(data)) or body_features(run, data, progress))
-    trial = replace(softmax, config=replace(softmax.config, train_limit=100))  # trained with --train-limit 100
-    calibration.class_split_constant(trial, train_set, val_set, torch.randn(len(softmax.class_names), 8), progress=False)
+    train_set = runs.run_split(softmax.config, softmax.folder, "train", progress=False)
+    val_set = runs.run_split(softmax.config, softmax.folder, progress=False)
+    model, featured = devise_api.load(softmax.folder, device="cpu"), []
+
+    def features_of(data):
+        featured.append(len(data))
+        return model.body_outputs(data, progress=False)
+
+    trial = replace(softmax.config, train_limit=100)  # trained with --train-limit 100
+    calibration.class_split_constant(trial, features_of, train_set, val_set, torch.randn(len(softmax.class_names), 8),
+                                     progress=False)
     assert featured == [100, len(val_set)]  # its first 100 training images; the validation images, half then used
 
 
@@ -228,7 +242,7 @@ def test_zeroshot_on_an_image_folder_target(held_out_runs, tmp_path):
     from PIL import Image
 
     from devise.data import load_dataset
-    from devise.evaluation.zeroshot import run_zero_shot
+    from devise.evaluation.zeroshot import ZeroShotRequest, run_zero_shot
 
     softmax, devise = held_out_runs
     unseen = json.loads((softmax.folder / "unseen.json").read_text())["names"][:3]
@@ -238,8 +252,8 @@ def test_zeroshot_on_an_image_folder_target(held_out_runs, tmp_path):
         index = toy.class_names.index(name)
         for i, image in enumerate(toy.images[toy.labels == index][:5]):
             Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp_path / "target" / name / f"{i}.png")
-    results = run_zero_shot([devise.folder, softmax.folder], "folder", str(tmp_path / "target"),
-                            vocabulary="target,train,words:200", out=tmp_path / "zs", examples=2, progress=False)
+    results = run_zero_shot(ZeroShotRequest([devise.folder, softmax.folder], "folder", str(tmp_path / "target"),
+                            vocabulary="target,train,words:200", out=tmp_path / "zs", examples=2, progress=False))
     assert results["images"] == 15 and results["target_classes"] == 3
     entry = next(m for m in results["models"].values() if m["kind"] == "DeViSE")
     assert entry["vocabulary_size"] > 3 + 32 and 0 <= entry["vocabulary_hit@5"] <= entry["hit@5"]
@@ -248,39 +262,41 @@ def test_zeroshot_on_an_image_folder_target(held_out_runs, tmp_path):
 
 def test_zeroshot_on_a_cifar100_target(held_out_runs, tmp_path):
     from conftest import write_cifar100
-    from devise.evaluation.zeroshot import run_zero_shot
+
+    from devise.evaluation.zeroshot import ZeroShotRequest, run_zero_shot
 
     softmax, devise = held_out_runs
     write_cifar100(tmp_path, {"test": 40}, names=["aquarium_fish", "maple_tree", "lawn_mower", "tiger", "shark"])
-    results = run_zero_shot([devise.folder, softmax.folder], "cifar100", str(tmp_path), out=tmp_path / "zs",
-                            examples=0, progress=False)
+    results = run_zero_shot(ZeroShotRequest([devise.folder, softmax.folder], "cifar100", str(tmp_path), out=tmp_path / "zs",
+                            examples=0, progress=False))
     assert results["images"] == 40 and results["target_classes"] == 5
     assert {m["kind"] for m in results["models"].values()} == {"DeViSE", "ConSE", "softmax"}
 
 
 def test_a_target_label_without_a_vector_fails_before_any_image_is_decoded_or_run(held_out_runs, tmp_path,
                                                                                 monkeypatch):
-    import devise.data.folder as folder
-    import devise.evaluation.zeroshot as zeroshot
     from conftest import write_cifar100
     from PIL import Image
+
+    import devise.data.folder as folder
+    import devise.evaluation.zeroshot as zeroshot
 
     softmax, devise = held_out_runs
     for name in ("qqvorp", "green circle"):
         (tmp_path / "target" / name).mkdir(parents=True)
         Image.new("RGB", (16, 16)).save(tmp_path / "target" / name / "0.png")
     monkeypatch.setattr(folder, "decode_many", lambda *args, **kwargs: pytest.fail("an image was decoded"))
-    monkeypatch.setattr(zeroshot, "model_outputs", lambda *args, **kwargs: pytest.fail("a model ran"))
+    monkeypatch.setattr(zeroshot.DeviseModel, "dataset_outputs", lambda *args, **kwargs: pytest.fail("a model ran"))
     with pytest.raises(DeviseError) as failed:
-        zeroshot.run_zero_shot([devise.folder, softmax.folder], "folder", str(tmp_path / "target"),
-                               out=tmp_path / "zs", progress=False)
+        zeroshot.run_zero_shot(zeroshot.ZeroShotRequest([devise.folder, softmax.folder], "folder", str(tmp_path / "target"),
+                               out=tmp_path / "zs", progress=False))
     assert "no vector in" in str(failed.value) and "'qqvorp'" in str(failed.value)
     assert "'green circle'" not in str(failed.value) and "--replacements FILE" in str(failed.value)
     # A target whose names come with its images (CIFAR-100's meta file): refused before the models run.
     write_cifar100(tmp_path / "cifar", {"test": 10}, names=["tiger", "qqvorp"])
     with pytest.raises(DeviseError, match="no vector in .* 'qqvorp'; map them to other words with --replacements"):
-        zeroshot.run_zero_shot([devise.folder], "cifar100", str(tmp_path / "cifar"), out=tmp_path / "zs",
-                               progress=False)
+        zeroshot.run_zero_shot(zeroshot.ZeroShotRequest([devise.folder], "cifar100", str(tmp_path / "cifar"), out=tmp_path / "zs",
+                               progress=False))
     assert not (tmp_path / "zs" / "zeroshot.json").exists()
 
 
@@ -303,7 +319,7 @@ def test_a_run_trained_with_relative_paths_is_used_from_any_directory(tmp_path):
              "--width", "8", "--hidden", "16", "--batch-size", "16", "--epochs", "1", "--out", "run", "--quiet"]
     trained = subprocess.run(train, cwd=work, capture_output=True, text=True)
     assert trained.returncode == 0, trained.stderr
-    saved = runs.load_config(work / "run")
+    saved = checkpoint.load_config(work / "run")
     assert saved.data_root == str((work / "data").resolve()) and saved.cache_dir == str((work / "cache").resolve())
     assert saved.replacements == str((work / "replacements.txt").resolve()) and saved.out == "run"
     for command in (["zeroshot", str(work / "run"), "--target", "unseen", "--out", "zs", "--example-images", "0"],
@@ -384,16 +400,16 @@ def renamed_runs(tmp_path_factory):
 
 def test_zero_shot_reads_labels_with_the_runs_own_rule_and_replacements(renamed_runs, tmp_path):
     from devise.data import load_dataset
-    from devise.labels.spaces import load_label_space
+    from devise.evaluation.zeroshot import ZeroShotRequest, run_zero_shot
     from devise.labels.run_labels import read_replacements
-    from devise.evaluation.zeroshot import run_zero_shot
+    from devise.labels.spaces import load_label_space
 
     softmax, devise, replacements = renamed_runs
-    results = run_zero_shot([devise.folder, softmax.folder], "unseen", vocabulary="target", out=tmp_path / "zs",
-                            examples=0, progress=False, device="cpu")
+    results = run_zero_shot(ZeroShotRequest([devise.folder, softmax.folder], "unseen", vocabulary="target", out=tmp_path / "zs",
+                            examples=0, progress=False, device="cpu"))
     # By hand: the held-out classes' images, ranked among their names read with rule "first".
     unseen = json.loads((devise.folder / "unseen.json").read_text())["names"]
-    everything = load_dataset("folder", devise.config.data_root, "val", 32, progress=False)
+    everything = load_dataset("folder", devise.config.data_root, "val", image_size=32, progress=False)
     keep = torch.tensor([everything.class_names[y] in unseen for y in everything.labels.tolist()])
     names = [everything.class_names[y] for y in everything.labels[keep].tolist()]
     glove = load_label_space()
@@ -412,8 +428,9 @@ def test_zero_shot_reads_labels_with_the_runs_own_rule_and_replacements(renamed_
 
 
 def test_a_target_class_without_a_vector_names_itself_and_the_flag_and_a_replacements_file_fixes_it(renamed_runs, tmp_path):
-    from devise.data import load_dataset
     from PIL import Image
+
+    from devise.data import load_dataset
 
     softmax, devise, replacements = renamed_runs
     toy = load_dataset("toy", split="test")

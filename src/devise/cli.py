@@ -15,28 +15,27 @@ from dataclasses import fields
 from pathlib import Path
 
 from devise import __version__
-from devise import log as progress
-from devise.config import DATASETS, DEFAULT_RULE, LABEL_RULES, LABEL_SPACES, PRESETS
+from devise.config import DATASETS, DEFAULT_RULE, LABEL_RULES, LABEL_SPACES, presets
 from devise.errors import DeviseError
+from devise.log import configure, quiet_third_parties
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per `TrainConfig` field (`batch_size` -> `--batch-size`), its help the field's own
-    comment; default None, so that only the flags a user typed override the file and the preset."""
-    from devise.config import TrainConfig, field_help
+    """One flag per `TrainConfig` field (`batch_size` -> `--batch-size`), its help, choices and type
+    from the field itself; default None, so that only the flags a user typed override the file and
+    the preset."""
+    from devise.config import choices_of, default_of, help_of, settings, value_type
 
-    defaults, helps = TrainConfig(), field_help()
     group = parser.add_argument_group("run settings (also accepted as keys of --config FILE)")
-    for field in fields(TrainConfig):
-        flag = "--" + field.name.replace("_", "-")
-        default = getattr(defaults, field.name)
-        text = helps.get(field.name, "") + ("" if default is None else f" (default: {default})")
-        text = text.replace("%", "%%")
-        if field.type in ("bool", "bool | None", bool):
+    for item in settings():
+        default = default_of(item)
+        text = (help_of(item) + ("" if default is None else f" (default: {default})")).replace("%", "%%")
+        flag = "--" + item.name.replace("_", "-")
+        if value_type(item.name) is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            kind = {"int": int, "float": float}.get(str(field.type), str)
-            group.add_argument(flag, type=kind, default=None, metavar=field.name.upper(), help=text)
+            group.add_argument(flag, type=value_type(item.name), default=None, choices=choices_of(item.name),
+                               metavar=item.name.upper(), help=text)
 
 
 def is_main_process() -> bool:
@@ -46,8 +45,8 @@ def is_main_process() -> bool:
 
 def config_from_args(args: argparse.Namespace):
     """Defaults <- --preset <- saved run config (on --resume) <- --config FILE <- flags typed."""
-    from devise.training import runs
-    from devise.config import TrainConfig, preset_settings
+    from devise.config import TrainConfig, config_from, preset_settings, read_settings
+    from devise.model.checkpoint import CONFIG
 
     values: dict = {}
     if args.preset:
@@ -55,17 +54,17 @@ def config_from_args(args: argparse.Namespace):
     if args.resume:
         if args.out is None:
             raise DeviseError("--resume needs --out RUN_FOLDER")
-        saved = Path(args.out) / runs.CONFIG
+        saved = Path(args.out) / CONFIG
         if not saved.is_file():
             raise DeviseError(f"cannot resume: {saved} does not exist")
-        values.update(runs.read_settings(saved))
+        values.update(read_settings(saved))
     if args.config:
-        values.update(runs.read_settings(args.config))
+        values.update(read_settings(args.config))
     for field in fields(TrainConfig):
         typed = getattr(args, field.name)
         if typed is not None:
             values[field.name] = typed
-    return runs.config_from(values, args.config or "settings")
+    return config_from(values, args.config or "settings")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -79,8 +78,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_curves(args: argparse.Namespace) -> int:
-    from devise.training import runs
     from devise.plots import plot_learning_curves
+    from devise.training import runs
 
     curves = {}
     for folder in args.runs:
@@ -100,7 +99,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     from devise.data import load_dataset
 
     for split in args.splits:
-        data = load_dataset(args.data, args.data_root, split, args.image_size, args.cache_dir, args.download,
+        data = load_dataset(args.data, args.data_root, split, image_size=args.image_size, cache_dir=args.cache_dir, download=args.download,
                             progress=not args.quiet)
         means = data.images[:: max(1, len(data) // 20000)].float().mean(dim=(0, 2, 3))
         print(json.dumps({"data": args.data, "split": split, "images": len(data), "classes": data.num_classes,
@@ -117,7 +116,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise DeviseError("--labels needs one label per run")
     results = {}
     for folder in args.runs:
-        result = evaluate_run(folder, args.split, args.data_root, progress=not args.quiet, device=args.device)
+        result = evaluate_run(folder, split=args.split, data_root=args.data_root, progress=not args.quiet,
+                              device=args.device)
         name = args.labels[len(results)] if args.labels else Path(folder).name
         results[name] = result
         hits = " ".join(f"{key}={value:.4f}" for key, value in result.items() if key.startswith("hit@"))
@@ -130,8 +130,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_vectors_check(args: argparse.Namespace) -> int:
     from devise.data import load_dataset
-    from devise.labels.spaces import label_coverage, load_label_space
     from devise.labels.run_labels import read_replacements
+    from devise.labels.spaces import label_coverage, load_label_space
 
     data = load_dataset(args.data, args.data_root, args.split, cache_dir=args.cache_dir, progress=not args.quiet)
     space = load_label_space(args.vectors, args.vectors_path)
@@ -150,7 +150,7 @@ def cmd_vectors_check(args: argparse.Namespace) -> int:
 
 
 def cmd_zeroshot(args: argparse.Namespace) -> int:
-    from devise.evaluation.zeroshot import run_zero_shot
+    from devise.evaluation.zeroshot import ZeroShotRequest, run_zero_shot
 
     examples = args.examples
     if args.example_images:
@@ -158,10 +158,10 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
             examples = [int(i) for i in args.example_images.split(",")]
         except ValueError:
             raise DeviseError(f"--example-images takes comma-separated numbers, not {args.example_images!r}") from None
-    results = run_zero_shot(args.runs, args.target, args.target_root, args.vocabulary, args.vectors, args.conse_top,
-                            args.out, examples, progress=not args.quiet, download=args.download, device=args.device,
-                            replacements=args.replacements, cache_dir=args.cache_dir, prompts=args.prompts,
-                            image_size=args.image_size)
+    results = run_zero_shot(ZeroShotRequest(
+        args.runs, args.target, args.target_root, args.vocabulary, vectors=args.vectors, prompts=args.prompts,
+        image_size=args.image_size, conse_top=args.conse_top, out=args.out, examples=examples, progress=not args.quiet,
+        download=args.download, device=args.device, replacements=args.replacements, cache_dir=args.cache_dir))
     print(f"target {results['target']}: {results['images']} images, {results['target_classes']} classes, "
           f"label space {results['label_space']}, vocabulary {results['vocabulary']}")
     for name, entry in results["models"].items():
@@ -214,22 +214,22 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from devise.serve.app import serve
 
-    serve(args.models, args.host, args.port, args.device, args.words, args.labels, args.max_mb, args.top)
+    serve(args.models, host=args.host, port=args.port, device=args.device, words=args.words, labels_file=args.labels, max_mb=args.max_mb, top=args.top)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from devise.experiment.report import write_report
 
-    print(write_report(args.runs, args.out, args.title, args.zeroshot or ()))
+    print(write_report(args.runs, args.out, title=args.title, zero_shot=args.zeroshot or ()))
     return 0
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from devise.experiment.reproduce import reproduce
 
-    summary = reproduce(args.preset, args.data_root, args.out, args.target, args.target_root, args.download,
-                        args.cache_dir, progress=not args.quiet, device=args.device, budget=args.budget)
+    summary = reproduce(args.preset, data_root=args.data_root, out=args.out, target=args.target, target_root=args.target_root, download=args.download,
+                        cache_dir=args.cache_dir, progress=not args.quiet, device=args.device, budget=args.budget)
     if summary is not None:  # None in torchrun's processes other than rank 0
         print_summary(summary, Path(args.out))
     return 0
@@ -257,8 +257,9 @@ def options(*names: str) -> argparse.ArgumentParser:
     """A parent parser holding the shared options a command takes."""
     parent = argparse.ArgumentParser(add_help=False)
     shared = {
-        "quiet": lambda: parent.add_argument("--quiet", action="store_true",
-                                             help="no progress bars or per-epoch and per-stage lines"),
+        "quiet": lambda: (parent.add_argument("--quiet", action="store_true",
+                                              help="no progress bars or per-epoch and per-stage lines"),
+                          parent.add_argument("--verbose", action="store_true", help="debugging lines too")),
         "device": lambda: parent.add_argument("--device", default="auto", help=(
             "auto (a CUDA GPU if there is one, else the CPU), cpu, cuda or cuda:N (default: auto)")),
         "data_root": lambda: parent.add_argument("--data-root", help="the dataset's zip or folder"),
@@ -314,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="train a softmax or embedding model into a run folder",
                                 description="Train a model; settings from flags and/or a TOML file.")
     train.add_argument("--config", help="TOML file of run settings (flags typed override it)")
-    train.add_argument("--preset", choices=list(PRESETS),
+    train.add_argument("--preset", choices=list(presets()),
                        help="start from a preset's settings for --head (the ones `devise reproduce` uses)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     add_config_flags(train)
@@ -410,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce = commands.add_parser("reproduce", parents=[options("quiet", "device", "data_root", "cache_dir",
                                                                   "download")],
                                     help="the whole experiment: train, evaluate, zero-shot, report")
-    reproduce.add_argument("--preset", default="cpu", choices=list(PRESETS),
+    reproduce.add_argument("--preset", default="cpu", choices=list(presets()),
                            help="settings: cpu (about 7-9 min on a 2-core CPU with native bf16), cpu-long (under "
                                 "an hour there), gpu (one GPU), paper, demo (default: cpu)")
     reproduce.add_argument("--target", default="unseen",
@@ -451,7 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    progress.quiet = getattr(args, "quiet", False)
+    # torchrun's other processes train and stay silent: rank 0 reports
+    configure(quiet=getattr(args, "quiet", False) or not is_main_process(), verbose=getattr(args, "verbose", False))
+    quiet_third_parties()
     try:
         return args.func(args)
     except DeviseError as error:

@@ -1,129 +1,186 @@
-"""Run settings as one flat dataclass, the rules they must follow, and the presets.
+"""Run settings: one flat dataclass whose fields carry their help, choices and range, the rules a
+config must follow, TOML files of settings, and the presets.
 
-Flat on purpose (nanoGPT style): every setting is one name, the same in the TOML file, on the
-command line (`--batch-size` for `batch_size`) and in the run folder's saved `config.toml`. The
-comment beside each field is its help text on the command line (`field_help`).
+Flat on purpose (nanoGPT style): every setting is one name, the same in a TOML file, on the
+command line (`--batch-size` for `batch_size`) and in the run folder's saved `config.toml`. Each
+field's metadata is the one place its help text, its choices (a `Literal` type) and its range are
+written; the command line, the TOML reader, `problems` and the docs read them from here.
 
-This module imports nothing else from devise: the model, the data pipeline and the label spaces
-read their settings from here, never the other way round. `problems(config)` says, in a user's
-words, every rule a config breaks; the code that acts on a config turns them into errors.
+This module imports nothing else from devise but its errors: the model, the data pipeline and the
+label spaces read their settings from here, never the other way round. `problems(config)` says, in
+a user's words, every rule a config breaks; the code that acts on a config turns them into errors.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import asdict, dataclass, fields, replace
+import functools
+import tomllib
+import typing
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
+from importlib import resources
 from pathlib import Path
+from typing import Literal
 
-DATASETS = ("tiny-imagenet", "cifar100", "folder", "toy")
-HEADS = ("softmax", "embedding")
-OWN_BODIES = ("cnn", "resnet9")  # devise's own networks; timm's are "timm:NAME" (devise.model.pretrained)
-PRETRAINED_BODIES = ("efficientnet-lite0",)  # weights devise knows by name (devise.model.pretrained.KNOWN)
-LOSSES = ("cosine", "hinge", "rank", "crossentropy")
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("onecycle", "cosine", "step", "constant")
-LABEL_SPACES = ("glove-6b-50d", "word2vec-text", "word2vec-binary", "glove-text", "fasttext-vec", "minilm")
-LABEL_RULES = ("first", "mean")
-ON_BAD_IMAGE = ("error", "skip")
-PROMPT_SETS = ("default", "hypernym")  # built-in prompt templates (devise.labels.spaces.BUILT_IN_PROMPTS)
-DEFAULT_RULE = "mean"  # measured on Tiny ImageNet: docs/results.md, DeViSE table
+from devise.errors import DeviseError, read_text_file
+
+# The choices of every setting that has a fixed set: the one list of each, read by `problems`, the
+# command line and the code that acts on a setting (by name).
+Dataset = Literal["tiny-imagenet", "cifar100", "folder", "toy"]
+Head = Literal["softmax", "embedding"]
+Loss = Literal["cosine", "hinge", "rank", "crossentropy"]
+Optimizer = Literal["sgd", "adam"]
+Schedule = Literal["onecycle", "cosine", "step", "constant"]
+LabelSpace = Literal["glove-6b-50d", "word2vec-text", "word2vec-binary", "glove-text", "fasttext-vec", "minilm"]
+LabelRule = Literal["first", "mean"]
+OnBadImage = Literal["error", "skip"]
+DATASETS, HEADS, LOSSES = typing.get_args(Dataset), typing.get_args(Head), typing.get_args(Loss)
+LABEL_SPACES, LABEL_RULES = typing.get_args(LabelSpace), typing.get_args(LabelRule)
+OWN_BODIES = ("cnn", "resnet9")  # devise's own networks (devise.model.network); timm's are "timm:NAME"
+PRETRAINED_BODIES = ("efficientnet-lite0",)  # weights devise loads by name (devise.model.pretrained)
+PROMPT_SETS = ("default", "hypernym")  # built-in prompt templates (devise.labels.prompts)
+DEFAULT_RULE = "mean"
+
+
+def setting(default, help: str, *, low=None, high=None, low_ok: bool = True, high_ok: bool = True, path: bool = False):
+    """A `TrainConfig` field: its default, its help text, its range (`low`/`high`, each allowed
+    or not; None: no bound) and whether it names a file or folder."""
+    return field(default=default, metadata={"help": help, "range": (low, high, low_ok, high_ok) if
+                                            low is not None or high is not None else None, "path": path})
 
 
 @dataclass
 class TrainConfig:
     # data
-    data: str = "tiny-imagenet"  # dataset: tiny-imagenet, cifar100, folder or toy
-    data_root: str | None = None  # the dataset's zip or folder; unset: the cache (or --download)
-    cache_dir: str | None = None  # where decoded datasets are kept (default ~/.cache/devise)
-    download: bool = False  # fetch the dataset when it is not on disk
-    val_split: str = "val"  # the split validated on after each epoch
-    val_share: float = 0.1  # a folder dataset without val/: validate on this seeded share of each class's images
-    image_size: int = 0  # pixels the network sees; 0: the body's own (32 for cnn and resnet9, the weights' input size for a timm body)
-    train_limit: int = 0  # use only the first N training images (0: all); for quick trials
-    unseen: int = 0  # hold this many classes (a seeded draw) out of training, for zero-shot tests
-    unseen_seed: int = 0  # the seed of that draw
+    data: Dataset = setting("tiny-imagenet", "the dataset")
+    data_root: str | None = setting(None, "the dataset's zip or folder; unset: the cache (or --download)", path=True)
+    cache_dir: str | None = setting(None, "where decoded datasets and features are kept (default ~/.cache/devise)",
+                                    path=True)
+    download: bool = setting(False, "fetch the dataset when it is not on disk")
+    val_split: str = setting("val", "the split validated on after each epoch")
+    val_share: float = setting(0.1, "a folder dataset without val/: validate on this seeded share of each class's "
+                                    "images", low=0, high=1, low_ok=False, high_ok=False)
+    image_size: int = setting(0, "pixels the network sees; 0: the body's own (32 for cnn and resnet9, the weights' "
+                                 "input size for a timm body)", low=0, high=1024)
+    train_limit: int = setting(0, "use only the first N training images (0: all); for quick trials", low=0)
+    unseen: int = setting(0, "hold this many classes (a seeded draw) out of training, for zero-shot tests", low=0)
+    unseen_seed: int = setting(0, "the seed of that draw", low=0)
     # model
-    head: str = "softmax"  # softmax (class logits) or embedding (DeViSE: a vector in the label space)
-    body: str = "resnet9"  # the visual network: cnn (plain, the paper's style), resnet9, efficientnet-lite0, or timm:NAME (any timm architecture)
-    pretrained: bool = False  # start a timm body from pretrained weights (efficientnet-lite0: packaged; timm:NAME: timm's own, from the hub or --pretrained-file)
-    pretrained_file: str | None = None  # a local weights file for --pretrained on a timm:NAME body, read by timm's own loader
-    width: int = 32  # channels of the first conv block (x2, x4, x8 later); 32 suits a 2-core CPU
-    stem_pool: bool = False  # resnet9: max-pool after the first conv, so 64 px images cost what 32 px ones do
-    hidden: int = 512  # units of the fully connected layer before the head
-    dropout: float = 0.4  # dropout between the convolutions and the FC layer, and before the head
+    head: Head = setting("softmax", "softmax (class logits) or embedding (DeViSE: a vector in the label space)")
+    body: str = setting("resnet9", "the visual network: cnn (plain, the paper's style), resnet9, efficientnet-lite0, "
+                                   "or timm:NAME (any timm architecture)")
+    pretrained: bool = setting(False, "start a timm body from pretrained weights (efficientnet-lite0: packaged; "
+                                      "timm:NAME: timm's own, from the hub or --pretrained-file)")
+    pretrained_file: str | None = setting(None, "a local weights file for --pretrained on a timm:NAME body, read by "
+                                                "timm's own loader", path=True)
+    width: int = setting(32, "channels of the first conv block (x2, x4, x8 later)", low=1, high=1024)
+    stem_pool: bool = setting(False, "resnet9: max-pool after the first conv, so 64 px images cost what 32 px ones do")
+    hidden: int = setting(512, "units of the fully connected layer before the head", low=1)
+    dropout: float = setting(0.4, "dropout between the convolutions and the FC layer, and before the head",
+                             low=0, high=1, high_ok=False)
     # embedding head (DeViSE)
-    loss: str = "hinge"  # cosine, hinge (one random wrong label), rank (all wrong labels) or crossentropy
-    margin: float = 0.1  # margin of the hinge and rank losses
-    temperature: float = 0.05  # the crossentropy loss divides the cosines by it
-    vectors: str = "glove-6b-50d"  # label space: glove-6b-50d, minilm, or a file format with --vectors-path
-    vectors_path: str | None = None  # the vectors file for word2vec-text, word2vec-binary, glove-text, fasttext-vec
-    label_rule: str = DEFAULT_RULE  # synonym lists: the "first" usable synonym or the "mean" of all usable
-    prompts: str | None = None  # sentence label spaces: "default" (templates like "a photo of a {}."), "hypernym" (each naming the label's WordNet parent: "a photo of a {}, a kind of {parent}.") or a file of templates; a label is their mean
-    replacements: str | None = None  # file of 'label<TAB>words' lines for labels the vectors do not know
-    random_vectors: bool = False  # control: random unit label vectors of the same size
-    centre_labels: bool = False  # take the mean of the training labels' vectors off every label vector (then unit length again), so the direction all labels share stops counting in their cosines
-    embed_hidden: int = 0  # 0: one linear layer to the label space (the paper); N: an MLP with N units
-    init: str | None = None  # a softmax run folder to warm-start the body from
-    freeze_epochs: int = 0  # keep the warm-started body frozen for this many epochs
-    distill: float = 0.0  # weight of the --init softmax run's probabilities in the targets (crossentropy loss)
-    distill_temperature: float = 1.0  # the teacher's logits are divided by it first: above 1 spreads its probabilities
+    loss: Loss = setting("hinge", "cosine, hinge (one random wrong label), rank (all wrong labels) or crossentropy")
+    margin: float = setting(0.1, "margin of the hinge and rank losses", low=0)
+    temperature: float = setting(0.05, "the crossentropy loss divides the cosines by it", low=0, low_ok=False)
+    vectors: LabelSpace = setting("glove-6b-50d", "label space: glove-6b-50d, minilm, or a file format with "
+                                                  "--vectors-path")
+    vectors_path: str | None = setting(None, "the vectors file for word2vec-text, word2vec-binary, glove-text, "
+                                             "fasttext-vec", path=True)
+    label_rule: LabelRule = setting(DEFAULT_RULE, "synonym lists: the first usable synonym, or the mean of all usable")
+    prompts: str | None = setting(None, "sentence label spaces: default (templates like 'a photo of a {}.'), "
+                                        "hypernym (each naming the label's WordNet parent) or a file of templates; "
+                                        "a label is their mean", path=True)
+    replacements: str | None = setting(None, "file of 'label<TAB>words' lines for labels the vectors do not know",
+                                       path=True)
+    random_vectors: bool = setting(False, "control: random unit label vectors of the same size")
+    centre_labels: bool = setting(False, "take the mean of the training labels' vectors off every label vector, so "
+                                         "the direction all labels share stops counting in their cosines")
+    embed_hidden: int = setting(0, "0: one linear layer to the label space (the paper); N: an MLP with N units", low=0)
+    init: str | None = setting(None, "a softmax run folder to warm-start the body from", path=True)
+    freeze_epochs: int = setting(0, "keep the warm-started or pretrained body frozen for this many epochs", low=0)
+    distill: float = setting(0.0, "weight of the --init softmax run's probabilities in the targets (crossentropy "
+                                  "loss)", low=0, high=1)
+    distill_temperature: float = setting(1.0, "the teacher's logits are divided by it first: above 1 spreads its "
+                                              "probabilities", low=0, low_ok=False)
     # optimisation
-    epochs: int = 10  # passes over the training set
-    epoch_images: int = 0  # train on this many images an epoch, a fresh draw each time (0: all); set by --budget
-    val_images: int = 0  # validate each epoch on this many evenly spaced images (0: all); set by --budget
-    batch_size: int = 256  # images a step, over all processes
-    optimizer: str = "sgd"  # sgd (Nesterov momentum) or adam
-    lr: float = 0.2  # the peak learning rate
-    momentum: float = 0.9  # SGD's momentum
-    weight_decay: float = 5e-4  # on weights, not on biases and normalisation
-    schedule: str = "onecycle"  # the rate over training: onecycle, cosine, step or constant
-    warmup: float = 0.25  # share of training spent warming up (onecycle)
-    step_epochs: int = 5  # step schedule: multiply the rate by --step-gamma every this many epochs
-    step_gamma: float = 0.1  # step schedule: the factor (in (0, 1])
-    label_smoothing: float = 0.0  # softmax head: share of each target spread over the other classes
-    small_epochs: int = 0  # progressive resizing: the first N epochs train on --small-size images
-    small_size: int = 0  # progressive resizing: their size in pixels (cheaper per image)
+    epochs: int = setting(10, "passes over the training set", low=1)
+    epoch_images: int = setting(0, "train on this many images an epoch, a fresh draw each time (0: all); set by "
+                                   "--budget", low=0)
+    val_images: int = setting(0, "validate each epoch on this many evenly spaced images (0: all); set by --budget",
+                              low=0)
+    batch_size: int = setting(256, "images a step, over all processes", low=1)
+    optimizer: Optimizer = setting("sgd", "sgd (Nesterov momentum) or adam")
+    lr: float = setting(0.2, "the peak learning rate", low=0, low_ok=False)
+    momentum: float = setting(0.9, "SGD's momentum", low=0, high=1, high_ok=False)
+    weight_decay: float = setting(5e-4, "on weights, not on biases and normalisation", low=0)
+    schedule: Schedule = setting("onecycle", "the rate over training: onecycle, cosine, step or constant")
+    warmup: float = setting(0.25, "share of training spent warming up (onecycle)", low=0, high=1, high_ok=False)
+    step_epochs: int = setting(5, "step schedule: multiply the rate by --step-gamma every this many epochs", low=1)
+    step_gamma: float = setting(0.1, "step schedule: the factor", low=0, high=1, low_ok=False)
+    label_smoothing: float = setting(0.0, "softmax head: share of each target spread over the other classes",
+                                     low=0, high=1, high_ok=False)
+    small_epochs: int = setting(0, "progressive resizing: the first N epochs train on --small-size images", low=0)
+    small_size: int = setting(0, "progressive resizing: their size in pixels (cheaper per image)", low=0)
     # augmentation
-    crop_padding: int = 4  # random crops: pixels of reflect padding around the image (0: none)
-    flip: bool = True  # random horizontal flips
-    jitter: float = 0.0  # random brightness, contrast and saturation, this strong (0: none)
+    crop_padding: int = setting(4, "random crops: pixels of reflect padding around the image (0: none)", low=0)
+    flip: bool = setting(True, "random horizontal flips (a frozen timm body: its features of flipped images too)")
+    jitter: float = setting(0.0, "random brightness, contrast and saturation, this strong (0: none)", low=0, high=1)
     # machinery
-    seed: int = 0  # of initialisation, batch order, augmentation and dropout
-    bf16: bool | None = None  # bfloat16 autocast; unset: where the device computes bf16 natively (recorded)
-    channels_last: bool = True  # the memory layout oneDNN and cuDNN convolutions prefer
-    threads: int = 0  # torch threads; 0: torch's default
-    eval_batch_size: int = 1000  # images a batch when validating and evaluating
-    on_bad_image: str = "error"  # an image that does not decode: stop with its name (error), or leave it out (skip)
-    out: str = "runs/latest"  # the run folder
+    seed: int = setting(0, "of initialisation, batch order, augmentation and dropout", low=0)
+    bf16: bool | None = setting(None, "bfloat16 autocast; unset: where the device computes bf16 natively (recorded)")
+    channels_last: bool = setting(True, "the memory layout oneDNN and cuDNN convolutions prefer")
+    threads: int = setting(0, "torch threads; 0: torch's default", low=0)
+    eval_batch_size: int = setting(1000, "images a batch when validating and evaluating", low=1)
+    on_bad_image: OnBadImage = setting("error", "an image that does not decode: stop with its name (error), or leave "
+                                                "it out (skip)")
+    out: str = setting("runs/latest", "the run folder")
 
     def to_dict(self) -> dict:
         """The settings that are set (unset ones are left out, as TOML has no null)."""
         return {k: v for k, v in asdict(self).items() if v is not None}
 
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        """A config from settings by name; `unknown_settings` first says which names it would reject."""
-        return cls(**values)
+
+# ---------------------------------------------------------------------------------------------
+# What each field says about itself
 
 
-def unknown_settings(values: dict) -> list[str]:
-    known = {f.name for f in fields(TrainConfig)}
-    return sorted(set(values) - known)
+@functools.cache
+def setting_types() -> dict[str, object]:
+    """Each field's type, resolved (the `Literal` of a choice setting among them)."""
+    return typing.get_type_hints(TrainConfig)
 
 
-# Settings that name a file or folder; `prompts` may instead name a built-in template set.
-PATH_SETTINGS = ("data_root", "cache_dir", "vectors_path", "replacements", "init", "prompts", "pretrained_file")
+def settings() -> tuple[Field, ...]:
+    return fields(TrainConfig)
 
 
-def is_body(name: str) -> bool:
-    """A body name devise can build: its own, a pretrained one it knows, or timm:NAME."""
-    return isinstance(name, str) and (name in OWN_BODIES or name in PRETRAINED_BODIES
-                                      or (name.startswith("timm:") and len(name) > len("timm:")))
+def help_of(item: Field) -> str:
+    return item.metadata["help"]
 
 
-def own_body(config: TrainConfig) -> bool:
-    """Whether the run's body is one of devise's own networks (not a timm one)."""
-    return config.body in OWN_BODIES
+def choices_of(name: str) -> tuple | None:
+    """The allowed values of a choice setting (its `Literal`), else None."""
+    kind = setting_types()[name]
+    return typing.get_args(kind) if typing.get_origin(kind) is Literal else None
+
+
+def value_type(name: str) -> type:
+    """The plain type of a setting's values: int, float, str or bool (None aside)."""
+    kind = setting_types()[name]
+    if typing.get_origin(kind) is Literal:
+        return str
+    plain = [t for t in typing.get_args(kind) if t is not type(None)] or [kind]
+    return plain[0]
+
+
+def default_of(item: Field):
+    return None if item.default is MISSING else item.default
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+PATH_SETTINGS = tuple(item.name for item in fields(TrainConfig) if item.metadata["path"])
 
 
 def with_absolute_paths(config: TrainConfig) -> TrainConfig:
@@ -138,51 +195,69 @@ def with_absolute_paths(config: TrainConfig) -> TrainConfig:
     return replace(config, **changes)
 
 
-def field_help() -> dict[str, str]:
-    """Each field's comment in this file, by field name: the help text of its flag."""
-    line = re.compile(r"^    (\w+): [^=]+=.*?  # (.+)$")
-    return {m[1]: m[2] for m in map(line.match, Path(__file__).read_text().splitlines()) if m}
+def is_body(name: str) -> bool:
+    """A body name devise can build: its own, a pretrained one it knows, or timm:NAME."""
+    return isinstance(name, str) and (name in OWN_BODIES or name in PRETRAINED_BODIES
+                                      or (name.startswith("timm:") and len(name) > len("timm:")))
+
+
+def own_body(config: TrainConfig) -> bool:
+    """Whether the run's body is one of devise's own networks (not a timm one)."""
+    return config.body in OWN_BODIES
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings from TOML files
+
+
+def read_settings(path: str | Path) -> dict:
+    """A TOML file of settings as a dict; errors name the file."""
+    text = read_text_file(path, "config file")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise DeviseError(f"{path}: not valid TOML ({error})") from None
+
+
+def config_from(values: dict, source: str = "settings") -> TrainConfig:
+    """A `TrainConfig` from settings by name, refusing names it does not know and values of the
+    wrong type. A run folder written before bodies from timm names its body "model"."""
+    values = dict(values)
+    if "model" in values and "body" not in values:
+        values["body"] = values.pop("model")
+    unknown = sorted(set(values) - {item.name for item in settings()})
+    if unknown:
+        raise DeviseError(f"{source}: unknown setting(s) {', '.join(unknown)}")
+    wrong = type_problems(values)
+    if wrong:
+        raise DeviseError(f"{source}: {wrong[0]}")
+    return TrainConfig(**values)
+
+
+def merged(*layers: dict) -> dict:
+    """Settings laid over each other, later layers winning: defaults <- preset <- file <- flags."""
+    values: dict = {}
+    for layer in layers:
+        values.update(layer)
+    return values
 
 
 # ---------------------------------------------------------------------------------------------
 # The rules
 
-
-CHOICES = {"data": DATASETS, "head": HEADS, "loss": LOSSES, "optimizer": OPTIMIZERS,
-           "schedule": SCHEDULES, "vectors": LABEL_SPACES, "label_rule": LABEL_RULES, "on_bad_image": ON_BAD_IMAGE}
-
-# field: (lowest, highest, whether the lowest is allowed, whether the highest is); None: no bound
-RANGES = {
-    "image_size": (0, 1024, True, True), "train_limit": (0, None, True, None), "unseen": (0, None, True, None),
-    "unseen_seed": (0, None, True, None), "val_share": (0, 1, False, False), "width": (1, 1024, True, True), "hidden": (1, None, True, None),
-    "dropout": (0, 1, True, False), "margin": (0, None, True, None), "temperature": (0, None, False, None),
-    "embed_hidden": (0, None, True, None), "freeze_epochs": (0, None, True, None), "distill": (0, 1, True, True),
-    "distill_temperature": (0, None, False, None), "epochs": (1, None, True, None),
-    "epoch_images": (0, None, True, None), "val_images": (0, None, True, None), "batch_size": (1, None, True, None),
-    "lr": (0, None, False, None), "momentum": (0, 1, True, False), "weight_decay": (0, None, True, None),
-    "warmup": (0, 1, True, False), "step_epochs": (1, None, True, None), "step_gamma": (0, 1, False, True),
-    "label_smoothing": (0, 1, True, False), "small_epochs": (0, None, True, None), "small_size": (0, None, True, None),
-    "crop_padding": (0, None, True, None), "jitter": (0, 1, True, True), "seed": (0, None, True, None),
-    "threads": (0, None, True, None), "eval_batch_size": (1, None, True, None),
-}
-TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "str | None": (str, type(None)),
-         "bool | None": (bool, type(None))}
-TYPE_WORDS = {"int": "a whole number", "float": "a number", "str": "text", "bool": "true or false",
-              "str | None": "text", "bool | None": "true or false"}
-
-
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+TYPE_WORDS = {int: "a whole number", float: "a number", str: "text", bool: "true or false"}
 
 
 def type_problems(values: dict) -> list[str]:
     """Settings whose value is not of the field's type (from a TOML file, say: epochs = "ten")."""
-    kinds = {f.name: str(f.type) for f in fields(TrainConfig)}
     found = []
     for name, value in values.items():
-        expected = TYPES[kinds[name]] if name in kinds else object
-        if not isinstance(value, expected) or (isinstance(value, bool) and kinds.get(name) in ("int", "float")):
-            found.append(f"{flag(name)} must be {TYPE_WORDS[kinds[name]]}, not {value!r}")
+        if name not in setting_types() or value is None:
+            continue
+        kind = value_type(name)
+        accepted = (int, float) if kind is float else kind
+        if not isinstance(value, accepted) or (isinstance(value, bool) and kind in (int, float)):
+            found.append(f"{flag(name)} must be {TYPE_WORDS[kind]}, not {value!r}")
     return found
 
 
@@ -202,12 +277,12 @@ def problems(config: TrainConfig) -> list[str]:
     found = type_problems(config.to_dict())
     if found:
         return found
-    for name, allowed in CHOICES.items():
-        if getattr(config, name) not in allowed:
-            found.append(f"{flag(name)} must be one of {', '.join(allowed)}, not {getattr(config, name)!r}")
-    for name, bounds in RANGES.items():
-        if outside(getattr(config, name), *bounds):
-            found.append(f"{flag(name)} must be {range_text(*bounds)}, not {getattr(config, name)!r}")
+    for item in settings():
+        value, allowed, bounds = getattr(config, item.name), choices_of(item.name), item.metadata["range"]
+        if allowed is not None and value not in allowed:
+            found.append(f"{flag(item.name)} must be one of {', '.join(allowed)}, not {value!r}")
+        if bounds is not None and outside(value, *bounds):
+            found.append(f"{flag(item.name)} must be {range_text(*bounds)}, not {value!r}")
     if not is_body(config.body):
         found.append(f"--body must be one of {', '.join(OWN_BODIES + PRETRAINED_BODIES)} or timm:NAME, not {config.body!r}")
     if 0 < config.image_size < 8:
@@ -236,73 +311,29 @@ def problems(config: TrainConfig) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Presets: the settings of `devise reproduce` (and of `devise train --preset NAME`)
-
-# The DeViSE stage of the cpu, cpu-long and gpu presets, chosen for the unseen classes
-# (docs/zero-shot.md): a linear head into MiniLM with prompts that name each label's WordNet
-# parent, centred on the training labels' mean, the paper's hinge loss, the softmax body kept
-# frozen, the preset's own dropout before the head (none in the cpu preset, where 0.2 traded
-# WordNet hits and H for 8 of 1,000 images).
-UNSEEN_STAGE = dict(epochs=6, freeze_epochs=6, loss="hinge", margin=0.1, vectors="minilm", prompts="hypernym",
-                    centre_labels=True, optimizer="adam", lr=1e-3, weight_decay=5e-5, schedule="cosine")
-
-PRESETS: dict[str, dict] = {
-    "cpu": {  # about 13 minutes on a 2-core CPU with native bf16 (host D)
-        # softmax: 14 cheap epochs at 16 px, then 8 at 32 px, no dropout: with it this small network
-        # underfitted to the end (docs/zero-shot.md, "The cpu preset's body")
-        "common": dict(data="tiny-imagenet", image_size=32, body="cnn", width=32, hidden=512, dropout=0.0,
-                       batch_size=256, crop_padding=4, flip=True),
-        "softmax": dict(epochs=22, small_epochs=14, small_size=16, optimizer="sgd", lr=0.2, weight_decay=5e-4,
-                        schedule="onecycle", label_smoothing=0.1),
-        "devise": UNSEEN_STAGE,
-        "unseen": 20, "vocabulary": "target",
-    },
-    "cpu-long": {  # a stronger result within the hour on the same CPU
-        "common": dict(data="tiny-imagenet", image_size=64, body="resnet9", width=32, stem_pool=True, hidden=512,
-                       dropout=0.2, batch_size=256, crop_padding=8, flip=True),
-        "softmax": dict(epochs=15, small_epochs=5, small_size=32, optimizer="sgd", lr=0.2, weight_decay=5e-4,
-                        schedule="onecycle", label_smoothing=0.1),
-        "devise": UNSEEN_STAGE,  # chosen again on this body (docs/zero-shot.md)
-        "unseen": 20, "vocabulary": "target",
-    },
-    "gpu": {  # one GPU: the default CNN at twice the width on the full 64 px images, all data on the GPU
-        "common": dict(data="tiny-imagenet", image_size=64, body="resnet9", width=64, hidden=512, dropout=0.2,
-                       batch_size=512, crop_padding=8, flip=True, eval_batch_size=2000),
-        "softmax": dict(epochs=30, optimizer="sgd", lr=0.4, weight_decay=5e-4, schedule="onecycle",
-                        label_smoothing=0.1),
-        "devise": UNSEEN_STAGE,  # chosen on the cpu and cpu-long bodies; not yet screened on this one
-        "unseen": 20, "vocabulary": "target",
-    },
-    "paper": {  # the student paper: the plain CNN at 64 px, dropout 0.4 with augmentation, Adam, hinge loss
-        "common": dict(data="tiny-imagenet", image_size=64, body="cnn", width=32, hidden=512, dropout=0.4,
-                       batch_size=128, crop_padding=8, flip=True, jitter=0.2),
-        "softmax": dict(epochs=20, optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="step", step_epochs=7,
-                        step_gamma=0.3),
-        "devise": dict(epochs=10, loss="hinge", margin=0.1, optimizer="adam", lr=1e-4, weight_decay=0.0,
-                       schedule="step", step_epochs=4, step_gamma=0.3),
-        "unseen": 20, "vocabulary": "target,train",
-    },
-    "pretrained": {  # both heads on a frozen ImageNet body (the packaged EfficientNet-Lite0), its features cached
-        "common": dict(data="tiny-imagenet", body="efficientnet-lite0", pretrained=True, image_size=128, dropout=0.2,
-                       batch_size=256, crop_padding=0, flip=False),
-        "softmax": dict(epochs=10, freeze_epochs=10, optimizer="adam", lr=1e-3, weight_decay=5e-5,
-                        schedule="cosine", label_smoothing=0.1),
-        "devise": UNSEEN_STAGE,
-        "unseen": 20, "vocabulary": "target",
-    },
-    "demo": {  # the generated toy set, in well under a minute
-        "common": dict(data="toy", image_size=32, body="cnn", width=16, hidden=64, dropout=0.1, batch_size=32,
-                       crop_padding=2, flip=True, bf16=False),
-        "softmax": dict(epochs=5, optimizer="adam", lr=3e-3, weight_decay=0.0, schedule="cosine"),
-        "devise": dict(epochs=4, freeze_epochs=1, loss="rank", margin=0.1, optimizer="adam", lr=3e-3,
-                       weight_decay=0.0, schedule="cosine"),
-        "unseen": 8, "vocabulary": "target,train",
-    },
-}
+# Presets: TOML files shipped in devise/presets, the settings of `devise reproduce` (and of
+# `devise train --preset NAME`): [common], [softmax] and [devise] settings, and `unseen` and the
+# zero-shot `vocabulary`.
 
 
-def preset_settings(preset: str, head: str) -> dict:
+@functools.cache
+def presets() -> dict[str, dict]:
+    """Every preset by name, as its file holds it."""
+    folder = resources.files("devise") / "presets"
+    return {entry.name.removesuffix(".toml"): tomllib.loads(entry.read_text(encoding="utf-8"))
+            for entry in sorted(folder.iterdir(), key=lambda e: e.name) if entry.name.endswith(".toml")}
+
+
+def preset_file(name: str) -> dict:
+    """One preset, or one line naming the presets there are."""
+    known = presets()
+    if name not in known:
+        raise DeviseError(f"unknown preset {name!r}; choose one of {', '.join(known)}")
+    return known[name]
+
+
+def preset_settings(name: str, head: str) -> dict:
     """A preset's training settings for one head ("softmax" or "embedding"), as TrainConfig fields;
-    also what `devise train --preset NAME` starts from. `preset` must be a key of `PRESETS`."""
-    settings = PRESETS[preset]
-    return dict(settings["common"], **settings["devise" if head == "embedding" else "softmax"], head=head)
+    also what `devise train --preset NAME` starts from."""
+    chosen = preset_file(name)
+    return dict(chosen["common"], **chosen["devise" if head == "embedding" else "softmax"], head=head)

@@ -13,14 +13,14 @@ gloo between CPU processes, nccl between GPUs; rank 0 alone writes files.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import os
 import platform
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import ctypes
-from collections.abc import Iterator
 import torch
 
 from devise.errors import DeviseError

@@ -1,7 +1,15 @@
-"""Progress on long work: a bar on a terminal, a line every few seconds off one, nothing when quiet."""
+"""Logging and progress: modules log through `logging.getLogger(__name__)`; the command line sets
+the format and the level (`configure`); long loops show a bar on a terminal and a line every few
+seconds off one (`progress_bar`).
+
+A library leaves handlers to its user: `import logging; logging.basicConfig(level=logging.INFO)`
+shows devise's lines in a script. The command line prints them as `devise: ...` on stdout, and
+warnings and errors on stderr.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import Iterable, Iterator, TypeVar
@@ -10,12 +18,38 @@ from tqdm.auto import tqdm
 
 T = TypeVar("T")
 LINE_SECONDS = 10.0  # off a terminal (a log file, CI), a progress line at most this often
+log = logging.getLogger(__name__)
+logging.getLogger("devise").addHandler(logging.NullHandler())
+
+
+def configure(*, quiet: bool = False, verbose: bool = False) -> None:
+    """The command line's logging: `devise: ...` lines, information on stdout and warnings on
+    stderr; `quiet` keeps only warnings, `verbose` adds debugging lines."""
+    root = logging.getLogger("devise")
+    for handler in list(root.handlers):
+        if not isinstance(handler, logging.NullHandler):
+            root.removeHandler(handler)
+    formatter = logging.Formatter("devise: %(message)s")
+    out, err = logging.StreamHandler(sys.stdout), logging.StreamHandler(sys.stderr)
+    out.addFilter(lambda record: record.levelno < logging.WARNING)
+    err.setLevel(logging.WARNING)
+    for handler in (out, err):
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    root.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
+def quiet_third_parties() -> None:
+    """Libraries that would draw their own progress bars or notices into devise's output."""
+    for name in ("transformers", "sentence_transformers", "huggingface_hub", "timm"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def progress_bar(iterable: Iterable[T], enabled: bool = True, **options) -> Iterable[T]:
-    """`tqdm(iterable)` when `enabled` and stderr is a terminal; off a terminal, `ProgressLines`;
-    the iterable as it is when not `enabled` or `--quiet`."""
-    if not enabled or quiet:
+    """`tqdm(iterable)` when `enabled`, devise logs information and stderr is a terminal; off a
+    terminal, `ProgressLines`; the iterable as it is otherwise."""
+    if not enabled or not logging.getLogger("devise").isEnabledFor(logging.INFO):
         return iterable
     if sys.stderr.isatty():
         return tqdm(iterable, **options)
@@ -23,8 +57,8 @@ def progress_bar(iterable: Iterable[T], enabled: bool = True, **options) -> Iter
 
 
 class ProgressLines:
-    """An iterable that prints one line every `LINE_SECONDS` while it is gone through: how far,
-    how fast, and the time left when the total is known. `disable` is True, as tqdm's is when it
+    """An iterable that logs one line every `LINE_SECONDS` while it is gone through: how far, how
+    fast, and the time left when the total is known. `disable` is True, as tqdm's is when it
     shows nothing, so callers do not feed it a bar's extras."""
 
     disable = True
@@ -43,7 +77,7 @@ class ProgressLines:
             now = time.perf_counter()
             if now - last >= LINE_SECONDS:
                 last = now
-                print(f"devise: {self.desc}: {progress_text(done, self.total, now - started, self.unit)}", flush=True)
+                log.info("%s: %s", self.desc, progress_text(done, self.total, now - started, self.unit))
 
 
 def progress_text(done: int, total: int | None, seconds: float, unit: str) -> str:
@@ -63,15 +97,3 @@ def duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
-# The command line's --quiet, for the lines of work found deep inside a command (encoding a long
-# vocabulary) that no caller's `progress` reaches.
-quiet = False
-
-
-def stage(text: str, enabled: bool = True) -> None:
-    """One line saying what a long command does now, flushed at once: a log file or CI, where
-    progress bars stay silent, still shows where a run is."""
-    if enabled and not quiet:
-        print(f"devise: {text}", flush=True)

@@ -14,15 +14,17 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import shutil
-import sys
 import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
@@ -31,6 +33,11 @@ def default_cache_dir() -> Path:
         return Path(os.environ["DEVISE_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "devise"
+
+
+def cache_folder(cache_dir: str | Path | None = None) -> Path:
+    """The cache folder a setting names, else the default one."""
+    return Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
 
 
 def source_fingerprint(*paths: Path) -> str:
@@ -43,7 +50,7 @@ def source_fingerprint(*paths: Path) -> str:
 
 
 def notice(text: str) -> None:
-    print(f"devise: {text}", file=sys.stderr, flush=True)
+    log.warning(text)
 
 
 # ---------------------------------------------------------------------------------------------

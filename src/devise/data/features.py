@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 
 import torch
 
 from devise.data.base import ImageSet
 from devise.data.cache import default_cache_dir, load_arrays, save_arrays
-from devise.data.pipeline import Preprocess, shard_rows
-from devise.hardware import autocast
-from devise.hardware import freed_memory_kept
-from devise.log import progress_bar, stage
+from devise.data.preprocess import Preprocess
+from devise.hardware import autocast, freed_memory_kept
+from devise.log import progress_bar
+
+log = logging.getLogger(__name__)
 
 VIEWS = {"plain": "as is", "flip": "flipped left to right"}
 CPU_BATCH = 64  # a 2-core CPU runs EfficientNet-Lite0 fastest 32-64 images at a time (docs/performance.md)
@@ -59,7 +61,7 @@ def view_of(images: torch.Tensor, view: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def compute_features(body: torch.nn.Module, preprocess: Preprocess, images: torch.Tensor, view: str,
+def compute_features(body: torch.nn.Module, preprocess: Preprocess, images: torch.Tensor, *, view: str,
                      device: torch.device, bf16: bool, batch_size: int, progress: bool, desc: str) -> torch.Tensor:
     """The body's output for every image (uint8, N x 3 x H x W), on the CPU, float32; the body
     in channels_last, the layout oneDNN and cuDNN convolutions prefer (values unchanged)."""
@@ -87,56 +89,11 @@ def cached_features(body: torch.nn.Module, preprocess: Preprocess, data: ImageSe
         arrays = load_arrays(entry)
         if arrays is None:
             size = f" at {preprocess.size} px" if preprocess.size else ""
-            stage(f"computing {what} features of {len(data):,} images{size} ({VIEWS[view]}), once: cached in {entry}",
-                  progress)
-            features = compute_features(body, preprocess, data.images, view, device, bf16,
-                                        feature_batch(batch_size, device), progress, f"features ({VIEWS[view]})")
+            log.info(f"computing {what} features of {len(data):,} images{size} ({VIEWS[view]}), once: cached in {entry}")
+            features = compute_features(body, preprocess, data.images, view=view, device=device, bf16=bf16,
+                                        batch_size=feature_batch(batch_size, device), progress=progress, desc=f"features ({VIEWS[view]})")
             stored = features.half() if torch.isfinite(features.half()).all() else features
             save_arrays(entry, {"features": stored}, {"view": view, "images": len(data)})
             arrays = load_arrays(entry)
         found.append(arrays["features"])
     return found
-
-
-class FeatureBatches:
-    """Batches of cached features and labels, as `BatchLoader` gives images: the order depends only
-    on (seed, epoch), and each image's view (as is, or flipped) is drawn per epoch from the same
-    generator, so a resumed run sees the batches it would have seen. With `shard`, each batch is
-    cut among processes as `BatchLoader` cuts it."""
-
-    def __init__(self, views: list[torch.Tensor], labels: torch.Tensor, batch_size: int, shuffle: bool = False,
-                 seed: int = 0, drop_last: bool = False, shard: tuple[int, int] = (0, 1),
-                 device: torch.device = torch.device("cpu")):
-        on_gpu = device.type != "cpu"
-        self.views = [v.to(device) for v in views] if on_gpu else views
-        self.labels = labels.to(device)
-        self.batch_size, self.shuffle, self.seed, self.drop_last, self.shard = batch_size, shuffle, seed, drop_last, shard
-        self.device = device
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        n = len(self.labels)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        n = len(self.labels)
-        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
-        view = torch.randint(len(self.views), (n,), generator=generator) if self.shuffle else torch.zeros(n, dtype=torch.long)
-        rank, processes = self.shard
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            count = min(self.batch_size, n - start)
-            mine = shard_rows(count, rank, processes)
-            rows = order[start + mine.start : start + mine.stop]
-            if len(rows) == 0:
-                continue
-            chosen = view[rows]
-            batch = torch.empty(len(rows), self.views[0].shape[1], dtype=torch.float32, device=self.device)
-            for v, features in enumerate(self.views):
-                picked = (chosen == v).nonzero()[:, 0]
-                if len(picked):
-                    batch[picked.to(self.device)] = features[rows[picked].to(features.device)].to(self.device).float()
-            yield batch, self.labels[rows.to(self.device)]

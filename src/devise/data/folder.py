@@ -76,7 +76,7 @@ def held_out_rows(labels: torch.Tensor, share: float, seed: int) -> torch.Tensor
     return held
 
 
-def load_image_folder(root: str | Path, size: int = 64, split: str | None = None, progress: bool = True,
+def load_image_folder(root: str | Path, size: int = 64, split: str | None = None, *, progress: bool = True,
                       on_bad_image: str = "error", val_share: float = 0.1, seed: int = 0,
                       cache_dir: str | Path | None = None, interpolation: str = "bilinear") -> ImageSet:
     """The images of one split, resized (shorter side, then centre crop; `interpolation` bilinear or
@@ -117,7 +117,7 @@ def read_classes(root: Path, size: int, progress: bool, on_bad_image: str,
         skipped = [str(root / name) for name in load_extra(entry)["skipped"]]  # as this call names the folder
         return ImageSet(arrays["images"], arrays["labels"], classes, root.name, skipped=skipped)
     images, kept, skipped = decode_many([str(f) for f in files], lambda name: Path(name).read_bytes(), size, str,
-                                        on_bad_image, progress, f"reading {root.name}", interpolation=interpolation)
+                                        on_bad_image=on_bad_image, progress=progress, desc=f"reading {root.name}", interpolation=interpolation)
     data = ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
                     torch.tensor(labels, dtype=torch.int64)[kept], classes, root.name, skipped=skipped)
     try:

@@ -8,7 +8,6 @@ output is channels_last, the memory layout oneDNN convolutions prefer.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -16,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from devise.data.base import ImageSet
+from devise.data.preprocess import Preprocess
 
 
 @dataclass(frozen=True)
@@ -39,66 +39,6 @@ class Augment:
 
 
 NO_AUGMENT = Augment(crop_padding=0, flip=False, jitter=0.0)
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How a uint8 batch becomes the network's input: resized so that its side is `size / crop_pct`
-    pixels and its centre `size` square cut out (a pretrained body's own pipeline, from timm's data
-    config), then each channel normalised by a mean and standard deviation on the 0-255 scale.
-    devise's own bodies see their images as stored (`size` None): no resize, no crop."""
-
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    size: int | None = None  # the square the network sees; None: the images as they come
-    crop_pct: float = 1.0  # the share of the resized image the centre crop keeps
-    interpolation: str = "bilinear"  # how the images are resized: bilinear or bicubic
-
-    @classmethod
-    def fit(cls, images: torch.Tensor, max_images: int = 20000) -> "Preprocess":
-        """Channel statistics of (an evenly spaced sample of) a uint8 image tensor."""
-        step = max(1, images.shape[0] // max_images)
-        sample = images[::step].float()
-        std = sample.std(dim=(0, 2, 3)).nan_to_num(0).clamp(min=1.0)  # a channel that never varies: no division by 0
-        return cls(tuple(sample.mean(dim=(0, 2, 3)).tolist()), tuple(std.tolist()))
-
-    @property
-    def resize(self) -> int | None:
-        """The side images are resized to before the centre crop (None: no resize)."""
-        return None if self.size is None else round(self.size / self.crop_pct)
-
-    def record(self) -> dict:
-        """The pipeline as plain values, for a checkpoint or an exported config.json."""
-        return {"mean": list(self.mean), "std": list(self.std), "size": self.size, "crop_pct": self.crop_pct,
-                "interpolation": self.interpolation}
-
-    @classmethod
-    def from_record(cls, record: dict) -> "Preprocess":
-        return cls(tuple(record["mean"]), tuple(record["std"]), record.get("size"), float(record.get("crop_pct", 1.0)),
-                   record.get("interpolation", "bilinear"))
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        mean = channel_values(self.mean, images.dtype, images.device)
-        std = channel_values(self.std, images.dtype, images.device)
-        return (images - mean) / std
-
-    def fitted(self, images: torch.Tensor) -> torch.Tensor:
-        """A float batch (0-255) of square images as stored or decoded, resized to `resize` and
-        centre-cropped to `size`, as the network expects it."""
-        if self.size is None:
-            return images
-        side = self.resize
-        if images.shape[-1] != side or images.shape[-2] != side:
-            # antialias=True: PIL's filters, upsampling too, so a batch is resized as a decoded photo is
-            images = F.interpolate(images, size=(side, side), mode=self.interpolation, align_corners=False,
-                                   antialias=True).clamp_(0, 255)
-        top = (side - self.size) // 2
-        return images[:, :, top : top + self.size, top : top + self.size]
-
-    def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        """A batch (uint8, or float on the 0-255 scale) -> network input: float32, resized and
-        cropped where the pipeline says, normalised, channels_last."""
-        return self(self.fitted(images.float())).contiguous(memory_format=torch.channels_last)
 
 
 @dataclass(frozen=True)
@@ -162,12 +102,6 @@ def apply_augment(images: torch.Tensor, augment: Augment, draw: AugmentDraw) -> 
     return images
 
 
-@functools.lru_cache(maxsize=32)
-def channel_values(values: tuple[float, float, float], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Per-channel constants as a 1 x 3 x 1 x 1 tensor on `device`, made once rather than per batch."""
-    return torch.tensor(values, dtype=dtype, device=device).view(1, 3, 1, 1)
-
-
 def augment_batch(images: torch.Tensor, augment: Augment, generator: torch.Generator) -> torch.Tensor:
     """Apply `augment` to a float batch (N x 3 x H x W, 0-255), a different draw per image."""
     return apply_augment(images, augment, draw_augment(images.shape[0], augment, generator).to(images.device))
@@ -195,7 +129,7 @@ class BatchLoader:
     is the first `limit` images of its order (a shorter epoch, a fresh draw each time).
     """
 
-    def __init__(self, data: ImageSet, batch_size: int, preprocess: Preprocess, shuffle: bool = False,
+    def __init__(self, data: ImageSet, batch_size: int, preprocess: Preprocess, *, shuffle: bool = False,
                  augment: Augment = NO_AUGMENT, seed: int = 0, drop_last: bool = False,
                  shard: tuple[int, int] = (0, 1), limit: int = 0):
         self.data = data
@@ -247,3 +181,47 @@ def shard_rows(n: int, rank: int, processes: int) -> slice:
     size, extra = divmod(n, processes)
     start = rank * size + min(rank, extra)
     return slice(start, start + size + (rank < extra))
+
+
+class FeatureBatches:
+    """Batches of cached features and labels, as `BatchLoader` gives images: the order depends only
+    on (seed, epoch), and each image's view (as is, or flipped) is drawn per epoch from the same
+    generator, so a resumed run sees the batches it would have seen. With `shard`, each batch is
+    cut among processes as `BatchLoader` cuts it."""
+
+    def __init__(self, views: list[torch.Tensor], labels: torch.Tensor, batch_size: int, *, shuffle: bool = False,
+                 seed: int = 0, drop_last: bool = False, shard: tuple[int, int] = (0, 1),
+                 device: torch.device = torch.device("cpu")):
+        on_gpu = device.type != "cpu"
+        self.views = [v.to(device) for v in views] if on_gpu else views
+        self.labels = labels.to(device)
+        self.batch_size, self.shuffle, self.seed, self.drop_last, self.shard = batch_size, shuffle, seed, drop_last, shard
+        self.device = device
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        n = len(self.labels)
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        view = torch.randint(len(self.views), (n,), generator=generator) if self.shuffle else torch.zeros(n, dtype=torch.long)
+        rank, processes = self.shard
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            count = min(self.batch_size, n - start)
+            mine = shard_rows(count, rank, processes)
+            rows = order[start + mine.start : start + mine.stop]
+            if len(rows) == 0:
+                continue
+            chosen = view[rows]
+            batch = torch.empty(len(rows), self.views[0].shape[1], dtype=torch.float32, device=self.device)
+            for v, features in enumerate(self.views):
+                picked = (chosen == v).nonzero()[:, 0]
+                if len(picked):
+                    batch[picked.to(self.device)] = features[rows[picked].to(features.device)].to(self.device).float()
+            yield batch, self.labels[rows.to(self.device)]

@@ -135,7 +135,7 @@ def eight_bit_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_many(names: list[str], read, size: int, where, on_bad_image: str = "error", progress: bool = True,
+def decode_many(names: list[str], read, size: int, where, *, on_bad_image: str = "error", progress: bool = True,
                 desc: str = "decoding", threads: int = 1,
                 interpolation: str = "bilinear") -> tuple[np.ndarray, list[int], list[str]]:
     """Decode many images (`read(name)` gives each one's bytes, `where(name)` names it in errors)

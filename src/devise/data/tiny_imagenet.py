@@ -24,7 +24,7 @@ SPLITS = ("train", "val")
 def load_tiny_imagenet(
     root: str | Path | None = None,
     split: str = "train",
-    cache_dir: str | Path | None = None,
+    *, cache_dir: str | Path | None = None,
     download: bool = False,
     progress: bool = True,
     image_size: int | None = None,
@@ -154,8 +154,8 @@ def decode_all(source: FileSource, progress: bool, on_bad_image: str = "error") 
     for split, (files, labels) in list_split(source, wnids).items():
         if not files:
             raise DeviseError(f"{source.path} has no {split} images")
-        images, kept, bad = decode_many(files, source.read, 64, lambda name: f"{source.path}: {name}", on_bad_image,
-                                        progress, f"decoding {split}", threads=2)
+        images, kept, bad = decode_many(files, source.read, 64, lambda name: f"{source.path}: {name}", on_bad_image=on_bad_image,
+                                        progress=progress, desc=f"decoding {split}", threads=2)
         arrays[f"{split}_images"] = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
         arrays[f"{split}_labels"] = torch.tensor(labels, dtype=torch.int64)[kept]
         skipped += bad

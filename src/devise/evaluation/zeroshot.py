@@ -1,77 +1,134 @@
 """Zero-shot evaluation: name images of classes the models never trained on, and write the figures.
 
-DeViSE, ConSE and softmax (`devise.model.inference`) are run on the same target images and scored in one
-label space: the embedding runs' own (read with their rules, their training labels as trained),
-else `--vectors`. Metrics (`devise.evaluation.metrics`): hit@k over the target's labels and over a wider
-vocabulary, per-class top-1, the paper's semantic similarity of the top 3 with its random-pair
-control and the lift over it, and for a held-out split generalised zero-shot (S, U, H,
-plain and with calibrated stacking, and AUSUC); hp@k where the labels are WordNet nouns.
+DeViSE, ConSE and softmax (`DeviseModel`, the one inference API) are run on the same target images
+and scored in one label space: the embedding models' own (read with their rules, their training
+labels as trained), else `--vectors`. Metrics (`devise.evaluation.metrics`): hit@k over the
+target's labels and over a wider vocabulary, per-class top-1, the paper's semantic similarity of
+the top 3 with its random-pair control and the lift over it, and for a held-out split generalised
+zero-shot (S, U, H, plain and with calibrated stacking, and AUSUC); hp@k where the labels are
+WordNet nouns. Every model's target classes are split by what its body was trained on.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from devise.training.calibration import SPLITS, class_split_applies, class_split_constant
 from devise.data import ImageSet, load_dataset
+from devise.data.cache import cache_folder
 from devise.data.folder import folder_class_names
 from devise.data.splits import keep_classes, seen_classes
 from devise.errors import DeviseError
-from devise.model.inference import CONSE_TOP, kind_of, model_outputs, query_vectors, top_labels
-from devise.evaluation.metrics import HIERARCHY_KS, ZERO_SHOT_KS, generalised_figures, ranking_metrics, similarity_control
-from devise.log import stage
-from devise.model.pretrained import is_pretrained_name
-from devise.training.runs import (Run, held, is_stock, load_model_run, read_calibration, read_unseen, run_split, stored_interpolation,
-                         stored_size, write_zero_shot,
-                         zero_shot_folder)
+from devise.evaluation.metrics import (
+    HIERARCHY_KS,
+    ZERO_SHOT_KS,
+    generalised_figures,
+    ranking_metrics,
+    similarity_control,
+)
 from devise.labels.run_labels import RunLabels
 from devise.labels.vocabulary import Vocabulary, build_vocabulary, vectors_or_zeros
 from devise.labels.wordnet import ranking_hierarchy, resolve_wnid
+from devise.model.export import load
+from devise.model.inference import CONSE_TOP, DeviseModel, query_vectors, top_labels
+from devise.model.network import stored_interpolation, stored_size
+from devise.model.pretrained import is_pretrained_name
+from devise.plots import plot_examples, plot_similarity
+from devise.training.calibration import SPLITS, class_split_applies, class_split_constant
+from devise.training.runs import held, read_calibration, read_unseen, run_split, write_zero_shot, zero_shot_folder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ZeroShotRequest:
+    """One zero-shot comparison: the models (run folders, exported folders, or a pretrained
+    classifier's name), the target and the candidates, and where the results go.
+
+    `target` is "unseen" (the classes the runs held out with --unseen), "seen" (those they trained
+    on), or a dataset: "cifar100", "folder" (`target_root`), "tiny-imagenet", "toy". `vocabulary`
+    is a comma list of target, train, words:N, file:PATH, wordnet:2hop|3hop|all. A softmax model
+    alone is compared in `vectors` (with `prompts` for a sentence space); a pretrained classifier
+    runs at `image_size` (default: its weights' own). `examples`: that many target images drawn with
+    `seed` for the side-by-side figure, or a list of chosen indices. `out` defaults to
+    `<first run>/zeroshot-<target>`."""
+
+    models: list[str | Path]
+    target: str
+    target_root: str | None = None
+    vocabulary: str = "target,train"
+    vectors: str | None = None
+    prompts: str | None = None
+    image_size: int | None = None
+    conse_top: int = CONSE_TOP
+    out: str | Path | None = None
+    examples: int | list[int] = 6
+    seed: int = 0
+    progress: bool = True
+    download: bool = False
+    device: str = "auto"
+    replacements: str | None = None
+    cache_dir: str | None = None
+
+    @property
+    def folder(self) -> Path:
+        """Where the results are written."""
+        if self.out:
+            return Path(self.out)
+        first = str(self.models[0])
+        stock = is_pretrained_name(first) and not Path(first).is_dir()
+        return zero_shot_folder(Path("runs") / first if stock else Path(first), self.target)
 
 
 @dataclass
 class ZeroShotModel:
-    """One model under test: its name, kind ("DeViSE", "ConSE" or "softmax") and its run."""
+    """One model under test: its name, kind ("DeViSE", "ConSE" or "softmax") and the model."""
 
     name: str
     kind: str
-    run: Run
+    model: DeviseModel
 
 
-def models_from_runs(runs: list[Run], conse_top: int = CONSE_TOP) -> list[ZeroShotModel]:
-    """An embedding run is a DeViSE model; a softmax run gives both ConSE and itself."""
-    models = []
-    for run in runs:
-        label = run.folder.name
-        if run.config.head == "embedding":
-            models.append(ZeroShotModel(f"DeViSE ({label})", "DeViSE", run))
+def models_under_test(models: list[DeviseModel], conse_top: int = CONSE_TOP) -> list[ZeroShotModel]:
+    """An embedding model is DeViSE; a softmax model gives both ConSE and itself."""
+    tested = []
+    for model in models:
+        if model.kind == "embedding":
+            tested.append(ZeroShotModel(f"DeViSE ({model.name})", "DeViSE", model))
         else:
-            models.append(ZeroShotModel(f"ConSE T={conse_top} ({label})", kind_of(run, conse=True), run))
-            models.append(ZeroShotModel(f"softmax ({label})", "softmax", run))
-    return models
+            tested.append(ZeroShotModel(f"ConSE T={conse_top} ({model.name})", "ConSE", model))
+            tested.append(ZeroShotModel(f"softmax ({model.name})", "softmax", model))
+    return tested
 
 
-def comparison_space(runs: list[Run], vectors: str | None = None, replacements: str | None = None) -> RunLabels:
-    """The label space every model is compared in: the embedding runs' own (they must agree), or
-    for softmax runs alone `vectors` (default: the runs' own setting, GloVe 50-d unless changed)."""
-    embedding = [r for r in runs if r.config.head == "embedding"]
-    spaces = {(r.config.vectors, r.config.vectors_path, r.config.label_rule, r.config.random_vectors,
-               r.config.replacements, r.config.prompts, r.config.centre_labels) for r in embedding}
+def comparison_space(models: list[DeviseModel], vectors: str | None = None) -> RunLabels:
+    """The label space every model is compared in: the embedding models' own (they must agree), or
+    for softmax models alone the first one's (loaded in `--vectors` when given)."""
+    embedding = [m for m in models if m.kind == "embedding"]
+    spaces = {repr(space_identity(m)) for m in embedding}
     if len(spaces) > 1:
-        raise DeviseError("the embedding runs use different label spaces or rules; compare them in separate calls")
+        raise DeviseError("the embedding models use different label spaces or rules; compare them in separate calls")
     if not embedding:
-        return runs[0].label_space(replacements, vectors)
-    run = embedding[0]
-    if vectors and vectors != run.config.vectors:
-        raise DeviseError(f"--vectors {vectors} differs from the embedding run's label space {run.config.vectors}")
-    return run.label_space(replacements)
+        return models[0].text_space()
+    source = embedding[0].config["label_space"]["source"]
+    if vectors and vectors != source:
+        raise DeviseError(f"--vectors {vectors} differs from the embedding model's label space {source}")
+    return embedding[0].text_space()
+
+
+def space_identity(model: DeviseModel) -> tuple:
+    """What makes two models read labels alike: space, vectors file, prompts, control, centring,
+    synonym rule and replacements."""
+    space = model.config["label_space"]
+    return (space["source"], space.get("path"), space.get("prompts"), space.get("random_vectors"),
+            space.get("centre") is not None, model.config["label_rule"], model.config.get("replacements"))
 
 
 def evaluate_zero_shot(models: list[ZeroShotModel], target: ImageSet, space: RunLabels, vocabulary_spec: str,
-                       outputs: dict[str, torch.Tensor], conse_top: int = CONSE_TOP,
+                       outputs: dict[str, torch.Tensor], *, conse_top: int = CONSE_TOP,
                        gzsl: tuple[ImageSet, dict[str, torch.Tensor], list[str], dict[str, dict]] | None = None,
                        examples: list[int] = ()) -> dict:
     """Every zero-shot metric for every model on one target set.
@@ -95,9 +152,9 @@ def evaluate_zero_shot(models: list[ZeroShotModel], target: ImageSet, space: Run
     control = None
     k = max(ZERO_SHOT_KS)
     for model in models:
-        training_labels = model.run.class_names
-        training_ids = model.run.class_ids or (gzsl[2] if gzsl else None)
-        training_vectors, without = training_label_vectors(space, model.run, training_ids)
+        training_labels = model.model.labels
+        training_ids = model.model.label_ids or (gzsl[2] if gzsl else None)
+        training_vectors, without = training_label_vectors(space, model.model, training_ids)
         if control is None and not without:
             control = similarity_control(target_vectors, training_vectors)
         out = outputs[model.name]
@@ -124,13 +181,13 @@ def evaluate_zero_shot(models: list[ZeroShotModel], target: ImageSet, space: Run
                  "vocabulary_size": len(vocabulary), "vocabulary_missing": vocabulary.missing,
                  **{f"vocabulary_{key}": over_vocabulary[key] for key in over_vocabulary
                     if key.startswith(("hit@", "hp@"))}}
-        entry["body"] = body_figures(getattr(model.run, "body_trained_on", None), target, top, target_vocabulary if model.kind != "softmax"
-                                     else vocabulary, true_vectors)
+        entry["body"] = body_figures(model.model.body_trained_on, target, top,
+                                     vocabulary if model.kind == "softmax" else target_vocabulary, true_vectors)
         if gzsl is not None:
             entry.update(generalised(model, space, training_vectors, *gzsl, conse_top))
         if without:
             entry["training_labels_without_vector"] = without
-        if is_stock(model.run):
+        if model.model.stock:
             entry["stock"] = True
         results["models"][model.name] = entry
     results["control_similarity"] = control if control is not None else similarity_control(
@@ -138,17 +195,18 @@ def evaluate_zero_shot(models: list[ZeroShotModel], target: ImageSet, space: Run
     return results
 
 
-def training_label_vectors(space: RunLabels, run: Run, ids: list[str] | None) -> tuple[torch.Tensor, int]:
+def training_label_vectors(space: RunLabels, model: DeviseModel, ids: list[str] | None) -> tuple[torch.Tensor, int]:
     """A model's training labels' vectors in the space compared in, and how many have none. A run
     devise trained needs every one (the error names the fix); a stock ImageNet classifier's labels
     without a vector (13 of 1,000 in GloVe, "kuvasz", "schipperke", ...) get a zero row, so that
     ConSE's mean leaves them out and they score 0 as a softmax prediction."""
-    if not is_stock(run):
-        return space.embed(run.class_names, ids), 0
-    return vectors_or_zeros(space, run.class_names, ids)
+    if not model.stock:
+        return space.embed(model.labels, ids), 0
+    return vectors_or_zeros(space, model.labels, ids)
 
 
 BODY_KS = (1, 5, 10)
+
 PARTS = ("unseen", "seen", "unknown")  # by the body: never trained on, trained on, not known
 
 
@@ -195,7 +253,7 @@ def body_figures(trained_on: dict | None, target: ImageSet, top: torch.Tensor, v
         figures[part] = {"classes": len(classes), "images": int(images.sum())}
         if images.any():
             hits = ranking_metrics(top[images], vocabulary.vectors, truth, target.labels[images], true_vectors[images],
-                                   BODY_KS)
+                                   ks=BODY_KS)
             figures[part].update({f"hit@{k}": hits[f"hit@{k}"] for k in BODY_KS})
     return figures
 
@@ -218,7 +276,7 @@ def generalised(model: ZeroShotModel, space: RunLabels, training_vectors: torch.
     seen_label = torch.tensor([c in set(seen_ids) for c in everything.class_ids])
     if model.kind == "softmax":  # its own labels that are the dataset's (a pretrained classifier has more)
         where = {class_id: i for i, class_id in enumerate(everything.class_ids)}
-        own = [(i, where[c]) for i, c in enumerate(model.run.class_ids or seen_ids) if c in where]
+        own = [(i, where[c]) for i, c in enumerate(model.model.label_ids or seen_ids) if c in where]
         scores = torch.full((len(everything), len(seen_label)), float("-inf"))
         scores[:, [c for _, c in own]] = all_outputs[model.name].float()[:, [i for i, _ in own]]
         return generalised_figures(scores, everything.labels, seen_label, calibrate=False)
@@ -230,10 +288,11 @@ def generalised(model: ZeroShotModel, space: RunLabels, training_vectors: torch.
             "calibration": calibration["method"] if calibration else "seen share"}
 
 
-def load_target(kind: str, root: str | None, runs: list[Run], image_size: int | None, progress: bool = True,
-                download: bool = False, cache_dir: str | None = None,
+def load_target(kind: str, root: str | None, models: list[DeviseModel], image_size: int | None, *,
+                progress: bool = True, download: bool = False, cache_dir: str | None = None,
                 interpolation: str = "bilinear") -> tuple[ImageSet, tuple[ImageSet, list[str]] | None]:
-    """The target images, and for a held-out split also (all images, seen class ids).
+    """The target images (kept at `image_size`, None: the dataset's own), and for a held-out split
+    also (all images, seen class ids).
 
     `kind` is "unseen" (the classes the runs held out of training with --unseen, as their
     unseen.json lists them), "seen" (the classes they trained on: their validation images, for
@@ -242,16 +301,16 @@ def load_target(kind: str, root: str | None, runs: list[Run], image_size: int | 
     """
     if kind not in ("unseen", "seen"):
         split = {"cifar100": "test", "tiny-imagenet": "val", "toy": "test"}.get(kind)
-        return load_dataset(kind, root, split, image_size, cache_dir, download, progress,
+        return load_dataset(kind, root, split, image_size=image_size, cache_dir=cache_dir, download=download, progress=progress,
                             interpolation=interpolation), None
-    trained = [r for r in runs if not is_stock(r)]  # a stock classifier holds nothing out
-    held_out = {(r.config.data, tuple(read_unseen(r.folder, r.config))) for r in trained}
+    runs = [m for m in models if m.settings is not None]  # a stock classifier or an exported folder holds nothing out
+    held_out = {(m.settings.data, tuple(read_unseen(m.folder, m.settings))) for m in runs}
     if len(held_out) != 1 or not next(iter(held_out))[1]:
-        raise DeviseError(f"--target {kind} needs runs trained with the same --unseen K and --unseen-seed")
-    config = trained[0].config
+        raise DeviseError(f"--target {kind} needs run folders trained with the same --unseen K and --unseen-seed")
+    config = runs[0].settings
     unseen = list(next(iter(held_out))[1])
-    everything = load_dataset(config.data, root or config.data_root, config.val_split, image_size,
-                              cache_dir, config.download, progress, config.on_bad_image, config.val_share,
+    everything = load_dataset(config.data, root or config.data_root, config.val_split, image_size=image_size,
+                              cache_dir=cache_dir, download=config.download, progress=progress, on_bad_image=config.on_bad_image, val_share=config.val_share,
                               interpolation=interpolation)
     seen = seen_classes(everything, unseen)
     if kind == "seen":
@@ -276,65 +335,52 @@ def check_labels(space: RunLabels, labels: list[str] | None) -> None:
             space.embed(missing)  # raises the missing-labels error
 
 
-def run_zero_shot(run_folders: list[str | Path], target: str, target_root: str | None = None,
-                  vocabulary: str = "target,train", vectors: str | None = None, conse_top: int = CONSE_TOP,
-                  out: str | Path | None = None, examples: int | list[int] = 6, seed: int = 0, progress: bool = True,
-                  download: bool = False, device: str = "auto", replacements: str | None = None,
-                  cache_dir: str | None = None, prompts: str | None = None, image_size: int | None = None) -> dict:
-    """Load runs, run them on the target images, compute every metric, and write into `out`
-    (default: `<first run>/zeroshot-<target>`): `zeroshot.json`, the similarity bar chart and
-    the side-by-side top-5 figure of `examples` images: that many drawn with `seed`, or a list of
-    chosen image indices into the target set. The models run on `device`; labels are read in the
-    runs' label space, with a `replacements` file for labels it has no vector for. Datasets are
-    cached in `cache_dir` (default: the first run's). A pretrained classifier named instead of a
-    run (`efficientnet-lite0`) reads its labels in `vectors` with `prompts`, at `image_size` (default:
-    its weights' own)."""
-    first = str(run_folders[0])
-    default = Path("runs") / first if is_pretrained_name(first) and not Path(first).is_dir() else Path(first)
-    folder = Path(out) if out else zero_shot_folder(default, target)
+def run_zero_shot(request: ZeroShotRequest) -> dict:
+    """Load the models, run them on the target images, compute every metric, and write into the
+    request's folder: `zeroshot.json`, the similarity bar chart and the side-by-side top-5 figure."""
+    folder = request.folder
     with held(folder, "zeroshot"):
-        return zero_shot_into(folder, run_folders, target, target_root, vocabulary, vectors, conse_top, examples,
-                              seed, progress, download, device, replacements, cache_dir, prompts, image_size)
+        return zero_shot_into(folder, request)
 
 
-def zero_shot_into(folder: Path, run_folders: list, target: str, target_root: str | None, vocabulary: str,
-                   vectors: str | None, conse_top: int, examples: int | list[int], seed: int, progress: bool,
-                   download: bool, device: str, replacements: str | None, cache_dir: str | None,
-                   prompts: str | None = None, image_size: int | None = None) -> dict:
-    from devise.plots import plot_examples, plot_similarity
-
-    runs = [load_model_run(path, device, vectors, prompts, image_size) for path in run_folders]
-    space = comparison_space(runs, vectors, replacements)
-    check_labels(space, target_class_names(target, target_root))  # before any image is decoded
-    held_out = target in ("unseen", "seen")
-    data = next((r.config.data for r in runs if r.config.unseen), target) if held_out else target
-    sizes = {run.folder: (stored_size(run.config, data), stored_interpolation(run.config))
-             for run in runs}  # each model's images as it keeps them
-    cache = cache_dir or next((r.config.cache_dir for r in runs if r.config.cache_dir), None)
-    loaded = {size: load_target(target, target_root, runs, size[0], progress, download, cache, size[1])
-              for size in dict.fromkeys(sizes.values())}
-    targets, gzsl_all = loaded[sizes[runs[0].folder]]
+def zero_shot_into(folder: Path, request: ZeroShotRequest) -> dict:
+    models = [load(path, request.device, vectors=request.vectors, prompts=request.prompts,
+                   replacements=request.replacements, image_size=request.image_size) for path in request.models]
+    space = comparison_space(models, request.vectors)
+    check_labels(space, target_class_names(request.target, request.target_root))  # before any image is decoded
+    held_out = request.target in ("unseen", "seen")
+    data = next((m.settings.data for m in models if m.settings and m.settings.unseen), "") if held_out else request.target
+    kept = {id(m): (stored_size(m.preprocess, m.image_size, data), stored_interpolation(m.preprocess))
+            for m in models}  # each model's images as it keeps them
+    cache = request.cache_dir or next((m.settings.cache_dir for m in models if m.settings and m.settings.cache_dir), None)
+    loaded = {form: load_target(request.target, request.target_root, models, form[0], progress=request.progress,
+                                download=request.download, cache_dir=cache, interpolation=form[1])
+              for form in dict.fromkeys(kept.values())}
+    targets, gzsl_all = loaded[kept[id(models[0])]]
     check_labels(space, targets.class_names)  # before the models run
-    models = models_from_runs(runs, conse_top)
+    tested = models_under_test(models, request.conse_top)
 
-    def source(run: Run) -> ImageSet:
-        own_targets, own_all = loaded[sizes[run.folder]]
-        return own_all[0] if own_all else own_targets
+    def outputs_of(model: DeviseModel) -> torch.Tensor:
+        own_targets, own_all = loaded[kept[id(model)]]
+        return model.dataset_outputs(own_all[0] if own_all else own_targets, progress=request.progress,
+                                     cache_dir=cache_folder(cache))
 
-    raw = {run.folder: model_outputs(run, source(run), progress=progress) for run in runs}
-    all_outputs = {m.name: raw[m.run.folder] for m in models}
+    raw = {id(model): outputs_of(model) for model in models}
+    all_outputs = {t.name: raw[id(t.model)] for t in tested}
     gzsl = None
     if gzsl_all:
         everything, seen_ids = gzsl_all
         unseen_image = ~torch.tensor([c in set(seen_ids) for c in everything.class_ids])[everything.labels]
         outputs = {name: value[unseen_image] for name, value in all_outputs.items()}
         gzsl = (everything, all_outputs, seen_ids,
-                calibrations(models, space, everything, seen_ids, target_root, conse_top, progress))
+                calibrations(tested, space, everything, seen_ids, request.target_root, request.conse_top,
+                             request.progress))
     else:
         outputs = all_outputs
-    chosen = choose_examples(examples, len(targets), seed)
-    results = evaluate_zero_shot(models, targets, space, vocabulary, outputs, conse_top, gzsl, chosen)
-    results["target"] = target
+    chosen = choose_examples(request.examples, len(targets), request.seed)
+    results = evaluate_zero_shot(tested, targets, space, request.vocabulary, outputs, conse_top=request.conse_top,
+                                 gzsl=gzsl, examples=chosen)
+    results["target"] = request.target
     write_zero_shot(folder, results)
     plot_similarity(results, folder / "similarity.png")
     if chosen:
@@ -344,24 +390,31 @@ def zero_shot_into(folder: Path, run_folders: list, target: str, target_root: st
     return results
 
 
-def calibrations(models: list[ZeroShotModel], space: RunLabels, everything: ImageSet, seen_ids: list[str],
+def calibrations(tested: list[ZeroShotModel], space: RunLabels, everything: ImageSet, seen_ids: list[str],
                  data_root: str | None, conse_top: int, progress: bool) -> dict[str, dict]:
     """Each model's calibrated-stacking constant chosen on class splits (`devise.training.calibration`),
     where it has one: a frozen-body DeViSE run's, stored when it trained, and ConSE's, chosen
     here in the label space the models are compared in."""
     found = {}
-    for model in models:
-        if model.kind == "DeViSE":
-            stored = read_calibration(model.run.folder)
+    for test in tested:
+        model, settings = test.model, test.model.settings
+        if settings is None:
+            continue
+        if test.kind == "DeViSE":
+            stored = read_calibration(model.folder)
             if stored:
-                found[model.name] = stored
-        elif model.kind == "ConSE" and class_split_applies(model.run.config, len(seen_ids)):
-            stage(f"choosing ConSE's calibrated-stacking constant on {SPLITS} class splits of the seen classes", progress)
-            run = model.run
-            train_set = run_split(run, "train", data_root, progress)
-            found[model.name] = class_split_constant(run, train_set, keep_classes(everything, seen_ids),
-                                                     space.embed(train_set.class_names, train_set.class_ids),
-                                                     conse_top, progress=progress)
+                found[test.name] = stored
+        elif test.kind == "ConSE" and class_split_applies(settings, len(seen_ids)):
+            log.info(f"choosing ConSE's calibrated-stacking constant on {SPLITS} class splits of the seen classes")
+            train_set = run_split(settings, model.folder, "train", data_root=data_root, progress=progress)
+            cache = cache_folder(settings.cache_dir)
+
+            def features_of(data: ImageSet, model: DeviseModel = model) -> torch.Tensor:
+                return model.body_outputs(data, settings.eval_batch_size, progress, cache).to(model.device)
+
+            found[test.name] = class_split_constant(settings, features_of, train_set, keep_classes(everything, seen_ids),
+                                                    space.embed(train_set.class_names, train_set.class_ids),
+                                                    conse_top=conse_top, progress=progress)
     return found
 
 

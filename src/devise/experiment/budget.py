@@ -23,9 +23,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from devise.training.calibration import SPLITS, class_split_applies
 from devise.config import TrainConfig, own_body
 from devise.errors import DeviseError
+from devise.training.calibration import SPLITS, class_split_applies
 
 SAFETY = 0.85  # plan for this share of the time left: speeds drift, and the machine may be shared
 FIXED_SECONDS = 20.0  # label spaces, report, interpreter: 13-15 s on a 2-core CPU beside the passes counted
@@ -130,7 +130,7 @@ def estimate_seconds(stages: list[TrainConfig], speeds: Speeds, work: Workload, 
 
 
 def plan_budget(budget_seconds: float, stages: list[TrainConfig], speeds: Speeds, work: Workload,
-                batch_size: int, at_least_one_batch: bool = False) -> Plan:
+                *, batch_size: int, at_least_one_batch: bool = False) -> Plan:
     """The largest share of every epoch whose estimate fits `budget_seconds` x `SAFETY` (all of it
     when the preset fits as it is). The estimate is linear in the share, so it is solved for.
     When not even one batch an epoch fits: an error, or with `at_least_one_batch` that one batch

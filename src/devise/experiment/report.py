@@ -13,9 +13,9 @@ import re
 import tempfile
 from pathlib import Path
 
-from devise.training import runs
 from devise.errors import DeviseError
 from devise.plots import plot_hit_at_k, plot_learning_curves
+from devise.training import runs
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -162,7 +162,7 @@ def body_section(models: dict) -> str:
                     rows))
 
 
-def write_report(run_folders: list[str | Path], out: str | Path, title: str = "devise report",
+def write_report(run_folders: list[str | Path], out: str | Path, *, title: str = "devise report",
                  zero_shot: list[str | Path] = ()) -> Path:
     """Write the report of the runs (and of zero-shot output folders, found inside the runs
     when not given) to `out`; returns its path."""

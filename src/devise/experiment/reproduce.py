@@ -1,6 +1,6 @@
 """The whole experiment in one call: softmax CNN, DeViSE, hit@k, zero-shot, report, summary.
 
-A preset (`devise.config.PRESETS`: cpu, cpu-long, gpu, paper, demo) holds the settings of both
+A preset (a TOML file of `devise/presets`: cpu, cpu-long, gpu, paper, pretrained, demo) holds the settings of both
 stages; `--budget` fits any of them into the minutes a user has on the host at hand.
 
 Without a separate target dataset, zero-shot runs on a held-out split: `unseen` classes of the
@@ -10,6 +10,7 @@ training dataset are removed from training and named afterwards.
 from __future__ import annotations
 
 import itertools
+import logging
 import statistics
 import time
 from dataclasses import replace
@@ -17,23 +18,25 @@ from pathlib import Path
 
 import torch
 
-from devise.experiment import budget as budgets
-from devise.training import runs
-from devise.config import PRESETS, TrainConfig, preset_settings
-from devise.data import BatchLoader, ImageSet
-from devise.data.pipeline import NO_AUGMENT, Augment
-from devise.errors import DeviseError
-from devise.model.pretrained import is_pretrained_name
-from devise.evaluation.evaluate import evaluate_run
-from devise.hardware import Distributed, autocast, describe_host, distributed, host_line, use_bf16
-from devise.hardware import freed_memory_kept
-from devise.log import stage
-from devise.experiment.report import write_report
-from devise.config import own_body
+from devise.config import TrainConfig, own_body, preset_file, preset_settings
+from devise.data import ImageSet
 from devise.data.features import feature_batch
-from devise.training.runs import build_model, input_pipeline, with_image_size
-from devise.training.loop import body_features, held_out_classes, load_data, make_optimizer, train, training_step
-from devise.evaluation.zeroshot import run_zero_shot
+from devise.data.pipeline import NO_AUGMENT, Augment, BatchLoader
+from devise.errors import DeviseError
+from devise.evaluation.evaluate import evaluate_run
+from devise.evaluation.zeroshot import ZeroShotRequest, run_zero_shot
+from devise.experiment import budget as budgets
+from devise.experiment.report import write_report
+from devise.hardware import Distributed, autocast, describe_host, distributed, freed_memory_kept, host_line, use_bf16
+from devise.model.checkpoint import has_checkpoint, load_config
+from devise.model.network import build_network, input_pipeline, with_image_size
+from devise.model.pretrained import is_pretrained_name
+from devise.training import runs
+from devise.training.loop import held_out_classes, load_data, train
+from devise.training.objectives import objective_for
+from devise.training.steps import body_features, make_optimizer, training_step
+
+log = logging.getLogger(__name__)
 
 # The student paper's reported figures, to print beside ours (never as ours).
 PAPER = {"softmax top-1": 0.25, "DeViSE hit@5": 0.31, "DeViSE similarity": 0.63, "softmax similarity": 0.31,
@@ -43,9 +46,7 @@ PAPER = {"softmax top-1": 0.25, "DeViSE hit@5": 0.31, "DeViSE similarity": 0.63,
 def preset_configs(preset: str, out: Path, data_root: str | None, target: str, download: bool,
                    cache_dir: str | None = None) -> tuple[TrainConfig, TrainConfig]:
     """The two stages of a preset: the softmax run, and DeViSE warm-started from it."""
-    if preset not in PRESETS:
-        raise DeviseError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    unseen = PRESETS[preset]["unseen"] if target == "unseen" else 0
+    unseen = preset_file(preset)["unseen"] if target == "unseen" else 0
     where = dict(data_root=data_root, download=download, cache_dir=cache_dir, unseen=unseen)
     softmax = TrainConfig(**preset_settings(preset, "softmax"), **where, out=str(out / "softmax"))
     devise = TrainConfig(**preset_settings(preset, "embedding"), **where, init=softmax.out, out=str(out / "devise"))
@@ -59,8 +60,8 @@ def train_or_continue(config: TrainConfig, progress: bool, device: str) -> None:
     done = runs.read_summary(folder)
     if done and done["epochs"] >= config.epochs:
         return
-    if runs.has_checkpoint(folder):
-        train(runs.load_config(folder), resume=True, progress=progress, device=device)
+    if has_checkpoint(folder):
+        train(load_config(folder), resume=True, progress=progress, device=device)
     else:
         train(config, progress=progress, device=device)
 
@@ -96,7 +97,7 @@ def measure_speeds(config: TrainConfig, train_set: ImageSet, small_set: ImageSet
     """Time real steps of the preset's softmax model on real batches, then throw the model away. A
     body that no stage trains (a frozen pretrained one) is not timed training."""
     preprocess = input_pipeline(config, train_set.images)
-    model, objective = build_model(config, train_set.num_classes, None, device)
+    model, objective = build_network(config, train_set.num_classes).to(device), objective_for(config, None)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model)
@@ -109,7 +110,7 @@ def measure_speeds(config: TrainConfig, train_set: ImageSet, small_set: ImageSet
 
     def train_speed(data: ImageSet, augment) -> float:
         def step(images, labels):
-            training_step(stepper, objective, optimizer, images, labels, config.bf16)
+            training_step(stepper, objective, optimizer, images, labels, bf16=config.bf16)
 
         return config.batch_size / timed_steps(step, training_batches(data, augment), dist)
 
@@ -117,7 +118,7 @@ def measure_speeds(config: TrainConfig, train_set: ImageSet, small_set: ImageSet
         head = dist.wrap(model.head)
 
         def step(images, labels):
-            training_step(head, objective, optimizer, body_features(model, images, config.bf16), labels, config.bf16)
+            training_step(head, objective, optimizer, body_features(model, images, config.bf16), labels, bf16=config.bf16)
 
         model.eval()
         return config.batch_size / timed_steps(step, training_batches(train_set, Augment.of(config)), dist)
@@ -170,9 +171,9 @@ def fit_budget(minutes: float, started: float, stages: list[TrainConfig], unseen
     after = zero_shot_images if budgets.cached_features(softmax) else 2 * len(val_set) + 2 * zero_shot_images
     work = budgets.Workload(len(train_set), len(val_set), round(after), train_set.num_classes)
     left = dist.broadcast(minutes * 60 - (time.perf_counter() - started))  # every process sizes alike
-    plan = budgets.plan_budget(left, stages, speeds, work, softmax.batch_size)
+    plan = budgets.plan_budget(left, stages, speeds, work, batch_size=softmax.batch_size)
     if dist.is_main:
-        print(budgets.describe(plan, speeds, minutes * 60, host_line(describe_host(device))), flush=True)
+        log.info(budgets.describe(plan, speeds, minutes * 60, host_line(describe_host(device))))
     return plan, speeds, work
 
 
@@ -182,14 +183,14 @@ def refit_budget(minutes: float, started: float, speeds: budgets.Speeds, work: b
     rows = [r for r in runs.read_metrics(Path(first.out)) if r["epoch"] > first.small_epochs]
     speeds = budgets.rescale(speeds, statistics.median(r["images_per_second"] for r in rows))
     left = dist.broadcast(minutes * 60 - (time.perf_counter() - started))
-    plan = budgets.plan_budget(left, [second], speeds, work, second.batch_size, at_least_one_batch=True)
+    plan = budgets.plan_budget(left, [second], speeds, work, batch_size=second.batch_size, at_least_one_batch=True)
     if dist.is_main:
-        print(f"budget: {left / 60:.1f} min left after the first stage, which trained at {speeds.train:.0f} "
-              f"images/s; the second stage trains on {plan.fraction:.1%} of each epoch's images", flush=True)
+        log.info(f"budget: {left / 60:.1f} min left after the first stage, which trained at {speeds.train:.0f} "
+                 f"images/s; the second stage trains on {plan.fraction:.1%} of each epoch's images")
     return plan
 
 
-def reproduce(preset: str = "cpu", data_root: str | None = None, out: str | Path = "runs/reproduce",
+def reproduce(preset: str = "cpu", *, data_root: str | None = None, out: str | Path = "runs/reproduce",
               target: str = "unseen", target_root: str | None = None, download: bool = False,
               cache_dir: str | None = None, progress: bool = True, device: str = "auto",
               budget: float | None = None, overrides: dict | None = None) -> dict | None:
@@ -215,8 +216,7 @@ def reproduce(preset: str = "cpu", data_root: str | None = None, out: str | Path
     if budget is not None:
         plan, speeds, work = fit_budget(budget, started, [softmax, devise], softmax.unseen, device, dist, progress)
         softmax = replace(softmax, **plan.overrides())
-    talk = progress and dist.is_main
-    stage(f"training the softmax model into {softmax.out}", talk)
+    log.info(f"training the softmax model into {softmax.out}")
     train_or_continue(softmax, progress, str(device))
     if budget is not None and budgets.cached_features(softmax) and budgets.cached_features(devise):
         # one frozen body: its features of the first stage's images are paid for; the head trains on them all
@@ -226,22 +226,23 @@ def reproduce(preset: str = "cpu", data_root: str | None = None, out: str | Path
         second = refit_budget(budget, started, speeds, work, softmax, devise, dist)
         devise = replace(devise, **second.overrides())
         shares = [plan.fraction, second.fraction]
-    stage(f"training DeViSE into {devise.out}, warm-started from the softmax model", talk)
+    log.info(f"training DeViSE into {devise.out}, warm-started from the softmax model")
     train_or_continue(devise, progress, str(device))
     if not dist.is_main:
         return None
-    stage("evaluating hit@k of both models", talk)
+    log.info("evaluating hit@k of both models")
     hits = {name: evaluate_run(out / name, progress=progress, device=str(device)) for name in ("softmax", "devise")}
-    stage(f"zero-shot on {target}: DeViSE, ConSE and softmax", talk)
+    log.info(f"zero-shot on {target}: DeViSE, ConSE and softmax")
     # A body devise knows by name is also an ImageNet classifier: ConSE with no training, beside the heads.
     stock = [softmax.body] if is_pretrained_name(softmax.body) else []
-    zero_shot = run_zero_shot([out / "devise", out / "softmax", *stock], target, target_root,
-                              PRESETS[preset]["vocabulary"], out=out / f"zeroshot-{target}", progress=progress,
-                              download=download, device=str(device), image_size=softmax.image_size)
+    zero_shot = run_zero_shot(ZeroShotRequest(
+        [out / "devise", out / "softmax", *stock], target, target_root, preset_file(preset)["vocabulary"],
+        out=out / f"zeroshot-{target}", progress=progress, download=download, device=str(device),
+        image_size=softmax.image_size))
     minutes = (time.perf_counter() - started) / 60
-    stage(f"writing {out / 'report.html'} and {out / 'summary.md'}", talk)
-    write_report([out / "softmax", out / "devise"], out / "report.html", f"devise reproduce --preset {preset}",
-                 [out / f"zeroshot-{target}"])
+    log.info(f"writing {out / 'report.html'} and {out / 'summary.md'}")
+    write_report([out / "softmax", out / "devise"], out / "report.html", title=f"devise reproduce --preset {preset}",
+                 zero_shot=[out / f"zeroshot-{target}"])
     summary = summarise(preset, hits, zero_shot, minutes, {**describe_host(device), "processes": dist.world_size},
                         budget, shares)
     runs.write_summary(out, summary)

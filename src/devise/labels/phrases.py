@@ -11,7 +11,6 @@ import torch
 
 from devise.data.cache import default_cache_dir
 
-
 ENCODE_CHUNK = 8192  # phrases encoded and cached at a time
 
 

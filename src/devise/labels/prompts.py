@@ -8,7 +8,6 @@ import re
 from devise.config import PROMPT_SETS
 from devise.errors import DeviseError, read_text_file
 
-
 # CLIP-style templates (CLIP averages many such; these few suit small photos of objects).
 DEFAULT_PROMPTS = ("a photo of a {}.", "a low resolution photo of a {}.", "a cropped photo of a {}.",
                    "a close-up photo of a {}.", "a photo of the small {}.", "a photo of the large {}.")

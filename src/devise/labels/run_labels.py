@@ -115,19 +115,28 @@ def run_replacements(config, replacements: str | None = None) -> dict[str, str]:
     return {**(read_replacements_files(config.replacements) or {}), **extra}
 
 
+def run_labels(*, source: str, path: str | None = None, rule: str = DEFAULT_RULE, prompts=None,
+               random_vectors: bool = False, seed: int = 0, replacements: dict[str, str] | None = None,
+               known: dict[str, torch.Tensor] | None = None, centre: torch.Tensor | None = None) -> RunLabels:
+    """How a model reads any label: its label space (`source`, a vectors file's `path`, `prompts`
+    for a sentence space, or the random-vector control), synonym rule and replacements, its training
+    labels' own vectors (`known`) and the centre it takes off every other label's vector."""
+    if random_vectors:
+        dim = next(iter(known.values())).shape[0] if known else load_label_space(source, path).dim
+        return RunLabels(RandomSpace(dim, seed), rule, replacements, dict(known or {}), centre)
+    return RunLabels(load_label_space(source, path, prompts if source == MINILM else None), rule, replacements,
+                     dict(known or {}), centre)
+
+
 def label_space_for(config, known: dict[str, torch.Tensor] | None = None, replacements: str | None = None,
                     vectors: str | None = None, centre: torch.Tensor | None = None) -> RunLabels:
-    """A run's label space: `config`'s source, rule and replacements file (plus a `replacements`
-    file of the caller's, which wins), the vectors of its training labels when `known`, and the
-    centre it takes off every other label's vector. For a softmax run, which has no space of its
-    own, `vectors` names the one to use."""
-    merged = run_replacements(config, replacements) or None
-    if config.random_vectors:
-        dim = next(iter(known.values())).shape[0] if known else load_label_space(config.vectors, config.vectors_path).dim
-        return RunLabels(RandomSpace(dim, config.seed), config.label_rule, merged, dict(known or {}), centre)
+    """A run's labels (`run_labels`) from its settings: `config`'s source, rule and replacements
+    file (plus a `replacements` file of the caller's, which wins). For a softmax run, which has no
+    space of its own, `vectors` names the one to use."""
     source, path = (vectors, None) if vectors else (config.vectors, config.vectors_path)
-    prompts = getattr(config, "prompts", None) if source == MINILM else None
-    return RunLabels(load_label_space(source, path, prompts), config.label_rule, merged, dict(known or {}), centre)
+    return run_labels(source=source, path=path, rule=config.label_rule, prompts=config.prompts,
+                      random_vectors=config.random_vectors, seed=config.seed,
+                      replacements=run_replacements(config, replacements) or None, known=known, centre=centre)
 
 
 def training_label_vectors(config, class_names: list[str],

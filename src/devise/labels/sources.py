@@ -41,7 +41,6 @@ FILE_FORMATS = {  # source -> (binary, no_header) for gensim's load_word2vec_for
 WORD_VECTOR_SOURCES = (PACKAGED_GLOVE, *FILE_FORMATS)
 
 
-SOURCES = LABEL_SPACES  # the word-vector sources and MINILM
 
 
 def one_line(error: BaseException) -> str:
@@ -50,8 +49,8 @@ def one_line(error: BaseException) -> str:
 
 
 def check_source(source: str) -> None:
-    if source not in SOURCES:
-        raise DeviseError(f"unknown label-space source {source!r}; choose one of: {', '.join(SOURCES)}")
+    if source not in LABEL_SPACES:
+        raise DeviseError(f"unknown label-space source {source!r}; choose one of: {', '.join(LABEL_SPACES)}")
 
 
 def load_word_vectors(source: str = PACKAGED_GLOVE, path: str | Path | None = None) -> KeyedVectors:

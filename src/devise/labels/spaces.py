@@ -25,6 +25,7 @@ How a label becomes a vector (`WordVectorSpace`):
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import string
 from abc import ABC, abstractmethod
@@ -40,9 +41,17 @@ from devise.config import DEFAULT_RULE, LABEL_RULES
 from devise.errors import DeviseError
 from devise.labels.phrases import ENCODE_CHUNK, PhraseCache
 from devise.labels.prompts import PARENT, fill_template, read_prompts
-from devise.labels.sources import (MINILM, PACKAGED_GLOVE, check_source, load_sentence_model, load_word_vectors,
-                                   model_digest)
-from devise.log import stage
+from devise.labels.sources import (
+    MINILM,
+    PACKAGED_GLOVE,
+    check_source,
+    load_sentence_model,
+    load_word_vectors,
+    model_digest,
+)
+from devise.labels.wordnet import load_wordnet
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from gensim.models import KeyedVectors
@@ -290,8 +299,6 @@ class SentenceSpace(LabelSpace):
         the hypernym of its label's wnid, or else of the phrase's most frequent sense as a noun."""
         if not any(PARENT in t for t in self.templates):
             return [None] * len(phrases)
-        from devise.labels.wordnet import load_wordnet
-
         wordnet = load_wordnet()
         return [wordnet.hypernym_name(label_id, phrase) for phrase, label_id in zip(phrases, label_ids or [None] * len(phrases))]
 
@@ -309,7 +316,7 @@ class SentenceSpace(LabelSpace):
             chunk = slice(start, start + ENCODE_CHUNK)
             known.update(self.cache.add(new_keys[chunk], self.encode_uncached(pairs[chunk])))
             if len(pairs) > ENCODE_CHUNK:
-                stage(f"encoded {min(start + ENCODE_CHUNK, len(pairs)):,} of {len(pairs):,} new phrases in "
+                log.info(f"encoded {min(start + ENCODE_CHUNK, len(pairs)):,} of {len(pairs):,} new phrases in "
                       f"{len(self.templates) or 1} template(s) with {self.name}; cached in {self.cache.folder}")
         return torch.stack([known[key] for key in keys]) if keys else torch.zeros(0, self.dim)
 

@@ -8,6 +8,7 @@ import torch
 
 from devise.errors import DeviseError, read_text_file
 from devise.labels.run_labels import RunLabels
+from devise.labels.wordnet import hop_vocabulary, is_wnid, load_wordnet
 
 
 def vectors_or_zeros(space: RunLabels, labels: list[str], ids: list[str | None] | None = None) -> tuple[torch.Tensor, int]:
@@ -105,8 +106,6 @@ def build_vocabulary(space: RunLabels, label_sets: dict[str, list[str]], spec: s
 def wordnet_part(label_ids: dict[str, list[str]], hops: int | None, part: str) -> tuple[list[str], list[str]]:
     """(wnids, names) of a wordnet: vocabulary part. `wordnet:all` is every noun; `2hop` and `3hop`
     need a target whose classes are WordNet ids. The training classes are left out of it."""
-    from devise.labels.wordnet import hop_vocabulary, is_wnid, load_wordnet
-
     target = label_ids.get("target") or []
     if hops is not None and (not target or not all(is_wnid(t) for t in target)):
         raise DeviseError(f"vocabulary part {part!r} needs a target whose classes are WordNet ids "

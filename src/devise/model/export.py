@@ -12,7 +12,7 @@ and `devise.load("model/")` reads it back on any device without the run folder, 
 checkpoint or a single unpickled byte:
 
     import devise
-    model = devise.load("model/")                        # or a run folder; device="auto"
+    model = devise.load("model/")                        # or a run folder, or "efficientnet-lite0"
     model.encode_image(["tiger.jpg"])                    # N x D unit vectors
     model.encode_text(["tiger", "lion"])                 # 2 x D, read with the run's label rule
     model.classify(["tiger.jpg"], ["tiger", "lion", "house cat"], top=2)
@@ -28,209 +28,136 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections.abc import Iterator
+import warnings
 from pathlib import Path
-from types import SimpleNamespace
 
-import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from PIL import Image
 
 from devise import __version__
-from devise.config import PROMPT_SETS
-from devise.data.pipeline import Preprocess
+from devise.config import PROMPT_SETS, TrainConfig
+from devise.data.preprocess import Preprocess
 from devise.errors import DeviseError, read_text_file
-from devise.hardware import autocast, inference_bf16, resolve_device
-from devise.model.inference import CONSE_TOP, image_batch, query_vectors, top_labels
-from devise.model.network import EmbeddingHead, ModelSpec, VisualNet, create_model
-from devise.model.pretrained import timm_architecture
-from devise.labels.run_labels import RunLabels, label_space_for, read_replacements, run_replacements, run_space_name
-from devise.labels.vocabulary import Vocabulary, build_vocabulary, vectors_or_zeros
+from devise.hardware import resolve_device
 from devise.labels.prompts import read_prompts
+from devise.labels.run_labels import read_replacements, run_replacements, run_space_name
+from devise.labels.vocabulary import vectors_or_zeros
+from devise.model.checkpoint import CONFIG as RUN_CONFIG
+from devise.model.checkpoint import Run, load_run
+from devise.model.inference import CONSE_TOP, DeviseModel, body_label, conse_vectors
+from devise.model.network import VisualNet, build_network, input_pipeline
+from devise.model.pretrained import (
+    KNOWN,
+    imagenet_classes,
+    imagenet_classifier_state,
+    is_pretrained_name,
+    timm_architecture,
+)
 
 FORMAT, FORMAT_VERSION = "devise-model", 2  # 2: bodies from timm, the input pipeline
 CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE = "config.json", "model.safetensors", "image_encoder.onnx"
-METHODS = {"devise": "DeViSE", "conse": "ConSE", "softmax": "softmax"}  # classify's methods and their names
-BATCH_SIZE = 256  # images a forward pass: memory stays bounded however many images are given
 REQUIRED = ("kind", "architecture", "image_size", "normalizer", "label_space", "label_rule", "labels",
             "label_vectors", "outputs")
 
 
-class DeviseModel:
-    """A trained network with its label space: images and label text in, unit vectors and ranked
-    labels out. Built by `load` (an exported folder or a run folder) or `from_run`."""
+def from_run(run: Run, *, replacements: str | None = None, vectors: str | None = None, stock: bool = False,
+             name: str | None = None) -> DeviseModel:
+    """The model of a loaded run folder (`devise.model.checkpoint.load_run`), as `export` writes it.
 
-    def __init__(self, network: VisualNet, config: dict, device: torch.device, vectors_path: str | None = None):
-        self.network = network.to(device).eval()
-        self.config = config
-        self.device = device
-        self.labels: list[str] = list(config["labels"])
-        self.label_vectors = torch.tensor(config["label_vectors"], dtype=torch.float32).reshape(len(self.labels), -1)
-        self.image_size: int = int(config["image_size"])
-        normalizer = config["normalizer"]
-        self.preprocess = (Preprocess.from_record(config["preprocess"]) if config.get("preprocess")
-                           else Preprocess(tuple(normalizer["mean"]), tuple(normalizer["std"])))
-        self.vectors_path = vectors_path
-        self.text_labels: RunLabels | None = None  # the label space, loaded on first use
+    An embedding run keeps the vectors it trained on; a softmax run gets its training labels'
+    vectors in its own label space, or in `vectors`, the ones ConSE ranks with. `replacements` (a
+    file of 'label<TAB>words' lines) adds to the run's own. A `stock` classifier (a pretrained one
+    loaded by name) keeps its labels that have no vector in the space as zero rows: ConSE leaves
+    them out."""
+    config = run.config
+    if run.label_vectors is not None:  # no label space needs loading: the vectors it trained on
+        label_vectors, space_name = run.label_vectors.detach().float().cpu(), run_space_name(config)
+    else:
+        space = run.label_space(replacements, vectors)
+        found = vectors_or_zeros(space, run.class_names, run.class_ids)[0] if stock else None
+        label_vectors = found if stock else space.embed(run.class_names, run.class_ids)
+        space_name = space.name
+    source = vectors or config.vectors
+    config_json = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "devise_version": __version__,
+        "kind": config.head,
+        "architecture": {"body": config.body, "timm": timm_architecture(config.body), "width": config.width,
+                         "hidden": config.hidden, "dropout": config.dropout, "stem_pool": config.stem_pool,
+                         "embed_hidden": config.embed_hidden},
+        "outputs": label_vectors.shape[1] if config.head == "embedding" else len(run.class_names),
+        "image_size": config.image_size,
+        "input": input_text(run.preprocess, config.image_size),
+        "normalizer": {"mean": list(run.preprocess.mean), "std": list(run.preprocess.std)},
+        "preprocess": run.preprocess.record(),
+        "body_trained_on": run.body_trained_on,
+        "bf16": config.bf16,
+        "label_space": {"source": source, "path": None if vectors else config.vectors_path,
+                        "dim": label_vectors.shape[1], "name": space_name, "prompts": exported_prompts(config, source),
+                        "random_vectors": config.random_vectors, "seed": config.seed,
+                        "centre": None if run.label_centre is None else run.label_centre.float().tolist()},
+        "label_rule": config.label_rule,
+        "replacements": run_replacements(config, replacements),
+        "conse_top": CONSE_TOP,
+        "run": name or run.folder.name,
+        "labels": list(run.class_names),
+        "label_ids": run.class_ids,  # WordNet ids for Tiny ImageNet runs; None where unknown
+        "stock": stock,
+        "label_vectors": label_vectors.tolist(),
+    }
+    return DeviseModel(run.model, config_json, run.device, settings=None if stock else config,
+                       folder=None if stock else run.folder)
 
-    def __repr__(self) -> str:
-        return (f"DeviseModel({self.kind}, {body_name(self.config['architecture'])} at {self.image_size} px, "
-                f"{len(self.labels)} labels in {self.label_space_name}, {self.device})")
 
-    @property
-    def kind(self) -> str:
-        """"embedding" (DeViSE) or "softmax"."""
-        return self.config["kind"]
+def pretrained_model(name: str, *, device: str | torch.device = "cpu", image_size: int | None = None,
+                     vectors: str | None = None, prompts: str | None = None,
+                     replacements: str | None = None) -> DeviseModel:
+    """A pretrained ImageNet classifier devise knows by name (`devise.list_pretrained()`), as a
+    softmax model over its 1,000 ImageNet-1K classes (WordNet ids and names): ConSE with no
+    training, its labels read in `vectors` (default GloVe 6B 50-d; `prompts` for a sentence
+    space), at its weights' input size unless `image_size` says otherwise."""
+    weights = KNOWN[name]
+    if image_size is not None and not 8 <= image_size <= 1024:
+        raise DeviseError(f"--image-size must be in [8, 1024], not {image_size}")
+    config = TrainConfig(head="softmax", body=name, pretrained=True, image_size=image_size or weights.input_size,
+                         dropout=0.0, bf16=True, vectors=vectors or "glove-6b-50d", prompts=prompts)
+    ids, names = imagenet_classes()
+    network = build_network(config, len(ids))
+    network.load_state_dict(imagenet_classifier_state(name))
+    network = network.to(resolve_device(device), memory_format=torch.channels_last).eval()
+    run = Run(config, network, input_pipeline(config), names, Path(name), None, ids, None,
+              {"description": weights.trained_on, "ids": ids})
+    return from_run(run, replacements=replacements, stock=True, name=name)
 
-    @property
-    def methods(self) -> tuple[str, ...]:
-        """How this model can classify: an embedding model by DeViSE, a softmax model by ConSE or softmax."""
-        return ("devise",) if self.kind == "embedding" else ("conse", "softmax")
 
-    @property
-    def label_space_name(self) -> str:
-        return self.config["label_space"]["name"]
+def input_text(preprocess: Preprocess, image_size: int) -> str:
+    """What config.json says an image goes through before the network, for people."""
+    if preprocess.size is None:
+        return ("RGB, shorter side scaled to image_size and the centre square cut; 0-255, then (x - mean) / std "
+                "per channel")
+    return (f"RGB, shorter side scaled to {preprocess.resize} px ({preprocess.interpolation}) and the centre "
+            f"{image_size} px square cut; 0-255, then (x - mean) / std per channel")
 
-    @property
-    def dim(self) -> int:
-        return self.label_vectors.shape[1]
 
-    @property
-    def conse_top(self) -> int:
-        """ConSE's T: how many of a softmax model's most probable labels its vector mixes."""
-        return int(self.config.get("conse_top", CONSE_TOP))
+def exported_prompts(config: TrainConfig, source: str) -> str | list[str] | None:
+    """The run's prompt templates as the model file keeps them: a built-in set's name ("default",
+    "hypernym"), or the templates of a prompts file themselves (the file need not travel with the
+    model); none outside a sentence space."""
+    prompts = config.prompts if source == "minilm" else None
+    return list(read_prompts(prompts)) if prompts and prompts not in PROMPT_SETS else prompts
 
-    # -----------------------------------------------------------------------------------------
-    # Images
 
-    @torch.no_grad()
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """One uint8 batch at the model's image size -> raw outputs (unit vectors or logits) on the
-        CPU, normalised and computed exactly as `devise.model.inference.model_outputs` does for the run."""
-        images = self.preprocess.prepare(batch.to(self.device))
-        with autocast(self.device, inference_bf16(self.config.get("bf16"), self.device)):
-            return self.network(images).float().cpu()
+def save(model: DeviseModel, folder: str | Path) -> Path:
+    """Write `config.json` and `model.safetensors` into `folder`, each through a temporary file."""
+    from safetensors.torch import save as safetensors_bytes
 
-    def encode_image(self, images, method: str | None = None, batch_size: int = BATCH_SIZE,
-                     conse_top: int | None = None) -> torch.Tensor:
-        """Unit vectors in the label space, one row per image: the network's own output (DeViSE)
-        or, for a softmax model, its ConSE vector. `images`: file paths, PIL images, H x W x C
-        uint8 arrays, or a uint8 tensor N x 3 x H x W (any size: resized and centre-cropped)."""
-        name = METHODS[self.check_method(method, ("devise", "conse"))]
-        conse_top = conse_top or self.conse_top
-        rows = [query_vectors(name, self.forward(batch), self.label_vectors, conse_top)
-                for batch in self.image_batches(images, batch_size)]
-        return torch.cat(rows)
-
-    def image_batches(self, images, batch_size: int = BATCH_SIZE) -> Iterator[torch.Tensor]:
-        """uint8 batches of the images as the model's pipeline takes them: squares of its resize
-        side (its image size for devise's own bodies), which `forward` crops and normalises."""
-        return image_batches(images, self.preprocess.resize or self.image_size, batch_size,
-                             self.preprocess.interpolation)
-
-    # -----------------------------------------------------------------------------------------
-    # Text
-
-    def text_space(self) -> RunLabels:
-        """The run's label space, rule and replacements, with the training labels' stored vectors:
-        text is read exactly as in training. Loaded once, on first use."""
-        if self.text_labels is None:
-            space = self.config["label_space"]
-            settings = SimpleNamespace(vectors=space["source"], vectors_path=self.vectors_path or space.get("path"),
-                                       label_rule=self.config["label_rule"], replacements=None,
-                                       prompts=space.get("prompts"), random_vectors=bool(space.get("random_vectors")),
-                                       seed=int(space.get("seed", 0)))
-            centre = space.get("centre")
-            labels = label_space_for(settings, dict(zip(self.labels, self.label_vectors)),
-                                     centre=None if centre is None else torch.tensor(centre, dtype=torch.float32))
-            labels.replacements = dict(self.config.get("replacements") or {}) or None
-            self.text_labels = labels
-        return self.text_labels
-
-    def encode_text(self, labels: str | list[str]) -> torch.Tensor:
-        """Unit vectors of label phrases ("fire ant", "goldfish, Carassius auratus"), one row each, in
-        the images' space; the training labels come back as the vectors they were trained on (and
-        need no label space loaded)."""
-        labels = [labels] if isinstance(labels, str) else list(labels)
-        stored = dict(zip(self.labels, self.label_vectors))
-        if labels and all(label in stored for label in labels):
-            return torch.stack([stored[label] for label in labels])
-        return self.text_space().embed(labels)
-
-    def vocabulary(self, spec: str = "train") -> Vocabulary:
-        """Candidate labels with their vectors, built as `devise predict --vocabulary SPEC` builds them:
-        a comma list of train, words:N (the label space's N most common words), file:PATH."""
-        ids = self.config.get("label_ids")
-        return build_vocabulary(self.text_space(), {"train": self.labels}, spec, {"train": ids} if ids else None)
-
-    def common_words(self, n: int) -> list[str]:
-        """The n most frequent plain words of the label space (none for a sentence encoder)."""
-        try:
-            return self.text_space().vocabulary_words(n)
-        except DeviseError:
-            return []
-
-    # -----------------------------------------------------------------------------------------
-    # Ranking
-
-    def check_method(self, method: str | None, allowed: tuple[str, ...] = tuple(METHODS)) -> str:
-        """The method to use: the model's default when None; one clear error if it cannot."""
-        method = (method or self.methods[0]).lower()
-        if method not in allowed:
-            raise DeviseError(f"unknown method {method!r}; choose one of {', '.join(allowed)}")
-        if method not in self.methods:
-            what = "an embedding (DeViSE)" if self.kind == "embedding" else "a softmax"
-            raise DeviseError(f"method {method!r} is not available: this is {what} model, which classifies by "
-                              f"{' or '.join(self.methods)}")
-        return method
-
-    def classify(self, images, labels: list[str] | Vocabulary | None = None, top: int = 5, method: str | None = None,
-                 batch_size: int = BATCH_SIZE, conse_top: int | None = None) -> list[list[tuple[str, float]]]:
-        """For each image, the `top` best of `labels` (label phrases, a `vocabulary(...)`, or by
-        default the training labels) with their cosines, best first; images are taken `batch_size`
-        at a time. `method`: "devise" (an embedding model), "conse" or "softmax" (a softmax model;
-        softmax scores its own training labels by probability)."""
-        method = self.check_method(method)
-        if top <= 0:
-            raise DeviseError(f"top must be positive, not {top}")
-        if method == "softmax":
-            if labels is not None:
-                raise DeviseError("method 'softmax' ranks only the model's training labels; "
-                                  "use method 'conse' to rank other labels")
-            names, candidates = self.labels, None
-        elif isinstance(labels, Vocabulary):
-            names, candidates = labels.labels, labels.vectors
-        else:
-            names = list(dict.fromkeys(self.labels if labels is None else
-                                       ([labels] if isinstance(labels, str) else labels)))
-            if not names:
-                raise DeviseError("no candidate labels to rank")
-            candidates = self.encode_text(names)
-        ranked = []
-        for batch in self.image_batches(images, batch_size):
-            scores, index = top_labels(METHODS[method], self.forward(batch), self.label_vectors, candidates, top,
-                                       conse_top or self.conse_top)
-            ranked += [[(names[i], float(s)) for i, s in zip(row_index.tolist(), row_scores.tolist())]
-                       for row_index, row_scores in zip(index, scores)]
-        return ranked
-
-    # -----------------------------------------------------------------------------------------
-    # Files
-
-    def save(self, folder: str | Path) -> Path:
-        """Write `config.json` and `model.safetensors` into `folder`, each through a temporary file."""
-        from safetensors.torch import save
-
-        folder = Path(folder)
-        if folder.exists() and not folder.is_dir():
-            raise DeviseError(f"{folder} exists and is not a folder")
-        folder.mkdir(parents=True, exist_ok=True)
-        weights = {name: tensor.detach().to("cpu").contiguous() for name, tensor in self.network.state_dict().items()}
-        write_bytes(folder / WEIGHTS_FILE, save(weights, metadata={"format": "pt", "devise": FORMAT}))
-        write_bytes(folder / CONFIG_FILE, config_text(self.config).encode("utf-8"))
-        return folder
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DeviseError(f"{folder} exists and is not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.network.state_dict().items()}
+    write_bytes(folder / WEIGHTS_FILE, safetensors_bytes(weights, metadata={"format": "pt", "devise": FORMAT}))
+    write_bytes(folder / CONFIG_FILE, config_text(model.config).encode("utf-8"))
+    return folder
 
 
 def config_text(config: dict) -> str:
@@ -247,120 +174,13 @@ def write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def image_batches(images, size: int, batch_size: int = BATCH_SIZE,
-                  interpolation: str = "bilinear") -> Iterator[torch.Tensor]:
-    """uint8 batches (N x 3 x size x size) of at most `batch_size` images, decoded one batch at a time
-    so that a long list of files never sits in memory at once."""
-    if batch_size <= 0:
-        raise DeviseError(f"batch_size must be positive, not {batch_size}")
-    if isinstance(images, torch.Tensor):
-        yield from tensor_batches(images, size, batch_size, interpolation)
-        return
-    if isinstance(images, (str, Path, Image.Image)) or (isinstance(images, np.ndarray) and images.ndim == 3):
-        images = [images]
-    images = list(images)
-    if not images:
-        raise DeviseError("no images given")
-    for start in range(0, len(images), batch_size):
-        yield image_batch(images[start : start + batch_size], size, interpolation)
-
-
-def tensor_batches(images: torch.Tensor, size: int, batch_size: int,
-                   interpolation: str = "bilinear") -> Iterator[torch.Tensor]:
-    """Slices of a uint8 N x 3 x H x W tensor (or one 3 x H x W image), resized when not `size` px."""
-    if images.dtype != torch.uint8:
-        raise DeviseError(f"image tensors must be uint8 (0-255), not {images.dtype}; or pass file paths or PIL images")
-    if images.dim() == 3:
-        images = images[None]
-    if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] == 0:
-        raise DeviseError(f"an image tensor must be N x 3 x H x W (RGB), not {' x '.join(map(str, images.shape))}")
-    for start in range(0, len(images), batch_size):
-        part = images[start : start + batch_size]
-        if tuple(part.shape[-2:]) != (size, size):
-            part = image_batch(list(part.permute(0, 2, 3, 1).cpu().numpy()), size, interpolation)
-        yield part
-
-
-# ---------------------------------------------------------------------------------------------
-# From a run, to a folder, back again
-
-
-def from_run(run, replacements: str | None = None) -> DeviseModel:
-    """The portable model of a loaded run (`devise.training.runs.load_run`): what `export` writes.
-
-    An embedding run keeps the vectors it trained on; a softmax run gets its training labels'
-    vectors in its configured label space, the ones ConSE ranks with (as `devise predict --conse`).
-    `replacements` (a file of 'label<TAB>words' lines) adds to the run's own."""
-    from devise.training.runs import is_stock
-
-    config = run.config
-    merged = run_replacements(config, replacements)
-    if run.label_vectors is not None:
-        vectors = run.label_vectors.detach().float().cpu()
-    elif is_stock(run):  # a stock classifier's labels without a vector stay out of ConSE
-        vectors = vectors_or_zeros(run.label_space(replacements), run.class_names, run.class_ids)[0]
-    else:
-        vectors = run.label_space(replacements).embed(run.class_names, run.class_ids)
-    spec = ModelSpec.of(config)
-    return DeviseModel(run.model, {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "devise_version": __version__,
-        "kind": config.head,
-        "architecture": {"body": spec.body, "timm": timm_architecture(spec.body), "width": spec.width,
-                         "hidden": spec.hidden, "dropout": spec.dropout, "stem_pool": spec.stem_pool,
-                         "embed_hidden": config.embed_hidden},
-        "outputs": vectors.shape[1] if config.head == "embedding" else len(run.class_names),
-        "image_size": config.image_size,
-        "input": input_text(run.preprocess, config.image_size),
-        "normalizer": {"mean": list(run.preprocess.mean), "std": list(run.preprocess.std)},
-        "preprocess": run.preprocess.record(),
-        "body_trained_on": run.body_trained_on,
-        "bf16": config.bf16,
-        "label_space": {"source": config.vectors, "path": config.vectors_path, "dim": vectors.shape[1],
-                        "name": run_space_name(config), "prompts": exported_prompts(config),
-                        "random_vectors": config.random_vectors, "seed": config.seed,
-                        "centre": None if run.label_centre is None else run.label_centre.float().tolist()},
-        "label_rule": config.label_rule,
-        "replacements": merged,
-        "conse_top": CONSE_TOP,
-        "run": run.folder.name,
-        "labels": list(run.class_names),
-        "label_ids": getattr(run, "class_ids", None),  # WordNet ids for Tiny ImageNet runs; None where unknown
-        "stock": is_stock(run),  # a pretrained classifier loaded by name, not a run devise trained
-        "label_vectors": vectors.tolist(),
-    }, run.device)
-
-
-def input_text(preprocess: Preprocess, image_size: int) -> str:
-    """What config.json says an image goes through before the network, for people."""
-    if preprocess.size is None:
-        return ("RGB, shorter side scaled to image_size and the centre square cut; 0-255, then (x - mean) / std "
-                "per channel")
-    return (f"RGB, shorter side scaled to {preprocess.resize} px ({preprocess.interpolation}) and the centre "
-            f"{image_size} px square cut; 0-255, then (x - mean) / std per channel")
-
-
-def body_name(architecture: dict) -> str:
-    """The body of an exported architecture (format 1 called it "model")."""
-    return str(architecture.get("body", architecture.get("model")))
-
-
-def exported_prompts(config) -> str | list[str] | None:
-    """The run's prompt templates as the model file keeps them: a built-in set's name ("default",
-    "hypernym"), or the templates of a prompts file themselves (the file need not travel with the
-    model)."""
-    prompts = getattr(config, "prompts", None)
-    return list(read_prompts(prompts)) if prompts and prompts not in PROMPT_SETS else prompts
-
-
-def export(run_folder: str | Path, out: str | Path, onnx: bool = False, replacements: str | None = None) -> Path:
+def export(run_folder: str | Path, out: str | Path, *, onnx: bool = False, replacements: str | None = None) -> Path:
     """`devise export`: a run folder's model as config.json + model.safetensors (+ the ONNX image
     encoder) in `out`, loadable with `devise.load(out)` anywhere."""
-    from devise.training.runs import CONFIG, load_run
-
     out = Path(out)
-    if (out / CONFIG).exists():
+    if (out / RUN_CONFIG).exists():
         raise DeviseError(f"--out {out} is a run folder; export to a folder of its own")
-    model = from_run(load_run(run_folder, "cpu"), replacements)
+    model = from_run(load_run(run_folder, "cpu"), replacements=replacements)
     out.mkdir(parents=True, exist_ok=True)
     (out / ONNX_FILE).unlink(missing_ok=True)  # never leave an encoder from an earlier export beside new weights
     if onnx:
@@ -370,30 +190,32 @@ def export(run_folder: str | Path, out: str | Path, onnx: bool = False, replacem
                                         "(the normaliser is inside the graph)",
             "outputs": "embeddings: float32 N x D unit vectors" + (
                 " (ConSE), logits: float32 N x C" if model.kind == "softmax" else "")}
-    return model.save(out)
+    return save(model, out)
 
 
-def load(path: str | Path, device: str | torch.device = "auto", vectors_path: str | None = None,
-         vectors: str | None = None, prompts: str | None = None, replacements: str | None = None) -> DeviseModel:
+def load(path: str | Path, device: str | torch.device = "auto", *, vectors_path: str | None = None,
+         vectors: str | None = None, prompts: str | None = None, replacements: str | None = None,
+         image_size: int | None = None) -> DeviseModel:
     """An exported model folder (config.json + model.safetensors), a run folder, or a pretrained
     classifier devise knows by name (`devise.list_pretrained()`: ConSE over its ImageNet classes
-    with no training, its labels read in `vectors`, default GloVe 6B 50-d, with `prompts` for a
-    sentence space), on `device` (auto: a CUDA GPU if there is one). `vectors_path` points a model
-    whose label space is a vectors file at that file on this machine; `replacements` (a file of
-    'label<TAB>words' lines) adds to the model's own."""
+    with no training, at `image_size`), on `device` (auto: a CUDA GPU if there is one). A softmax
+    model's labels are read in `vectors` (with `prompts` for a sentence space) when given, its own
+    label space otherwise. `vectors_path` points a model whose label space is a vectors file at that
+    file on this machine; `replacements` (a file of 'label<TAB>words' lines) adds to the model's own."""
     folder = Path(path).expanduser()
+    device = resolve_device(device)
     if (folder / CONFIG_FILE).is_file():
-        model = load_exported(folder, resolve_device(device), vectors_path)
+        model = load_exported(folder, device, vectors_path)
         if replacements:
             model.config["replacements"] = {**(model.config.get("replacements") or {}), **read_replacements(replacements)}
         return model
-    from devise.model.pretrained import KNOWN, is_pretrained_name
-    from devise.training.runs import CONFIG, load_pretrained_run, load_run
-
-    if (folder / CONFIG).is_file():
-        return from_run(load_run(folder, device), replacements)
+    if (folder / RUN_CONFIG).is_file():
+        run = load_run(folder, device)
+        softmax = run.config.head == "softmax"  # an embedding model reads labels in its own space
+        return from_run(run, replacements=replacements, vectors=vectors if softmax else None)
     if is_pretrained_name(str(path)):
-        return from_run(load_pretrained_run(str(path), device, vectors=vectors, prompts=prompts), replacements)
+        return pretrained_model(str(path), device=device, image_size=image_size, vectors=vectors, prompts=prompts,
+                                replacements=replacements)
     if not folder.is_dir():
         raise DeviseError(f"{folder}: no such model folder, nor a pretrained model devise knows ({', '.join(KNOWN)})")
     raise DeviseError(f"{folder} is neither an exported devise model (no {CONFIG_FILE}) nor a run folder")
@@ -406,7 +228,7 @@ def load_exported(folder: Path, device: torch.device, vectors_path: str | None =
     """Rebuild the network from config.json and fill it from model.safetensors: JSON and raw
     tensors only, so loading a file someone handed you runs none of their code."""
     config = read_config(folder / CONFIG_FILE)
-    network = build_network(config, folder / CONFIG_FILE)
+    network = network_from_config(config, folder / CONFIG_FILE)
     weights = read_weights(folder / WEIGHTS_FILE)
     try:
         network.load_state_dict(weights)
@@ -414,7 +236,7 @@ def load_exported(folder: Path, device: torch.device, vectors_path: str | None =
         first = str(error).strip().splitlines()[1:2] or [error.__class__.__name__]
         raise DeviseError(f"{folder / WEIGHTS_FILE} does not fit the network {CONFIG_FILE} describes "
                           f"({first[0].strip()})") from None
-    return DeviseModel(network, config, device, vectors_path)
+    return DeviseModel(network, config, device, vectors_path=vectors_path)
 
 
 def read_config(path: Path) -> dict:
@@ -436,17 +258,17 @@ def read_config(path: Path) -> dict:
     return config
 
 
-def build_network(config: dict, where: Path) -> VisualNet:
+def network_from_config(config: dict, where: Path) -> VisualNet:
     """The network config.json describes, with freshly initialised weights."""
     arch = config["architecture"]
     try:
-        spec = ModelSpec(body_name(arch), int(arch["width"]), int(arch["hidden"]), float(arch["dropout"]),
-                         bool(arch["stem_pool"]))
+        settings = TrainConfig(body=body_label(config), width=int(arch["width"]), hidden=int(arch["hidden"]),
+                               dropout=float(arch["dropout"]), stem_pool=bool(arch["stem_pool"]),
+                               embed_hidden=int(arch["embed_hidden"]))
+        outputs = int(config["outputs"])
         if config["kind"] == "softmax":
-            return create_model(spec, int(config["outputs"]))
-        network = create_model(spec, 1)
-        network.head = EmbeddingHead(network.feature_dim, int(config["outputs"]), int(arch["embed_hidden"]) or None)
-        return network
+            return build_network(settings, outputs)
+        return build_network(settings, 1, label_vectors=torch.empty(0, outputs))
     except (KeyError, TypeError, ValueError) as error:
         raise DeviseError(f"{where}: the architecture is incomplete or wrong ({error!r})") from None
 
@@ -462,7 +284,6 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         return load_file(path, device="cpu")
     except (SafetensorError, OSError, ValueError) as error:
         raise DeviseError(f"{path} is not a safetensors file ({' '.join(str(error).split())[:120]})") from None
-
 
 # ---------------------------------------------------------------------------------------------
 # ONNX
@@ -485,8 +306,7 @@ class ImageEncoder(nn.Module):
         outputs = self.network((images.float() - self.mean) / self.std)
         if not self.conse:
             return outputs
-        p, index = outputs.softmax(dim=1).topk(self.conse_top, dim=1)
-        return F.normalize((p[:, :, None] * self.label_vectors[index]).sum(dim=1), dim=1), outputs
+        return conse_vectors(outputs, self.label_vectors, self.conse_top), outputs
 
 
 def export_onnx(model: DeviseModel, path: str | Path) -> Path:
@@ -494,8 +314,6 @@ def export_onnx(model: DeviseModel, path: str | Path) -> Path:
     uint8 N x 3 x S x S; output "embeddings", float32 unit vectors N x D (a softmax model: its ConSE
     vectors, and its "logits" too). Decoding and resizing stay outside the graph: RGB, the shorter
     side scaled to S and the centre square cut, as `encode_image` does."""
-    import warnings
-
     try:
         import onnx  # noqa: F401  (torch's exporter needs both)
         import onnxscript  # noqa: F401

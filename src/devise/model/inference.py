@@ -1,21 +1,21 @@
-"""From images to ranked labels: the one place where a model's outputs become names.
+"""From images to ranked labels: `DeviseModel`, the one inference API, and the ranking it uses.
 
 Three kinds of model name an image:
 
-- DeViSE (an embedding run): its output is a unit vector; the vocabulary is ranked by cosine;
-- ConSE (Norouzi et al. 2014), from a softmax run: the probability-weighted mean of the vectors of
-  its T most probable training labels, ranked the same way;
+- DeViSE (an embedding model): its output is a unit vector; the vocabulary is ranked by cosine;
+- ConSE (Norouzi et al. 2014), from a softmax model: the probability-weighted mean of the vectors
+  of its T most probable training labels, ranked the same way (`conse_vectors`, which the ONNX
+  export runs too);
 - softmax: its own training labels by probability; it can name nothing else.
 
-`Predictor` is the Python API behind `devise predict`:
-
-    from devise.model.inference import Predictor
-    predictor = Predictor.load("runs/devise", vocabulary="train,words:20000", device="auto")
-    predictor.predict(["tiger.jpg"], top=5)   # [[("tiger", 0.83), ("lion", 0.79), ...]]
+    import devise
+    model = devise.load("runs/devise")               # or an exported folder, or "efficientnet-lite0"
+    model.classify(["tiger.jpg"], ["tiger", "lion", "house cat"], top=2)
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,72 +23,22 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from devise.config import own_body
-from devise.data import BatchLoader, ImageSet
+from devise.config import TrainConfig
+from devise.data.base import ImageSet
 from devise.data.features import cached_features
-from devise.data.pipeline import NO_AUGMENT
+from devise.data.preprocess import Preprocess
 from devise.data.sources import decode_image, square_resize
 from devise.errors import DeviseError
-from devise.hardware import autocast, inference_bf16
-from devise.hardware import freed_memory_kept
-from devise.log import progress_bar
-from devise.model.topk import rank_topk
-from devise.training.runs import Run, cache_folder, load_run
-from devise.labels.run_labels import RunLabels
+from devise.hardware import autocast, freed_memory_kept, inference_bf16
+from devise.labels.run_labels import RunLabels, run_labels
 from devise.labels.vocabulary import Vocabulary, build_vocabulary
+from devise.log import progress_bar
+from devise.model.network import VisualNet
+from devise.model.topk import rank_topk
 
 CONSE_TOP = 10
-
-
-def kind_of(run: Run, conse: bool = False) -> str:
-    """"DeViSE" for an embedding run; for a softmax run "ConSE" if asked, else "softmax"."""
-    if run.config.head == "embedding":
-        return "DeViSE"
-    return "ConSE" if conse else "softmax"
-
-
-def model_outputs(run: Run, data: ImageSet | torch.Tensor, batch_size: int = 1000, progress: bool = True) -> torch.Tensor:
-    """The model's raw outputs for every image (logits, or unit vectors for an embedding run), on
-    the CPU, computed on the run's device in the precision `inference_bf16` chooses. `data` is an
-    `ImageSet` or a uint8 batch (N x 3 x H x W) as the run keeps its images. A dataset through a
-    timm body goes through its cached features (`body_outputs`)."""
-    if isinstance(data, ImageSet) and not own_body(run.config):
-        return head_outputs(run, body_outputs(run, data, batch_size, progress), batch_size)
-    return forward_all(run, run.model, data, batch_size, progress)
-
-
-def body_outputs(run: Run, data: ImageSet, batch_size: int = 1000, progress: bool = True) -> torch.Tensor:
-    """The run's body's features of every image of a dataset, on the CPU, as its head sees them
-    at inference: a timm body's computed once and cached (`devise.data.features`), devise's own
-    small body's computed again."""
-    if own_body(run.config):
-        return forward_all(run, run.model.body, data, batch_size, progress)
-    bf16 = inference_bf16(run.config.bf16, run.device)
-    return cached_features(run.model.body, run.preprocess, data, device=run.device, bf16=bf16, batch_size=batch_size,
-                           progress=progress, what=run.config.body, cache_dir=cache_folder(run.config))[0].float()
-
-
-@torch.no_grad()
-def head_outputs(run: Run, features: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """The run's head on body features, in batches, on the CPU."""
-    run.model.eval()
-    return torch.cat([run.model.head(features[start : start + batch_size].to(run.device)).float().cpu()
-                      for start in range(0, len(features), batch_size)]) if len(features) else features
-
-
-def forward_all(run: Run, network: torch.nn.Module, data: ImageSet | torch.Tensor, batch_size: int,
-                progress: bool) -> torch.Tensor:
-    """`network` (the run's model or its body) on every image, batch by batch, on the CPU."""
-    if isinstance(data, torch.Tensor):
-        data = ImageSet(data, torch.zeros(len(data), dtype=torch.int64), ["image"])
-    device = run.device
-    loader = BatchLoader(data.to(device), batch_size, run.preprocess, augment=NO_AUGMENT)
-    outputs = []
-    network.eval()
-    with freed_memory_kept(), torch.no_grad(), autocast(device, inference_bf16(run.config.bf16, device)):
-        for images, _ in progress_bar(loader, progress, desc=f"evaluating {run.folder.name}", unit="batch"):
-            outputs.append(network(images).float().cpu())
-    return torch.cat(outputs)
+METHODS = {"devise": "DeViSE", "conse": "ConSE", "softmax": "softmax"}  # classify's methods and their names
+BATCH_SIZE = 256  # images a forward pass: memory stays bounded however many images are given
 
 
 def conse_vectors(logits: torch.Tensor, label_vectors: torch.Tensor, top: int = CONSE_TOP) -> torch.Tensor:
@@ -123,6 +73,258 @@ def top_labels(kind: str, outputs: torch.Tensor, training_vectors: torch.Tensor,
     return rank_topk(queries, candidates, k)
 
 
+class DeviseModel:
+    """A trained network with its label space: images and label text in, unit vectors and ranked
+    labels out; the one way from images to ranked labels (DeViSE, ConSE, softmax) for `predict`,
+    `evaluate`, `zeroshot`, `serve` and the ONNX export. Built by `devise.load`: an exported folder,
+    a run folder (then `settings` and `folder` say what it was trained with and where it lives) or
+    a pretrained classifier devise knows by name (`stock`)."""
+
+    def __init__(self, network: VisualNet, config: dict, device: torch.device, *, vectors_path: str | None = None,
+                 settings: TrainConfig | None = None, folder: Path | None = None):
+        self.network = network.to(device).eval()
+        self.config = config
+        self.device = device
+        self.settings = settings  # a run folder's TrainConfig; None for an exported folder or a stock classifier
+        self.folder = folder
+        self.labels: list[str] = list(config["labels"])
+        self.label_vectors = torch.tensor(config["label_vectors"], dtype=torch.float32).reshape(len(self.labels), -1)
+        self.image_size: int = int(config["image_size"])
+        normalizer = config["normalizer"]
+        self.preprocess = (Preprocess.from_record(config["preprocess"]) if config.get("preprocess")
+                           else Preprocess(tuple(normalizer["mean"]), tuple(normalizer["std"])))
+        self.vectors_path = vectors_path
+        self.text_labels: RunLabels | None = None  # the label space, loaded on first use
+
+    def __repr__(self) -> str:
+        return (f"DeviseModel({self.kind}, {body_label(self.config)} at {self.image_size} px, "
+                f"{len(self.labels)} labels in {self.label_space_name}, {self.device})")
+
+    @property
+    def name(self) -> str:
+        """What the model is called in results: its run folder's name, or the pretrained one's."""
+        return self.folder.name if self.folder is not None else str(self.config.get("run", "model"))
+
+    @property
+    def stock(self) -> bool:
+        """A pretrained classifier loaded by name, not a model devise trained."""
+        return bool(self.config.get("stock"))
+
+    @property
+    def label_ids(self) -> list[str] | None:
+        """The training labels' ids (WordNet ids for Tiny ImageNet), where known."""
+        return self.config.get("label_ids")
+
+    @property
+    def body_trained_on(self) -> dict | None:
+        """{"description", "ids"}: the classes the body has been trained on (ids None: not known)."""
+        return self.config.get("body_trained_on")
+
+    @property
+    def kind(self) -> str:
+        """"embedding" (DeViSE) or "softmax"."""
+        return self.config["kind"]
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """How this model can classify: an embedding model by DeViSE, a softmax model by ConSE or softmax."""
+        return ("devise",) if self.kind == "embedding" else ("conse", "softmax")
+
+    @property
+    def label_space_name(self) -> str:
+        return self.config["label_space"]["name"]
+
+    @property
+    def dim(self) -> int:
+        return self.label_vectors.shape[1]
+
+    @property
+    def conse_top(self) -> int:
+        """ConSE's T: how many of a softmax model's most probable labels its vector mixes."""
+        return int(self.config.get("conse_top", CONSE_TOP))
+
+    # -----------------------------------------------------------------------------------------
+    # Images
+
+    @property
+    def bf16(self) -> bool:
+        """Whether inference runs in bf16 (`hardware.inference_bf16`)."""
+        return inference_bf16(self.config.get("bf16"), self.device)
+
+    @torch.no_grad()
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """One uint8 batch, as the pipeline takes it -> raw outputs (unit vectors or logits) on the CPU."""
+        images = self.preprocess.prepare(batch.to(self.device))
+        with autocast(self.device, self.bf16):
+            return self.network(images).float().cpu()
+
+    def dataset_outputs(self, data: ImageSet, batch_size: int = 1000, progress: bool = True,
+                        cache_dir: str | Path | None = None) -> torch.Tensor:
+        """Raw outputs for every image of a dataset (as the model keeps its images: `stored_size`).
+        Through a timm body, its features are computed once and cached (`devise.data.features`)."""
+        if self.preprocess.size is None:  # devise's own small body: computed again, batch by batch
+            return network_outputs(self.network, self.preprocess, data.images, device=self.device, bf16=self.bf16, batch_size=batch_size,
+                                   progress=progress, desc=f"evaluating {self.name}")
+        return head_outputs(self.network.head, self.body_outputs(data, batch_size, progress, cache_dir), self.device,
+                            batch_size)
+
+    def body_outputs(self, data: ImageSet, batch_size: int = 1000, progress: bool = True,
+                     cache_dir: str | Path | None = None) -> torch.Tensor:
+        """The body's features of every image of a dataset, on the CPU, as the head sees them."""
+        return dataset_features(self.network, self.preprocess, data, device=self.device, bf16=self.bf16,
+                                batch_size=batch_size, progress=progress, cache_dir=cache_dir,
+                                what=body_label(self.config))
+
+    def class_scores(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Scores over the training labels: logits, or cosines to the training labels' vectors."""
+        return outputs.float() if self.kind == "softmax" else outputs.float() @ self.label_vectors.T
+
+    def encode_image(self, images, method: str | None = None, batch_size: int = BATCH_SIZE,
+                     conse_top: int | None = None) -> torch.Tensor:
+        """Unit vectors in the label space, one row per image: the network's own output (DeViSE)
+        or, for a softmax model, its ConSE vector. `images`: file paths, PIL images, H x W x C
+        uint8 arrays, or a uint8 tensor N x 3 x H x W (any size: resized and centre-cropped)."""
+        name = METHODS[self.check_method(method, ("devise", "conse"))]
+        conse_top = conse_top or self.conse_top
+        rows = [query_vectors(name, self.forward(batch), self.label_vectors, conse_top)
+                for batch in self.image_batches(images, batch_size)]
+        return torch.cat(rows)
+
+    def image_batches(self, images, batch_size: int = BATCH_SIZE) -> Iterator[torch.Tensor]:
+        """uint8 batches of the images as the model's pipeline takes them: squares of its resize
+        side (its image size for devise's own bodies), which `forward` crops and normalises."""
+        return image_batches(images, self.preprocess.resize or self.image_size, batch_size,
+                             self.preprocess.interpolation)
+
+    # -----------------------------------------------------------------------------------------
+    # Text
+
+    def text_space(self) -> RunLabels:
+        """The run's label space, rule and replacements, with the training labels' stored vectors:
+        text is read exactly as in training. Loaded once, on first use."""
+        if self.text_labels is None:
+            space = self.config["label_space"]
+            centre = space.get("centre")
+            self.text_labels = run_labels(
+                source=space["source"], path=self.vectors_path or space.get("path"), rule=self.config["label_rule"],
+                prompts=space.get("prompts"), random_vectors=bool(space.get("random_vectors")),
+                seed=int(space.get("seed", 0)), replacements=dict(self.config.get("replacements") or {}) or None,
+                known=dict(zip(self.labels, self.label_vectors)),
+                centre=None if centre is None else torch.tensor(centre, dtype=torch.float32))
+        return self.text_labels
+
+    def encode_text(self, labels: str | list[str]) -> torch.Tensor:
+        """Unit vectors of label phrases ("fire ant", "goldfish, Carassius auratus"), one row each, in
+        the images' space; the training labels come back as the vectors they were trained on (and
+        need no label space loaded)."""
+        labels = [labels] if isinstance(labels, str) else list(labels)
+        stored = dict(zip(self.labels, self.label_vectors))
+        if labels and all(label in stored for label in labels):
+            return torch.stack([stored[label] for label in labels])
+        return self.text_space().embed(labels)
+
+    def vocabulary(self, spec: str = "train") -> Vocabulary:
+        """Candidate labels with their vectors, built as `devise predict --vocabulary SPEC` builds them:
+        a comma list of train, words:N (the label space's N most common words), file:PATH."""
+        ids = self.config.get("label_ids")
+        return build_vocabulary(self.text_space(), {"train": self.labels}, spec, {"train": ids} if ids else None)
+
+    def common_words(self, n: int) -> list[str]:
+        """The n most frequent plain words of the label space (none for a sentence encoder)."""
+        try:
+            return self.text_space().vocabulary_words(n)
+        except DeviseError:
+            return []
+
+    # -----------------------------------------------------------------------------------------
+    # Ranking
+
+    def check_method(self, method: str | None, allowed: tuple[str, ...] = tuple(METHODS)) -> str:
+        """The method to use: the model's default when None; one clear error if it cannot."""
+        method = (method or self.methods[0]).lower()
+        if method not in allowed:
+            raise DeviseError(f"unknown method {method!r}; choose one of {', '.join(allowed)}")
+        if method not in self.methods:
+            what = "an embedding (DeViSE)" if self.kind == "embedding" else "a softmax"
+            raise DeviseError(f"method {method!r} is not available: this is {what} model, which classifies by "
+                              f"{' or '.join(self.methods)}")
+        return method
+
+    def classify(self, images, labels: list[str] | Vocabulary | None = None, *, top: int = 5, method: str | None = None,
+                 batch_size: int = BATCH_SIZE, conse_top: int | None = None) -> list[list[tuple[str, float]]]:
+        """For each image, the `top` best of `labels` (label phrases, a `vocabulary(...)`, or by
+        default the training labels) with their cosines, best first; images are taken `batch_size`
+        at a time. `method`: "devise" (an embedding model), "conse" or "softmax" (a softmax model;
+        softmax scores its own training labels by probability)."""
+        method = self.check_method(method)
+        if top <= 0:
+            raise DeviseError(f"top must be positive, not {top}")
+        if method == "softmax":
+            if labels is not None:
+                raise DeviseError("method 'softmax' ranks only the model's training labels; "
+                                  "use method 'conse' to rank other labels")
+            names, candidates = self.labels, None
+        elif isinstance(labels, Vocabulary):
+            names, candidates = labels.labels, labels.vectors
+        else:
+            names = list(dict.fromkeys(self.labels if labels is None else
+                                       ([labels] if isinstance(labels, str) else labels)))
+            if not names:
+                raise DeviseError("no candidate labels to rank")
+            candidates = self.encode_text(names)
+        ranked = []
+        for batch in self.image_batches(images, batch_size):
+            scores, index = top_labels(METHODS[method], self.forward(batch), self.label_vectors, candidates, top,
+                                       conse_top or self.conse_top)
+            ranked += [[(names[i], float(s)) for i, s in zip(row_index.tolist(), row_scores.tolist())]
+                       for row_index, row_scores in zip(index, scores)]
+        return ranked
+
+
+@torch.no_grad()
+def network_outputs(network: torch.nn.Module, preprocess: Preprocess, images: torch.Tensor, *, device: torch.device,
+                    bf16: bool, batch_size: int = 1000, progress: bool = False, desc: str = "evaluating") -> torch.Tensor:
+    """`network` (a whole model, or its body) on every image of a uint8 tensor, batch by batch, on
+    `device`; the outputs float32 on the CPU."""
+    network.eval()
+    outputs = []
+    starts = range(0, len(images), batch_size)
+    with freed_memory_kept(), autocast(device, bf16):
+        for start in progress_bar(starts, progress, desc=desc, unit="batch", total=len(starts)):
+            batch = preprocess.prepare(images[start : start + batch_size].to(device))
+            outputs.append(network(batch).float().cpu())
+    return torch.cat(outputs) if outputs else torch.zeros(0)
+
+
+def dataset_features(network: VisualNet, preprocess: Preprocess, data: ImageSet, *, device: torch.device, bf16: bool,
+                     batch_size: int = 1000, progress: bool = True, cache_dir: str | Path | None = None,
+                     what: str = "body") -> torch.Tensor:
+    """A network's body's features of every image of a dataset, float32 on the CPU, as its head sees
+    them at inference: a timm body's computed once and cached (`devise.data.features`), devise's
+    own small body's computed again."""
+    if preprocess.size is None:
+        return network_outputs(network.body, preprocess, data.images, device=device, bf16=bf16, batch_size=batch_size, progress=progress,
+                               desc=f"features ({what})")
+    return cached_features(network.body, preprocess, data, device=device, bf16=bf16, batch_size=batch_size,
+                           progress=progress, what=what, cache_dir=cache_dir)[0].float()
+
+
+@torch.no_grad()
+def head_outputs(head: torch.nn.Module, features: torch.Tensor, device: torch.device,
+                 batch_size: int = 1000) -> torch.Tensor:
+    """A head on body features, in batches, on the CPU."""
+    head.eval()
+    rows = [head(features[start : start + batch_size].to(device)).float().cpu()
+            for start in range(0, len(features), batch_size)]
+    return torch.cat(rows) if rows else features
+
+
+def body_label(config: dict) -> str:
+    """The body's name in an exported config (format 1 called it "model")."""
+    architecture = config["architecture"]
+    return str(architecture.get("body", architecture.get("model")))
+
+
 def image_batch(images: list, size: int, interpolation: str = "bilinear") -> torch.Tensor:
     """File paths, PIL images or uint8 arrays (H x W x C) -> a uint8 batch of `size` px squares
     (the shorter side scaled to `size`, the centre square cut)."""
@@ -141,42 +343,35 @@ def image_batch(images: list, size: int, interpolation: str = "bilinear") -> tor
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
-class Predictor:
-    """A run plus a vocabulary: images in, ranked labels with scores out."""
+def image_batches(images, size: int, batch_size: int = BATCH_SIZE,
+                  interpolation: str = "bilinear") -> Iterator[torch.Tensor]:
+    """uint8 batches (N x 3 x size x size) of at most `batch_size` images, decoded one batch at a time
+    so that a long list of files never sits in memory at once."""
+    if batch_size <= 0:
+        raise DeviseError(f"batch_size must be positive, not {batch_size}")
+    if isinstance(images, torch.Tensor):
+        yield from tensor_batches(images, size, batch_size, interpolation)
+        return
+    if isinstance(images, (str, Path, Image.Image)) or (isinstance(images, np.ndarray) and images.ndim == 3):
+        images = [images]
+    images = list(images)
+    if not images:
+        raise DeviseError("no images given")
+    for start in range(0, len(images), batch_size):
+        yield image_batch(images[start : start + batch_size], size, interpolation)
 
-    def __init__(self, run: Run, vocabulary: str = "train", conse: bool = False, conse_top: int = CONSE_TOP,
-                 replacements: str | None = None, vectors: str | None = None):
-        self.run = run
-        self.kind = kind_of(run, conse)
-        self.conse_top = conse_top
-        self.labels: RunLabels | None = None
-        self.vocabulary: Vocabulary | None = None
-        if self.kind != "softmax":
-            self.labels = run.label_space(replacements, vectors if self.kind == "ConSE" else None)
-            self.vocabulary = build_vocabulary(self.labels, {"train": run.class_names}, vocabulary,
-                                               {"train": run.class_ids})
 
-    @classmethod
-    def load(cls, folder: str | Path, vocabulary: str = "train", device: str = "auto", **options) -> "Predictor":
-        """A run folder's model on `device` (auto: a CUDA GPU if there is one, else the CPU)."""
-        return cls(load_run(folder, device), vocabulary, **options)
-
-    def image_tensor(self, images: list) -> torch.Tensor:
-        preprocess = self.run.preprocess
-        return image_batch(images, preprocess.resize or self.run.config.image_size, preprocess.interpolation)
-
-    @torch.no_grad()
-    def predict(self, images: list, top: int = 5) -> list[list[tuple[str, float]]]:
-        """For each image, the `top` best labels with their scores (cosine, or probability)."""
-        if top <= 0:
-            raise DeviseError(f"--top must be positive, not {top}")
-        outputs = model_outputs(self.run, self.image_tensor(images), progress=False)
-        if self.vocabulary is None:
-            scores, index = top_labels(self.kind, outputs, None, None, top)
-            labels = self.run.class_names
-        else:
-            training = self.labels.embed(self.run.class_names, self.run.class_ids)
-            scores, index = top_labels(self.kind, outputs, training, self.vocabulary.vectors, top, self.conse_top)
-            labels = self.vocabulary.labels
-        return [[(labels[i], float(s)) for i, s in zip(row_index.tolist(), row_scores.tolist())]
-                for row_index, row_scores in zip(index, scores)]
+def tensor_batches(images: torch.Tensor, size: int, batch_size: int,
+                   interpolation: str = "bilinear") -> Iterator[torch.Tensor]:
+    """Slices of a uint8 N x 3 x H x W tensor (or one 3 x H x W image), resized when not `size` px."""
+    if images.dtype != torch.uint8:
+        raise DeviseError(f"image tensors must be uint8 (0-255), not {images.dtype}; or pass file paths or PIL images")
+    if images.dim() == 3:
+        images = images[None]
+    if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] == 0:
+        raise DeviseError(f"an image tensor must be N x 3 x H x W (RGB), not {' x '.join(map(str, images.shape))}")
+    for start in range(0, len(images), batch_size):
+        part = images[start : start + batch_size]
+        if tuple(part.shape[-2:]) != (size, size):
+            part = image_batch(list(part.permute(0, 2, 3, 1).cpu().numpy()), size, interpolation)
+        yield part

@@ -13,14 +13,16 @@ never import concrete classes. Every network has the same two parts:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from devise.config import OWN_BODIES, TrainConfig
+from devise.data.preprocess import Preprocess
 from devise.errors import DeviseError
-from devise.model.pretrained import create_timm_network, timm_architecture
+from devise.model.pretrained import create_timm_network, data_config, timm_architecture
 
 
 def conv_bn(c_in: int, c_out: int, pool: bool = False) -> nn.Sequential:
@@ -61,7 +63,7 @@ def resnet9_layers(width: int, stem_pool: bool = False) -> nn.Sequential:
                          conv_bn(2 * w, 4 * w, pool=True), conv_bn(4 * w, 8 * w, pool=True), Residual(8 * w))
 
 
-ARCHITECTURES = {"cnn": cnn_layers, "resnet9": resnet9_layers}
+ARCHITECTURES = {name: globals()[f"{name}_layers"] for name in OWN_BODIES}  # one per own body, by its name
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ class VisualNet(nn.Module):
         super().__init__()
         architecture = timm_architecture(spec.body)
         if architecture is not None:
-            network = create_timm_network(architecture, 0, pretrained, spec.body, pretrained_file)
+            network = create_timm_network(architecture, 0, pretrained=pretrained, body=spec.body, pretrained_file=pretrained_file)
             self.body = nn.Sequential(network, nn.Dropout(spec.dropout))
             self.feature_dim = int(network.num_features)
         elif spec.body in ARCHITECTURES:
@@ -132,3 +134,62 @@ def create_model(spec: ModelSpec, num_outputs: int, pretrained: bool = False,
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def build_network(config: TrainConfig, outputs: int, label_vectors: torch.Tensor | None = None,
+                  pretrained: bool = False) -> VisualNet:
+    """The network a run's settings describe: its body, and a softmax head of `outputs` classes or,
+    given the training labels' vectors, an embedding head into their space. With `pretrained`, a
+    timm body starts from the weights the run names (a new run's start); otherwise the weights come
+    from a checkpoint or an exported file."""
+    model = create_model(ModelSpec.of(config), outputs, pretrained, config.pretrained_file)
+    if label_vectors is not None:
+        model.head = EmbeddingHead(model.feature_dim, label_vectors.shape[1], config.embed_hidden or None)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Image sizes and the input pipeline
+
+
+def with_image_size(config: TrainConfig) -> TrainConfig:
+    """`config` with its image size set: 0 means the body's own, 32 px for devise's networks and
+    the input size of a timm body's weights."""
+    if config.image_size:
+        return config
+    architecture = timm_architecture(config.body)
+    return replace(config, image_size=data_config(architecture)["input_size"] if architecture else 32)
+
+
+def stored_size(preprocess: Preprocess | None, image_size: int, data: str) -> int | None:
+    """The size a dataset is kept at in memory for a network whose pipeline is `preprocess` (None:
+    one of devise's own bodies, whose pipeline normalises only). devise's own bodies: their image
+    size, resized once when loaded. A timm body: the dataset's own size (Tiny ImageNet's 64 px),
+    each batch then resized as the weights expect; a folder of photos (`data`) is decoded at the
+    size that resize goes to, so no detail is lost first."""
+    if preprocess is None or preprocess.size is None:
+        return image_size
+    return preprocess.resize if data == "folder" else None
+
+
+def stored_interpolation(preprocess: Preprocess | None) -> str:
+    """How photos are resized when decoded: as the pipeline resizes (bilinear for devise's own)."""
+    return preprocess.interpolation if preprocess is not None else "bilinear"
+
+
+def body_pipeline(config: TrainConfig) -> Preprocess | None:
+    """A timm body's input pipeline from timm's data config for its weights (interpolation, crop
+    share, mean and standard deviation) at the run's image size; None for devise's own bodies,
+    whose normaliser is fitted to the training images (`input_pipeline`)."""
+    architecture = timm_architecture(config.body)
+    if architecture is None:
+        return None
+    cfg = data_config(architecture)
+    return Preprocess(tuple(255 * m for m in cfg["mean"]), tuple(255 * s for s in cfg["std"]), config.image_size,
+                      cfg["crop_pct"], cfg["interpolation"])
+
+
+def input_pipeline(config: TrainConfig, images: torch.Tensor | None = None) -> Preprocess:
+    """How a run's images become its network's input: a timm body's own pipeline, or for devise's
+    own bodies each channel normalised by the training images' statistics (`images`)."""
+    return body_pipeline(config) or Preprocess.fit(images)

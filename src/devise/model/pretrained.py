@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from devise.errors import DeviseError
+from devise.labels.wordnet import load_wordnet
 
 TIMM_PREFIX = "timm:"
 IMAGENET_1K = "ImageNet-1K"
@@ -93,7 +94,7 @@ def data_config(architecture: str) -> dict:
             "tag": cfg.get("tag") or "", "num_classes": int(cfg.get("num_classes") or 0)}
 
 
-def create_timm_network(architecture: str, num_classes: int, pretrained: bool = False, body: str = "",
+def create_timm_network(architecture: str, num_classes: int, *, pretrained: bool = False, body: str = "",
                         pretrained_file: str | None = None) -> torch.nn.Module:
     """A timm network (`num_classes` 0: pooled features only), with its pretrained weights when
     asked: the packaged ones for a known name, else timm's, from `pretrained_file` or the hub."""
@@ -149,8 +150,6 @@ def map_by_position(stored: dict[str, torch.Tensor], template: dict[str, torch.T
 def imagenet_classes() -> tuple[list[str], list[str]]:
     """The 1,000 ImageNet-1K classes in the order of a classifier's outputs: (wnids, names), the
     names as WordNet's synonym lists ("goldfish, Carassius auratus")."""
-    from devise.labels.wordnet import load_wordnet
-
     wnids = list(import_timm().data.ImageNetInfo().label_names())
     names = load_wordnet().names
     return wnids, [names[wnid] for wnid in wnids]

@@ -28,7 +28,7 @@ def screening_error(dim: int, screen: torch.dtype = torch.bfloat16) -> float:
     return sums if screen == torch.float32 else 2**-8 + 2**-18 + 2**-9 + sums
 
 
-def rank_topk(queries: torch.Tensor, vocabulary: torch.Tensor, k: int, chunk_size: int = 16384,
+def rank_topk(queries: torch.Tensor, vocabulary: torch.Tensor, k: int, *, chunk_size: int = 16384,
               normalized: bool = False, max_scores: int = 2**22, group: int = 64,
               candidates: int = 16, screen: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The k vocabulary rows most cosine-similar to each query: (scores, indices), best first.
@@ -163,3 +163,21 @@ def grouped_topk(scores: torch.Tensor, k: int, group: int) -> tuple[torch.Tensor
     columns = (best_groups[:, :, None] * group + torch.arange(group)).flatten(1)
     top = candidates.topk(k, dim=1)
     return top.values, columns.gather(1, top.indices)
+
+
+def topk_counts(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]) -> torch.Tensor:
+    """How many rows have their true label among the k highest scores, one count per k, left on
+    the scores' device (a training loop on a GPU adds them up without waiting for each step).
+
+    Ties are broken by `torch.topk`'s order; k larger than the number of classes counts all.
+    """
+    k_max = min(max(ks), scores.shape[1])
+    top = scores.topk(k_max, dim=1).indices
+    found = top == labels[:, None]
+    cumulative = found.cumsum(dim=1).clamp_(max=1)
+    return torch.stack([cumulative[:, min(k, k_max) - 1].sum() for k in ks])
+
+
+def topk_hits(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]) -> dict[int, int]:
+    """`topk_counts` as a dict {k: count}."""
+    return dict(zip(ks, topk_counts(scores, labels, ks).tolist()))

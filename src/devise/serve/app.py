@@ -19,26 +19,33 @@ loads nothing from the web (a Content-Security-Policy says so too), and the serv
 
 # No `from __future__ import annotations` here: FastAPI reads the handlers' annotations (`Request`,
 # imported inside `create_app` so that fastapi stays an optional extra) as live objects.
+import logging
 import socket
-import sys
 import threading
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from devise.data.sources import decode_image
 from devise.errors import DeviseError, read_text_file
-from devise.model.export import METHODS, DeviseModel, load
 from devise.labels.vocabulary import Vocabulary
+from devise.model.export import load
+from devise.model.inference import METHODS, DeviseModel
 
 MAX_UPLOAD_MB = 10
 LABEL_TEXT_BYTES = 1 << 20  # the labels field may hold this much text beside the image
 MAX_LABELS = 20000
 MAX_TOP = 100
 COMMON_WORDS = 1000
+# The page: one self-contained file of HTML and script (no file, font or script from anywhere else;
+# every text from the server or the user enters the DOM through textContent).
+PAGE = (resources.files("devise.serve") / "page.html").read_text(encoding="utf-8")
 PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src blob: data:; "
                "connect-src 'self'; base-uri 'none'; form-action 'none'")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -88,7 +95,7 @@ class Service:
         with self.lock:
             results = [{"name": p.name, "method": METHODS[p.method], "model": p.source,
                         "labels": [{"label": label, "score": round(score, 5)} for label, score in
-                                   p.model.classify([image], self.candidates(i, labels), top, p.method)[0]]}
+                                   p.model.classify([image], self.candidates(i, labels), top=top, method=p.method)[0]]}
                        for i, p in enumerate(self.panels)]
         return {"image": filename, "candidates": len(labels), "top": top, "results": results}
 
@@ -260,7 +267,7 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-def serve(paths: list[str], host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
+def serve(paths: list[str], *, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
           words: int = COMMON_WORDS, labels_file: str | None = None, max_mb: float = MAX_UPLOAD_MB,
           top: int = 5) -> None:
     """`devise serve`: load the models, listen, print the URL (one line), serve until interrupted."""
@@ -277,8 +284,7 @@ def serve(paths: list[str], host: str = "127.0.0.1", port: int = 8000, device: s
     service = Service(models, default_labels(list(models.values()), words, labels_file), int(max_mb * 1e6), top)
     sock = listening_socket(host, port)
     if not ipaddress_is_loopback(sock.getsockname()[0]):
-        print(f"devise: warning: listening on {host}: anyone who can reach this machine can use the page",
-              file=sys.stderr)
+        log.warning(f"warning: listening on {host}: anyone who can reach this machine can use the page")
     served = ", ".join(f"{p.name} ({p.source})" if p.source not in p.name else p.name for p in service.panels)
     print(f"devise: serving {served} on {url_of(sock)}", flush=True)
     config = uvicorn.Config(create_app(service), log_level="warning", access_log=False, lifespan="off")
@@ -300,183 +306,3 @@ def ipaddress_is_loopback(address: str) -> bool:
     import ipaddress
 
     return ipaddress.ip_address(address.split("%")[0]).is_loopback
-
-
-
-
-# ---------------------------------------------------------------------------------------------
-# The page: self-contained (no file, font or script from anywhere else); every text from the
-# server or the user enters the DOM through textContent.
-
-PAGE = r"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="icon" href="data:,">
-<title>devise: try the model</title>
-<style>
-:root { --ink: #1d2330; --muted: #5b6474; --line: #d9dee7; --devise: #3b6fd8; --conse: #d2772c; --bg: #f6f7fa; }
-* { box-sizing: border-box; }
-body { margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--ink); background: var(--bg); }
-header { padding: 14px 24px; background: #fff; border-bottom: 1px solid var(--line); }
-header h1 { margin: 0; font-size: 20px; }
-header p { margin: 2px 0 0; color: var(--muted); }
-main { display: grid; grid-template-columns: minmax(260px, 340px) 1fr; gap: 20px; padding: 20px 24px; }
-.card { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 14px; }
-#drop { display: flex; flex-direction: column; align-items: center; justify-content: center; gap: 8px; min-height: 180px;
-        border: 2px dashed #aab3c3; border-radius: 10px; cursor: pointer; text-align: center; color: var(--muted); padding: 10px; }
-#drop.over { border-color: var(--devise); background: #eef3fd; }
-#preview { width: 192px; max-width: 100%; border-radius: 6px; }
-#file { position: absolute; width: 1px; height: 1px; opacity: 0; }
-textarea { width: 100%; font: 13px/1.35 ui-monospace, monospace; border: 1px solid var(--line); border-radius: 6px; padding: 6px; }
-.row { display: flex; gap: 10px; align-items: center; margin-top: 8px; flex-wrap: wrap; }
-button { font: inherit; padding: 6px 14px; border-radius: 6px; border: 1px solid #2f5bb7; background: var(--devise); color: #fff; cursor: pointer; }
-button.plain { background: #fff; color: var(--ink); border-color: var(--line); }
-button:disabled { opacity: .5; cursor: default; }
-#error { color: #a4262c; font-weight: 600; overflow-wrap: anywhere; }
-#error:empty { display: none; }
-#drop { margin-bottom: 12px; }
-#results { display: grid; grid-template-columns: repeat(auto-fit, minmax(280px, 1fr)); gap: 16px; align-content: start; }
-.panel h2 { margin: 0 0 2px; font-size: 17px; }
-.panel .sub { color: var(--muted); font-size: 13px; margin-bottom: 8px; }
-.panel ol { list-style: none; margin: 0; padding: 0; }
-.panel li { display: grid; grid-template-columns: 1fr 56px; column-gap: 8px; margin: 7px 0; }
-.panel .label { overflow-wrap: anywhere; }
-.panel .score { text-align: right; font-variant-numeric: tabular-nums; color: var(--muted); }
-.panel .track { grid-column: 1 / 3; height: 8px; background: #edf0f5; border-radius: 4px; overflow: hidden; }
-.panel .bar { height: 100%; background: var(--devise); border-radius: 4px; }
-.panel.conse .bar { background: var(--conse); }
-#notes { color: var(--muted); font-size: 13px; }
-@media (max-width: 760px) { main { grid-template-columns: 1fr; } }
-</style>
-</head>
-<body data-state="loading">
-<header><h1>devise</h1><p id="about">Loading the model&hellip;</p></header>
-<main>
-<section class="card" aria-label="Image and candidate labels">
-  <label id="drop" for="file"><span id="hint">Drop an image here, or click to choose one</span>
-    <img id="preview" alt="the image being ranked" hidden><input type="file" id="file" accept="image/*"></label>
-  <p id="error" role="alert"></p>
-  <label for="labels"><b>Candidate labels</b>, one a line (<span id="count">0 labels</span>)</label>
-  <textarea id="labels" rows="12" spellcheck="false"></textarea>
-  <div class="row">
-    <label>top <input type="number" id="top" min="1" max="100" value="5" style="width: 4.5em"></label>
-    <button id="go" type="button" disabled>Rank labels</button>
-    <button id="reset" class="plain" type="button">Default labels</button>
-  </div>
-</section>
-<section aria-label="Ranked labels">
-  <div id="results"></div>
-  <p id="notes"></p>
-</section>
-</main>
-<script>
-"use strict";
-const $ = (id) => document.getElementById(id);
-const setState = (state) => { document.body.dataset.state = state; };
-let info = null, chosen = null;
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-function showError(message) { $('error').textContent = message || ''; }
-function countLabels() {
-  const count = $('labels').value.split('\n').filter((line) => line.trim()).length;
-  $('count').textContent = count + (count === 1 ? ' label' : ' labels');
-}
-function resetLabels() { $('labels').value = info.labels.join('\n'); countLabels(); }
-
-async function start() {
-  try {
-    info = await (await fetch('api/info')).json();
-  } catch (error) {
-    showError('The server did not answer (' + error + ').'); setState('error'); return;
-  }
-  $('about').textContent = 'Labels ranked by cosine similarity in the label space: ' + info.panels.map((p) =>
-    p.name + ' from ' + p.model + ' (' + p.training_labels + ' training labels, ' + p.label_space + ')').join('; ');
-  $('notes').textContent = ['Bars: cosine similarity, 0 to 1.', ...info.notes].join(' ');
-  $('top').value = info.top;
-  resetLabels();
-  setState('ready');
-}
-
-function choose(file) {
-  showError('');
-  if (!file || !info) return;
-  if (file.size > info.max_bytes) {
-    showError(file.name + ' is ' + (file.size / 1e6).toFixed(1) + ' MB, over the ' + info.max_bytes / 1e6 + ' MB limit.');
-    setState('error');
-    return;
-  }
-  chosen = file;
-  const preview = $('preview');
-  if (preview.src) URL.revokeObjectURL(preview.src);
-  preview.src = URL.createObjectURL(file);
-  preview.hidden = false;
-  $('hint').textContent = file.name;
-  rank();
-}
-
-async function rank() {
-  if (!chosen) return;
-  const form = new FormData();
-  form.append('image', chosen, chosen.name);
-  form.append('labels', $('labels').value);
-  form.append('top', $('top').value);
-  setState('busy');
-  $('go').disabled = true;
-  let response = null, body = null;
-  try {
-    response = await fetch('api/classify', { method: 'POST', body: form });
-    body = await response.json();
-  } catch (error) {
-    body = { error: response ? 'HTTP ' + response.status : 'No answer from the server (' + error + ')' };
-  }
-  $('go').disabled = false;
-  if (!response || !response.ok) {
-    showError(body.error || 'HTTP ' + response.status);
-    setState('error');
-    return;
-  }
-  showError('');
-  render(body);
-  setState('done');
-}
-
-function render(body) {
-  $('results').replaceChildren(...body.results.map((result) => {
-    const panel = el('article', 'card panel ' + result.method.toLowerCase());
-    panel.dataset.method = result.method;
-    panel.append(el('h2', '', result.name),
-                 el('div', 'sub', 'top ' + result.labels.length + ' of ' + body.candidates + ' labels, from ' + result.model));
-    const list = el('ol');
-    for (const item of result.labels) {
-      const row = el('li'), track = el('div', 'track'), bar = el('div', 'bar');
-      bar.style.width = (Math.max(0, Math.min(1, item.score)) * 100).toFixed(1) + '%';
-      track.append(bar);
-      row.append(el('span', 'label', item.label), el('span', 'score', item.score.toFixed(3)), track);
-      list.append(row);
-    }
-    panel.append(list);
-    return panel;
-  }));
-}
-
-const drop = $('drop');
-for (const type of ['dragenter', 'dragover']) drop.addEventListener(type, (e) => { e.preventDefault(); drop.classList.add('over'); });
-for (const type of ['dragleave', 'drop']) drop.addEventListener(type, (e) => { e.preventDefault(); drop.classList.remove('over'); });
-drop.addEventListener('drop', (e) => choose(e.dataTransfer.files[0]));
-$('file').addEventListener('change', () => choose($('file').files[0]));
-$('preview').addEventListener('error', () => { $('preview').hidden = true; });
-$('go').addEventListener('click', rank);
-$('reset').addEventListener('click', resetLabels);
-$('labels').addEventListener('input', countLabels);
-start();
-</script>
-</body>
-</html>
-"""

@@ -9,6 +9,7 @@ run folder's files are written through `devise.training.runs`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import resource
 import time
@@ -17,23 +18,57 @@ from pathlib import Path
 
 import torch
 
-from devise.training import runs
 from devise.config import TrainConfig, own_body, problems, with_absolute_paths
-from devise.data import BatchLoader, ImageSet, Preprocess, load_dataset
-from devise.data.features import FeatureBatches, cached_features
-from devise.data.pipeline import NO_AUGMENT, Augment
+from devise.data import ImageSet, load_dataset
+from devise.data.cache import cache_folder
+from devise.data.features import cached_features
+from devise.data.pipeline import NO_AUGMENT, Augment, BatchLoader, FeatureBatches
+from devise.data.preprocess import Preprocess
 from devise.data.splits import choose_unseen
 from devise.errors import DeviseError, RunFailed
-from devise.hardware import Distributed, autocast, describe_host, distributed, use_bf16
-from devise.hardware import freed_memory_kept
-from devise.evaluation.metrics import topk_counts
-from devise.model.network import VisualNet
-from devise.training.objectives import SoftmaxTeacher
-from devise.model.pretrained import trained_on
-from devise.log import progress_bar, stage
-from devise.training.runs import Run, build_model, input_pipeline, with_image_size
+from devise.hardware import (
+    Distributed,
+    describe_host,
+    distributed,
+    freed_memory_kept,
+    use_bf16,
+)
 from devise.labels.run_labels import training_label_vectors
+from devise.model.checkpoint import (
+    CHECKPOINT,
+    Run,
+    has_checkpoint,
+    load_checkpoint,
+    load_config,
+    load_run,
+    read_body_trained_on,
+)
+from devise.model.inference import dataset_features
+from devise.model.network import (
+    VisualNet,
+    build_network,
+    input_pipeline,
+    with_image_size,
+)
+from devise.model.pretrained import trained_on
+from devise.plots import plot_learning_curves
+from devise.training import runs
+from devise.training.calibration import (
+    SPLITS,
+    class_split_applies,
+    class_split_constant,
+)
+from devise.training.objectives import SoftmaxTeacher, objective_for
+from devise.training.steps import (
+    cpu_copy,
+    evaluate,
+    evenly_spaced,
+    first_images,
+    make_optimizer,
+    train_one_epoch,
+)
 
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # Data
@@ -73,30 +108,15 @@ def training_set(config: TrainConfig, unseen: list[str], image_size: int | None,
     return first_images(train, config.train_limit)
 
 
-def first_images(data: ImageSet, count: int) -> ImageSet:
-    """The set's first `count` images (all of them when `count` is 0 or at least the set's size):
-    what a `--train-limit` trial trains on."""
-    if not count or count >= len(data):
-        return data
-    return data.subset(torch.arange(count))
-
-
-def evenly_spaced(data: ImageSet, count: int) -> ImageSet:
-    """`count` images spread evenly over the set (all of them when `count` is 0 or more)."""
-    if not count or count >= len(data):
-        return data
-    return data.subset(torch.linspace(0, len(data) - 1, count).round().long())
-
-
 # ---------------------------------------------------------------------------------------------
-# Model, optimiser, schedule
+# The model
 
 
 def inherit_architecture(config: TrainConfig) -> TrainConfig:
     """With --init, the body's shape comes from the run it is warm-started from."""
     if not config.init:
         return config
-    source = runs.load_config(config.init)
+    source = load_config(config.init)
     return replace(config, body=source.body, width=source.width, hidden=source.hidden, stem_pool=source.stem_pool,
                    pretrained=source.pretrained, pretrained_file=source.pretrained_file,
                    image_size=config.image_size or source.image_size)
@@ -104,7 +124,7 @@ def inherit_architecture(config: TrainConfig) -> TrainConfig:
 
 def warm_start(model: VisualNet, folder: Path) -> None:
     """Copy the body (convolutions and FC layers) of a trained run; the head stays new."""
-    state = runs.load_checkpoint(folder)["model"]
+    state = load_checkpoint(folder)["model"]
     body = {key[len("body."):]: value for key, value in state.items() if key.startswith("body.")}
     try:
         model.body.load_state_dict(body)
@@ -116,140 +136,11 @@ def load_teacher(config: TrainConfig, class_names: list[str], device: torch.devi
     """With --distill, the --init softmax run as the teacher; it must know the same classes."""
     if not config.distill:
         return None
-    teacher = runs.load_run(config.init, device)
+    teacher = load_run(config.init, device)
     if teacher.config.head != "softmax" or teacher.class_names != class_names:
         raise DeviseError(f"--distill needs {config.init} to be a softmax run over the same training classes")
     model = teacher.model.to(memory_format=torch.channels_last) if config.channels_last else teacher.model
     return SoftmaxTeacher(model, config.distill, config.bf16, config.distill_temperature)
-
-
-def make_optimizer(config: TrainConfig, model: VisualNet) -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum or Adam; no weight decay on biases and normalisation weights."""
-    params = list(model.parameters())
-    groups = [{"params": [p for p in params if p.dim() > 1], "weight_decay": config.weight_decay},
-              {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]
-    if config.optimizer == "adam":
-        return torch.optim.AdamW(groups, lr=config.lr)
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
-
-
-def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """The rate at a global step: a plain function of the step, so resuming needs no state."""
-    progress = step / max(1, config.epochs * steps_per_epoch)
-    if config.schedule == "onecycle":
-        if progress < config.warmup:
-            return config.lr * (0.04 + 0.96 * progress / config.warmup)
-        return config.lr * max(0.0, (1 - progress) / (1 - config.warmup))
-    if config.schedule == "cosine":
-        return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
-    if config.schedule == "step":
-        return config.lr * config.step_gamma ** (step // steps_per_epoch // config.step_epochs)
-    return config.lr
-
-
-def set_body_frozen(model: VisualNet, frozen: bool) -> None:
-    """Freeze the body's weights and batch-norm statistics, or release them."""
-    model.body.requires_grad_(not frozen)
-    if frozen:
-        model.body.eval()
-
-
-# ---------------------------------------------------------------------------------------------
-# Steps and epochs
-
-
-@torch.no_grad()
-def body_features(model: VisualNet, images: torch.Tensor, bf16: bool) -> torch.Tensor:
-    with autocast(images.device, bf16):
-        return model.body(images)
-
-
-def head_dropout(features: torch.Tensor, rate: float) -> torch.Tensor:
-    """The dropout before the head, for a head trained on a frozen body's features: the body runs
-    as at inference (batch norm's running statistics, its own dropout off), and the head still
-    gets the dropout that `--dropout` puts before it."""
-    return torch.nn.functional.dropout(features, rate, training=True)
-
-
-def training_step(model: torch.nn.Module, objective, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-                  targets: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimiser step on one batch (forward under bf16 autocast if asked); (outputs, loss).
-    `targets` are class indices, or class probabilities for a loss that takes them."""
-    with autocast(images.device, bf16):
-        outputs = model(images)
-    loss = objective.loss(outputs, targets)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return outputs, loss
-
-
-def batch_totals(objective, outputs: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
-    """[loss x images, top-1 hits, top-5 hits, images] of one batch, on its device: summed over
-    an epoch (and over processes) before anything waits for the device."""
-    counts = topk_counts(objective.class_scores(outputs.detach()), labels, (1, 5))
-    return torch.cat([(loss.detach().double() * len(labels)).view(1), counts.double(),
-                      torch.full((1,), len(labels), dtype=torch.float64, device=labels.device)])
-
-
-def mean_figures(totals: torch.Tensor | None, dist: Distributed) -> dict[str, float]:
-    """Mean loss, top-1 and top-5 from summed `batch_totals`, over every process's share."""
-    loss, top1, top5, count = dist.sum(totals.tolist() if totals is not None else [0.0] * 4)
-    count = max(count, 1)
-    return {"loss": loss / count, "top1": top1 / count, "top5": top5 / count, "images": int(count)}
-
-
-def train_one_epoch(model: VisualNet, loader: BatchLoader | FeatureBatches, objective, optimizer: torch.optim.Optimizer,
-                    config: TrainConfig, epoch: int, progress: bool, teacher: SoftmaxTeacher | None = None,
-                    dist: Distributed = Distributed()) -> dict[str, float]:
-    """One pass over the training batches; returns mean loss, top-1, top-5, images and last rate.
-    A `FeatureBatches` loader gives a frozen body's cached features instead of images.
-    With a teacher, the loss is against its soft targets; top-k still counts the true labels.
-    With several processes, each steps on its share of every batch and DistributedDataParallel
-    averages the gradients; the figures are over all processes."""
-    torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout and negatives, reproducible on resume
-    loader.set_epoch(epoch)
-    model.train()
-    frozen = epoch < config.freeze_epochs
-    set_body_frozen(model, frozen)
-    # A frozen body's output is fixed: compute it once outside autograd and train the head on it.
-    step_model = dist.wrap(model.head if frozen else model)
-    steps_per_epoch = len(loader)
-    totals, lr = None, config.lr
-    bar = progress_bar(loader, progress, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, unit="batch")
-    for step, (images, labels) in enumerate(bar):
-        lr = learning_rate(config, epoch * steps_per_epoch + step, steps_per_epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        features = (images if isinstance(loader, FeatureBatches) else body_features(model, images, config.bf16)
-                    if frozen else None)
-        inputs = head_dropout(features, config.dropout) if frozen else images
-        if teacher is None:
-            targets = labels
-        elif frozen:  # the body is the teacher's own: its features serve both
-            targets = teacher.targets(features, labels, from_features=True)
-        else:
-            targets = teacher.targets(images, labels)
-        outputs, loss = training_step(step_model, objective, optimizer, inputs, targets, config.bf16)
-        batch = batch_totals(objective, outputs, labels, loss)
-        totals = batch if totals is None else totals + batch
-        if not getattr(bar, "disable", True) and step % 10 == 0:  # reading the figures waits for the device
-            bar.set_postfix(loss=f"{float(totals[0] / totals[3]):.3f}", top1=f"{float(totals[1] / totals[3]):.3f}")
-    return {**mean_figures(totals, dist), "lr": lr}
-
-
-def evaluate(model: torch.nn.Module, loader: BatchLoader, objective, bf16: bool = True,
-             dist: Distributed = Distributed()) -> dict[str, float]:
-    """Mean loss, top-1 and top-5 over a loader, without dropout or gradients."""
-    model.eval()
-    totals = None
-    with torch.no_grad():
-        for images, labels in loader:
-            with autocast(images.device, bf16):
-                outputs = model(images)
-            batch = batch_totals(objective, outputs, labels, objective.loss(outputs, labels))
-            totals = batch if totals is None else totals + batch
-    return mean_figures(totals, dist)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,7 +152,7 @@ ARCHITECTURE = ("head", "body", "pretrained", "image_size", "width", "hidden", "
                 "random_vectors", "label_rule", "data", "unseen", "unseen_seed")
 
 
-def train(config: TrainConfig, resume: bool = False, progress: bool = True, device: str = "auto") -> Run:
+def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, device: str = "auto") -> Run:
     """Train a model as `config` says, writing everything into the run folder `config.out`.
 
     With `resume`, the run continues from its last checkpoint: same weights, optimiser state,
@@ -292,16 +183,16 @@ def check_folder(folder: Path, config: TrainConfig, resume: bool) -> None:
     """Refuse, before anything is written: a resume without a run, a new run over an old one or
     over someone's files, and a resume that would change the network or its labels."""
     if resume:
-        if not runs.has_checkpoint(folder):
-            raise DeviseError(f"cannot resume: {folder / runs.CHECKPOINT} does not exist")
-        saved = with_absolute_paths(runs.load_config(folder))  # an older run's relative paths, read from here
+        if not has_checkpoint(folder):
+            raise DeviseError(f"cannot resume: {folder / CHECKPOINT} does not exist")
+        saved = with_absolute_paths(load_config(folder))  # an older run's relative paths, read from here
         changed = [name for name in ARCHITECTURE if getattr(saved, name) != getattr(config, name)]
         if changed:
             name = changed[0]
             raise DeviseError(f"--resume cannot change --{name.replace('_', '-')} (the run has "
                               f"{getattr(saved, name)!r}, not {getattr(config, name)!r}); train a new run instead")
         return
-    if runs.has_checkpoint(folder):
+    if has_checkpoint(folder):
         raise DeviseError(f"{folder} already holds a run: use --resume to continue it or another --out")
     foreign = runs.foreign_files(folder)
     if foreign:
@@ -323,8 +214,9 @@ def fit(config: TrainConfig, folder: Path, resume: bool, talk: bool, device: tor
     label_vectors, label_centre = (training_label_vectors(config, train_set.class_names, train_set.class_ids)
                                    if config.head == "embedding" else (None, None))
     preprocess = input_pipeline(config, train_set.images)
-    model, objective = build_model(config, train_set.num_classes, label_vectors, device,
-                                   pretrained=config.pretrained and not (resume or config.init))
+    model = build_network(config, train_set.num_classes, label_vectors,
+                          pretrained=config.pretrained and not (resume or config.init)).to(device)
+    objective = objective_for(config, None if label_vectors is None else label_vectors.to(device))
     if config.init and not resume:
         warm_start(model, Path(config.init))
     body_seen = body_trained_on(config, train_set.class_ids)
@@ -356,7 +248,7 @@ def fit(config: TrainConfig, folder: Path, resume: bool, talk: bool, device: tor
         skipped = sorted(set(train_set.skipped + val_set.skipped + (small_set.skipped if small_set else [])))
         if skipped:
             runs.write_skipped(folder, skipped)
-            stage(f"skipped {len(skipped)} image{'s' if len(skipped) > 1 else ''} that do not decode; listed in "
+            log.info(f"skipped {len(skipped)} image{'s' if len(skipped) > 1 else ''} that do not decode; listed in "
                   f"{folder / runs.SKIPPED}")
 
     with freed_memory_kept():  # each step reuses the last one's memory: no page faults
@@ -365,12 +257,12 @@ def fit(config: TrainConfig, folder: Path, resume: bool, talk: bool, device: tor
             loader = small_loader if epoch < config.small_epochs else train_loader  # progressive resizing
             cached = train_features is not None and epoch < config.freeze_epochs
             fit_figures = train_one_epoch(model, train_features if cached else loader, objective, optimizer, config,
-                                          epoch, talk, teacher, dist)
+                                          epoch, progress=talk, teacher=teacher, dist=dist)
             train_seconds = time.perf_counter() - started
             check_finite(model, fit_figures["loss"], epoch)
             dist.share_buffers(model)
-            val = (evaluate(model.head, val_features, objective, config.bf16, dist) if cached
-                   else evaluate(model, val_loader, objective, config.bf16, dist))
+            val = (evaluate(model.head, val_features, objective, bf16=config.bf16, dist=dist) if cached
+                   else evaluate(model, val_loader, objective, bf16=config.bf16, dist=dist))
             rows.append({"epoch": epoch + 1, "lr": fit_figures["lr"], "train_loss": fit_figures["loss"],
                          "train_top1": fit_figures["top1"], "train_top5": fit_figures["top5"], "val_loss": val["loss"],
                          "val_top1": val["top1"], "val_top5": val["top5"],
@@ -378,12 +270,11 @@ def fit(config: TrainConfig, folder: Path, resume: bool, talk: bool, device: tor
                          "images_per_second": fit_figures["images"] / train_seconds})
             if dist.is_main:
                 save_epoch(folder, rows, model, optimizer, train_set, preprocess, label_vectors, label_centre, body_seen)
-            if talk:
-                print(f"epoch {epoch + 1}/{config.epochs}: train loss {rows[-1]['train_loss']:.3f} "
-                      f"top1 {rows[-1]['train_top1']:.3f} | val loss {val['loss']:.3f} top1 {val['top1']:.3f} "
-                      f"top5 {val['top5']:.3f} | {rows[-1]['epoch_seconds']:.0f}s", flush=True)
-    run = Run(config, model, preprocess, train_set.class_names, objective, folder, label_vectors, train_set.class_ids,
-              label_centre, body_seen)
+            log.info(f"epoch {epoch + 1}/{config.epochs}: train loss {rows[-1]['train_loss']:.3f} "
+                     f"top1 {rows[-1]['train_top1']:.3f} | val loss {val['loss']:.3f} top1 {val['top1']:.3f} "
+                     f"top5 {val['top5']:.3f} | {rows[-1]['epoch_seconds']:.0f}s")
+    run = Run(config, model, preprocess, train_set.class_names, folder, label_vectors, train_set.class_ids, label_centre,
+              body_seen)
     if dist.is_main:
         runs.write_summary(folder, summary(config, rows, {**describe_host(device), "processes": dist.world_size}))
         calibrate(run, train_set, val_set, talk)
@@ -407,7 +298,7 @@ def frozen_features(config: TrainConfig, model: VisualNet, preprocess: Preproces
     def features(data: ImageSet, views: tuple[str, ...]) -> list[torch.Tensor]:
         return cached_features(model.body, preprocess, data, views=views, device=device, bf16=config.bf16,
                                batch_size=config.eval_batch_size, progress=talk, what=config.body,
-                               cache_dir=runs.cache_folder(config))
+                               cache_dir=cache_folder(config.cache_dir))
 
     if not dist.is_main:
         dist.barrier()
@@ -426,7 +317,7 @@ def body_trained_on(config: TrainConfig, class_ids: list[str]) -> dict:
     body stays frozen throughout. `ids` None: not known (a timm weight of unknown origin)."""
     trains = config.freeze_epochs < config.epochs
     if config.init:
-        before = runs.read_body_trained_on(config.init)
+        before = read_body_trained_on(config.init)
     elif config.pretrained:
         description, ids = trained_on(config.body, True, config.pretrained_file)
         before = {"description": description, "ids": ids}
@@ -443,21 +334,25 @@ def calibrate(run: Run, train_set: ImageSet, val_set: ImageSet, talk: bool) -> N
     """A frozen-body DeViSE run with held-out classes stores its calibrated-stacking constant. (A
     softmax run's, for ConSE, depends on the label space it is compared in: `devise zeroshot`
     chooses it.)"""
-    from devise.training.calibration import SPLITS, class_split_applies, class_split_constant
-
     if run.config.head == "embedding" and class_split_applies(run.config, train_set.num_classes):
-        stage(f"choosing the calibrated-stacking constant on {SPLITS} class splits of the seen classes", talk)
-        runs.write_calibration(run.folder, class_split_constant(run, train_set, val_set, progress=talk))
+        log.info(f"choosing the calibrated-stacking constant on {SPLITS} class splits of the seen classes")
+        def features_of(data: ImageSet) -> torch.Tensor:
+            return dataset_features(run.model, run.preprocess, data, device=run.device, bf16=run.config.bf16,
+                                    batch_size=run.config.eval_batch_size, progress=talk,
+                                    cache_dir=cache_folder(run.config.cache_dir), what=run.config.body).to(run.device)
+
+        runs.write_calibration(run.folder, class_split_constant(run.config, features_of, train_set, val_set,
+                                                                run.label_vectors, progress=talk))
 
 
 def restore(folder: Path, model: VisualNet, optimizer: torch.optim.Optimizer) -> int:
     """Load a run's last checkpoint into the model and optimiser; returns its epoch."""
-    state = runs.load_checkpoint(folder)
+    state = load_checkpoint(folder)
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError):  # another shape, or an older devise's parameter groups
-        raise DeviseError(f"{folder / runs.CHECKPOINT}: its weights or optimiser state do not fit this run's "
+        raise DeviseError(f"{folder / CHECKPOINT}: its weights or optimiser state do not fit this run's "
                           "settings or this version of devise; start the run again in a new --out") from None
     return int(state["epoch"])
 
@@ -471,25 +366,11 @@ def check_finite(model: VisualNet, loss: float, epoch: int) -> None:
                     f"{kept}: try a lower --lr")
 
 
-def cpu_copy(state):
-    """A state dict (nested dicts and lists of tensors) with every tensor on the CPU: a
-    checkpoint does not depend on the device it was written on."""
-    if isinstance(state, torch.Tensor):
-        return state.detach().cpu()
-    if isinstance(state, dict):
-        return {key: cpu_copy(value) for key, value in state.items()}
-    if isinstance(state, (list, tuple)):
-        return type(state)(cpu_copy(value) for value in state)
-    return state
-
-
 def save_epoch(folder: Path, rows: list[dict], model: VisualNet, optimizer: torch.optim.Optimizer,
                train_set: ImageSet, preprocess: Preprocess, label_vectors: torch.Tensor | None,
                label_centre: torch.Tensor | None, body_seen: dict) -> None:
     """After an epoch: its metrics row, the checkpoint (CPU tensors, with the classes' names and
     ids: the ids place them in WordNet for hierarchical precision), the curves."""
-    from devise.plots import plot_learning_curves
-
     runs.write_metrics(folder, rows)
     state = cpu_copy({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": int(rows[-1]["epoch"]),
                       "class_names": train_set.class_names, "class_ids": train_set.class_ids, "normalizer": [list(preprocess.mean), list(preprocess.std)],

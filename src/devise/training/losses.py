@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from devise.config import LOSSES
 from devise.errors import DeviseError
 
 
@@ -66,10 +67,10 @@ def crossentropy_loss(predicted: torch.Tensor, label_vectors: torch.Tensor, labe
     return F.cross_entropy(predicted @ label_vectors.T / temperature, labels)
 
 
-LOSSES = {"cosine": cosine_loss, "hinge": hinge_loss, "rank": rank_loss, "crossentropy": crossentropy_loss}
+FUNCTIONS = {name: globals()[f"{name}_loss"] for name in LOSSES}  # one per choice of --loss, by its name
 
 
 def get_loss(name: str):
-    if name not in LOSSES:
+    if name not in FUNCTIONS:
         raise DeviseError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
-    return LOSSES[name]
+    return FUNCTIONS[name]

@@ -1,0 +1,40 @@
+"""The shape of the code: layers that import downward only, an inference path free of training,
+and a map of the modules that names every one."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCE = REPO / "src" / "devise"
+
+
+def test_every_package_imports_only_the_layers_below_it():
+    lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or shutil.which("lint-imports")
+    if lint is None:
+        pytest.skip("import-linter is not installed (the test extra installs it)")
+    result = subprocess.run([lint], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert "0 broken" in result.stdout
+
+
+def test_loading_a_model_imports_nothing_of_training():
+    code = ("import sys, devise; devise.load; "
+            "print(' '.join(m for m in sys.modules if m.startswith('devise')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert "devise.model.inference" in loaded
+    assert not [m for m in loaded if m.startswith(("devise.training", "devise.evaluation", "devise.experiment"))]
+    assert "devise.data.pipeline" not in loaded, "the training batch loader"
+
+
+def test_the_architecture_doc_names_every_module():
+    text = (REPO / "docs" / "architecture.md").read_text()
+    modules = sorted(p.relative_to(SOURCE).as_posix() for p in SOURCE.rglob("*.py") if p.name != "__init__.py")
+    missing = [m for m in modules if not re.search(rf"(?<![\w/]){re.escape(m)}", text)]
+    assert not missing, f"docs/architecture.md does not name {missing}"
