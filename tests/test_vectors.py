@@ -16,7 +16,6 @@ from devise.labels.run_labels import read_replacements
 from devise.labels.sources import keyed_vectors, load_word_vectors
 from devise.labels.spaces import (
     DEFAULT_RULE,
-    RULES,
     LabelSpace,
     SentenceSpace,
     WordVectorSpace,
@@ -139,10 +138,6 @@ def test_unknown_source_lists_the_valid_ones():
 
 
 # --- Labels to vectors ------------------------------------------------------------------------
-
-
-def test_rules_constant_and_default():
-    assert RULES == ("first", "mean") and DEFAULT_RULE in RULES
 
 
 def test_single_word_label_is_its_normalised_vector(space):

@@ -412,8 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                   "download")],
                                     help="the whole experiment: train, evaluate, zero-shot, report")
     reproduce.add_argument("--preset", default="cpu", choices=list(presets()),
-                           help="settings: cpu (about 7-9 min on a 2-core CPU with native bf16), cpu-long (under "
-                                "an hour there), gpu (one GPU), paper, demo (default: cpu)")
+                           help="the settings of both stages, a file of src/devise/presets (default: cpu)")
     reproduce.add_argument("--target", default="unseen",
                            help="zero-shot target: unseen (held-out classes, default), cifar100, folder")
     reproduce.add_argument("--target-root", help="where the target dataset is")

@@ -1,14 +1,9 @@
-"""Run settings: one flat dataclass whose fields carry their help, choices and range, the rules a
-config must follow, TOML files of settings, and the presets.
+"""Run settings: one flat dataclass whose fields carry their help, choices and range; the rules a
+config must follow; TOML files of settings; the presets (TOML files in devise/presets).
 
-Flat on purpose (nanoGPT style): every setting is one name, the same in a TOML file, on the
-command line (`--batch-size` for `batch_size`) and in the run folder's saved `config.toml`. Each
-field's metadata is the one place its help text, its choices (a `Literal` type) and its range are
-written; the command line, the TOML reader, `problems` and the docs read them from here.
-
-This module imports nothing else from devise but its errors: the model, the data pipeline and the
-label spaces read their settings from here, never the other way round. `problems(config)` says, in
-a user's words, every rule a config breaks; the code that acts on a config turns them into errors.
+Flat on purpose (nanoGPT style): a setting has one name in a TOML file, on the command line
+(`--batch-size` for `batch_size`) and in a run folder's `config.toml`. This module imports nothing
+else from devise but its errors: everything else reads its settings from here.
 """
 
 from __future__ import annotations

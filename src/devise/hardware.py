@@ -1,13 +1,9 @@
 """Where devise computes and in what precision, decided once from what the machine can do.
 
-bfloat16 autocast pays only where the hardware computes bf16 natively: CUDA GPUs that support it,
-and CPUs with AVX-512 BF16 or AMX. Elsewhere oneDNN emulates it, and a 2048 x 2048 bf16 matrix
-multiply ran at 0.28 GFLOP/s against 153 GFLOP/s in float32 on an AVX2-only AMD EPYC. So the
-default is bf16 where it is native and float32 everywhere else; a user's `--bf16` / `--no-bf16`
-still wins.
-
-Several processes (torchrun) are described by `Distributed`, read from torchrun's environment:
-gloo between CPU processes, nccl between GPUs; rank 0 alone writes files.
+bfloat16 autocast pays only where the hardware computes bf16 natively (CUDA GPUs that support it,
+CPUs with AVX-512 BF16 or AMX); elsewhere oneDNN emulates it, many times slower than float32
+(docs/performance.md). Also the host named beside every speed figure, torchrun's processes
+(`Distributed`), and the allocator switch that keeps a step's freed memory for the next.
 """
 
 from __future__ import annotations

@@ -37,7 +37,6 @@ def configure(*, quiet: bool = False, verbose: bool = False) -> None:
         handler.setFormatter(formatter)
         root.addHandler(handler)
     root.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
-    root.propagate = False
 
 
 def quiet_third_parties() -> None:

@@ -1,12 +1,8 @@
 """Where decoded datasets are kept between runs, and when a cached copy is stale or damaged.
 
-Decoding 110,000 JPEGs takes a while; a memory-mapped `.npy` copy loads in well under a second.
-A cache entry is keyed by the source's path, size and modification time, so replacing the
-source file makes a fresh entry instead of silently serving the old pixels. Every file of an
-entry is recorded with its size and CRC-32 (in `manifest.json`, or a `NAME.json` beside a derived
-array); a file that is missing, cut short or changed is found when the entry is loaded (the
-checksum once per process: 0.3 s for Tiny ImageNet's 1.2 GB), and the entry is rebuilt with a
-one-line notice instead of failing with a traceback or serving wrong pixels.
+An entry is keyed by the source's path, size and modification time, and every file in it is
+recorded with its size and CRC-32: a changed source makes a new entry, and a file missing, cut
+short or changed is found when the entry is loaded and rebuilt with a one-line notice.
 """
 
 from __future__ import annotations

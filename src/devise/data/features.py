@@ -1,16 +1,10 @@
 """A frozen body's features, computed once per image and view and kept in the cache.
 
-A pretrained body is large beside its head: at 128 px one EfficientNet-Lite0 forward pass costs
-what hundreds of steps of a linear head do. While the body stays frozen its output for an image
-never changes, so each image's features (and those of its flipped copy, the one augmentation a
-frozen body's head trains with) are computed once, written to the cache folder and memory-mapped
-from there: every epoch of the head, the class splits of calibration, evaluation and zero-shot
-read them instead of running the body again.
-
-An entry is keyed by what the features depend on: the body's weights, the input pipeline, the view,
-the precision and the images themselves (each hashed), so that another body, another size or
-another image set never reads a stale entry. Entries are written and checked like decoded datasets
-(`devise.data.cache`): a damaged one is found when loaded and computed again.
+While a pretrained body stays frozen its output for an image never changes, so each image's
+features (and those of its flipped copy, with `flip`) are computed once and memory-mapped from the
+cache: the head's epochs, calibration, evaluation and zero-shot read them. An entry is keyed by the
+body's weights, the input pipeline, the view, the precision and the images, each hashed, and is
+checked like a decoded dataset (`devise.data.cache`).
 """
 
 from __future__ import annotations

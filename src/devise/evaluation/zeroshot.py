@@ -1,12 +1,9 @@
 """Zero-shot evaluation: name images of classes the models never trained on, and write the figures.
 
-DeViSE, ConSE and softmax (`DeviseModel`, the one inference API) are run on the same target images
-and scored in one label space: the embedding models' own (read with their rules, their training
-labels as trained), else `--vectors`. Metrics (`devise.evaluation.metrics`): hit@k over the
-target's labels and over a wider vocabulary, per-class top-1, the paper's semantic similarity of
-the top 3 with its random-pair control and the lift over it, and for a held-out split generalised
-zero-shot (S, U, H, plain and with calibrated stacking, and AUSUC); hp@k where the labels are
-WordNet nouns. Every model's target classes are split by what its body was trained on.
+DeViSE, ConSE and softmax (`DeviseModel`) run on the same target images and are scored in one
+label space: the embedding models' own, else `--vectors`. Each model's target classes are split by
+what its body was trained on, so that only the unseen part is called zero-shot. The measures and
+the protocol: docs/zero-shot.md.
 """
 
 from __future__ import annotations

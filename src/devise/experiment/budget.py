@@ -1,21 +1,10 @@
 """Fit `devise reproduce` into a time budget on the host it runs on: measure, then size.
 
-The same preset takes 8 minutes on one 2-core CPU and over an hour on another (bf16 native or
-not, AVX-512 or AVX2 only), and seconds an epoch on a GPU. So instead of guessing, a few real
-training and evaluation steps are timed first (`devise.experiment.reproduce.measure_speeds`), and the run is
-sized here from what they show.
-
-What shrinks is the number of images each epoch trains and validates on, by one factor for both
-stages; the preset's schedule (epochs, frozen epochs, progressive resizing, rates) stays as it
-is. A shared machine drifts, so once the first stage is done its own speed, as its epochs
-measured it, sizes the second stage for the time that is left (`rescale`). The time model
-(`estimate_seconds`) is a sum of images over measured images per second:
-
-    trained images / training speed        (per epoch, at its image size)
-  + validated images / evaluation speed    (per epoch)
-  + evaluation and zero-shot passes        (after training; not shrunk)
-  + the class splits of calibrated stacking (`calibration_seconds`)
-  + an allowance per epoch (checkpoint, curves) and one for label spaces and the report
+The same preset's time differs many-fold between hosts (bf16 native or not, AVX-512 or AVX2, a
+GPU), so a few real steps are timed first (`devise.experiment.reproduce.measure_speeds`) and the
+share of each epoch's images that fits is solved for from a time model (`estimate_seconds`: images
+over measured images per second, per pass). Once the first stage is done, its own speed sizes the
+second for the time left (`rescale`).
 """
 
 from __future__ import annotations

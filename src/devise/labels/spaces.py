@@ -1,25 +1,11 @@
-"""Label spaces: every class label becomes a unit vector the visual model learns to hit.
+"""Label spaces: every label becomes a unit vector the visual model learns to hit.
 
-Two kinds of space share one interface, `LabelSpace`:
-
-- `WordVectorSpace`: word vectors (GloVe, word2vec, fastText). As in the DeViSE paper, a label of
-  several words ("fire ant") is the mean of its word vectors;
-- `SentenceSpace`: a sentence encoder (all-MiniLM-L6-v2) that encodes whole label phrases, in
-  prompt templates if asked;
-
-and `RandomSpace` is the random-vector control. `load_label_space(source, path, prompts)` is the one
-entry point.
-
-How a label becomes a vector (`WordVectorSpace`):
-
-1. A label is a comma-separated synonym list: "goldfish, Carassius auratus".
-2. A synonym is split into tokens on whitespace and "_"; each piece is looked up as written
-   (lowercase first, then original case), then with stray punctuation stripped from its ends,
-   then without a possessive "'s". A hyphenated piece is tried whole first ("t-shirt"), else split
-   on "-". Pieces that are only punctuation and have no vector are dropped.
-3. A synonym is usable when every token has a vector; its vector is the mean of its tokens'.
-4. Rule "first": the first usable synonym. Rule "mean": the mean of the normalised vectors of all
-   usable synonyms. The result is L2-normalised.
+`WordVectorSpace` (GloVe, word2vec, fastText: a label of several words is the mean of its word
+vectors, as in the DeViSE paper), `SentenceSpace` (a sentence encoder reading whole phrases, in
+prompt templates if asked) and `RandomSpace` (the control) share one interface, `LabelSpace`;
+`load_label_space(source, path, prompts)` is the one entry point. A label is a synonym list
+("goldfish, Carassius auratus"): rule "first" takes the first synonym with a vector, "mean" the
+mean of all that have one.
 """
 
 from __future__ import annotations

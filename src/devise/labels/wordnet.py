@@ -1,14 +1,9 @@
 """WordNet 3.0's noun hierarchy, offline: every ImageNet wnid's names and its place among the others.
 
-Frome et al. (DeViSE, 2013) and Norouzi et al. (ConSE, 2014) measured zero-shot against WordNet:
-the held-out images ranked among every noun within 2 or 3 hops of the held-out classes, and
-scored by hierarchical precision@k, which credits a near miss ("leopard" for "jaguar"). The
-hierarchy ships with devise (`wordnet_nouns.tsv.gz`, 82,115 noun synsets, and
-`wordnet_senses.tsv.gz`, each of 117,798 noun lemmas' most frequent sense, extracted from Debian's
-wordnet-base by tools/extract_wordnet.py; licence in WORDNET_LICENSE), so nothing is downloaded.
-
-A hop is one step along a hypernym link, up or down: a class's siblings are 2 hops away. Hypernym
-prompts ("a photo of a goldfish, a kind of cyprinid.") read a label's parent from here too.
+Frome et al. and Norouzi et al. measured zero-shot against WordNet: held-out images ranked among
+the nouns within 2 or 3 hops of the held-out classes, scored by hierarchical precision@k. The
+hierarchy ships with devise (`wordnet_nouns.tsv.gz`, `wordnet_senses.tsv.gz`, extracted from
+Debian's wordnet-base by tools/extract_wordnet.py; licence in WORDNET_LICENSE).
 """
 
 from __future__ import annotations

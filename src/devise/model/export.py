@@ -1,26 +1,10 @@
-"""A trained model as one portable folder, used through the API people know from open_clip.
+"""A trained model as one portable folder, and `devise.load` for every kind of model.
 
-`devise export RUN --out model/` writes
-
-    model/config.json          what rebuilds the model: architecture, image size, normaliser, the
-                               label space, its rule and replacements, the training labels and
-                               the very vectors they were trained on (plain JSON)
-    model/model.safetensors    the network's weights (safetensors: tensors only, no pickle)
-    model/image_encoder.onnx   with --onnx: uint8 images in, unit vectors out
-
-and `devise.load("model/")` reads it back on any device without the run folder, its training
-checkpoint or a single unpickled byte:
-
-    import devise
-    model = devise.load("model/")                        # or a run folder, or "efficientnet-lite0"
-    model.encode_image(["tiger.jpg"])                    # N x D unit vectors
-    model.encode_text(["tiger", "lion"])                 # 2 x D, read with the run's label rule
-    model.classify(["tiger.jpg"], ["tiger", "lion", "house cat"], top=2)
-    # [[("tiger", 0.81), ("lion", 0.77)]]
-
-An embedding run classifies as DeViSE (its own output vector); a softmax run as ConSE (the
-probability-weighted mean of its top training labels' vectors) or as plain softmax over its
-training labels. Ranking is `devise.model.inference`'s, so an exported model ranks exactly as its run does.
+`devise export RUN --out model/` writes `config.json` (architecture, input pipeline, label space,
+rule and replacements, the training labels and the very vectors they were trained on, what the
+body saw), `model.safetensors` (tensors only: reading them runs no code) and with `--onnx`
+`image_encoder.onnx` (uint8 images in, unit vectors out). `load` reads such a folder, a run folder
+or a pretrained classifier's name into a `DeviseModel`.
 """
 
 from __future__ import annotations

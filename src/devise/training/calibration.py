@@ -1,30 +1,8 @@
-"""Calibrated stacking's constant, chosen the way Chao et al. (2016) chose it: by holding seen
-classes out of a model and finding the constant that best separates them from the rest.
-
-Calibrated stacking takes one constant off every seen label's score before the top-1 over all
-labels, so that a model trained on the seen classes alone can name an unseen one. The constant
-must not be chosen by looking at unseen-class images. Chao et al. chose it by cross-validation
-over classes: train without some seen classes (the pseudo-unseen), and take the constant that
-gives the best harmonic mean H between those and the others. Choosing it instead so that a fixed
-share of seen-class images is named unseen leaves H far from the best the S-U curve reaches
-(docs/zero-shot.md).
-
-Retraining a whole model per split is out of reach; its last layer alone is cheap to redo on the
-body's features. Two models allow it:
-
-- a DeViSE run whose body stayed frozen (the presets' DeViSE stage): its head is all it trained,
-  so the splits redo exactly that. Its training ends here, and the constant is stored in the run
-  folder for `devise zeroshot`;
-- ConSE from a softmax run: its softmax layer is redone on its body's features. ConSE reads the
-  softmax model's labels in whatever label space the models are compared in, so the constant
-  belongs to that space and `devise zeroshot` chooses it there. The body saw the pseudo-unseen
-  classes in training, which a model trained without them would not have.
-
-Either way, for a run trained with `--unseen K`: the body's features of the training images (once,
-no augmentation); for each of `SPLITS` seeded draws of K pseudo-unseen classes, a last layer like
-the run's trained as the run's was (loss, optimiser, rate schedule, batch, epochs) on the other
-classes' features; the constant of best H on the validation images `devise.evaluation.metrics.calibration_half`
-picks (the ones `devise zeroshot` never scores); and their mean.
+"""Calibrated stacking (Chao et al. 2016): the constant taken off every seen label's score so that
+a model trained on seen classes alone can name an unseen one, chosen as Chao et al. chose it, on
+class splits: seen classes held out of a last layer retrained on the body's features, and the
+constant of best H between them and the rest (never an unseen image). Also the seen-unseen curve
+the constant moves along. The protocol: docs/zero-shot.md.
 """
 
 from __future__ import annotations

@@ -1,16 +1,12 @@
-"""The run folder: the only module that writes its files (and reads those of training's record).
+"""The run folder: the only module that writes its files, and the one that reads training's record.
 
-    RUN/config.toml        the settings (`TrainConfig`), as used
-    RUN/checkpoint.pt      weights, optimiser state, epoch, class names, normaliser, label vectors
-    RUN/metrics.csv        one row per epoch
-    RUN/summary.json       the final figures and the host
-    RUN/unseen.json        the classes held out of training (`--unseen K`), ids and names
-    RUN/metrics.json       hit@k of `devise evaluate`
-    RUN/zeroshot-TARGET/   `devise zeroshot`: zeroshot.json and its figures
-    RUN/curves.png, RUN/skipped-images.txt, RUN/.devise-lock (while a writer holds the folder)
+    RUN/config.toml, checkpoint.pt    the settings as used; weights, optimiser, epoch, classes, pipeline
+    RUN/metrics.csv, summary.json     one row per epoch; the final figures and the host
+    RUN/unseen.json, calibration.json the held-out classes; calibrated stacking's constant
+    RUN/metrics.json, zeroshot-*/     `devise evaluate`'s and `devise zeroshot`'s results
 
 One writer at a time (`held`): a second one gets one line naming the holder. A run read back as a
-model: `devise.model.checkpoint.load_run`, or `devise.load` for the inference API.
+model: `devise.model.checkpoint`.
 """
 
 from __future__ import annotations
