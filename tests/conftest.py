@@ -50,19 +50,78 @@ def write_cifar100(root: Path, per_split: dict[str, int], seed: int = 0, names: 
     return root
 
 
-# A tiny softmax run and a DeViSE run warm-started from it, on the toy set at 16 px: about ten
-# seconds on two cores, shared by the tests of exported models and of `devise serve`.
-TINY_TOY = dict(data="toy", image_size=16, body="cnn", width=8, hidden=32, dropout=0.1, batch_size=32,
-                optimizer="adam", lr=3e-3, crop_padding=2, bf16=False, epochs=2)
+# The one toy run of the tests: a small plain CNN on the generated toy set (40 classes, 32 px), in
+# float32 everywhere so that a figure does not depend on the host. Tests lay their own settings over it.
+TOY = dict(data="toy", image_size=32, body="cnn", width=16, hidden=64, dropout=0.1, batch_size=32, epochs=2,
+           optimizer="adam", lr=3e-3, crop_padding=2, bf16=False)
 
 
+def toy_settings(**overrides):
+    """The toy run's settings with `overrides` laid over them."""
+    from devise.config import TrainConfig
+
+    return TrainConfig(**{**TOY, **overrides})
+
+
+def toy_flags(**overrides) -> list[str]:
+    """The toy run's settings as the command line takes them (`--batch-size 32`, `--no-bf16`)."""
+    flags = []
+    for name, value in {**TOY, **overrides}.items():
+        flag = name.replace("_", "-")
+        flags += ([f"--{flag}" if value else f"--no-{flag}"] if isinstance(value, bool) else [f"--{flag}", str(value)])
+    return flags
+
+
+@pytest.fixture
+def toy_config(tmp_path):
+    """`toy_config(**overrides)`: the toy run's settings, writing into this test's folder."""
+    return lambda **overrides: toy_settings(**{"out": str(tmp_path / "run"), **overrides})
+
+
+# A tiny softmax run and a DeViSE run warm-started from it, at 16 px: about ten seconds on two
+# cores, shared by the tests of exported models and of `devise serve`.
 @pytest.fixture(scope="session")
 def toy_runs(tmp_path_factory) -> dict[str, Path]:
-    from devise.config import TrainConfig
     from devise.training.loop import train
 
     root = tmp_path_factory.mktemp("toy-runs")
-    train(TrainConfig(**TINY_TOY, out=str(root / "softmax")), progress=False)
-    train(TrainConfig(**TINY_TOY, head="embedding", loss="rank", init=str(root / "softmax"), out=str(root / "devise")),
+    tiny = dict(image_size=16, width=8, hidden=32)
+    train(toy_settings(**tiny, out=str(root / "softmax")), progress=False)
+    train(toy_settings(**tiny, head="embedding", loss="rank", init=str(root / "softmax"), out=str(root / "devise")),
           progress=False)
     return {"softmax": root / "softmax", "devise": root / "devise"}
+
+
+HELD_OUT = dict(unseen=8, unseen_seed=3)  # 8 of the toy set's 40 classes held out of training
+
+
+@pytest.fixture(scope="session")
+def held_out_runs(tmp_path_factory):
+    """A softmax run and a DeViSE run on it, with `HELD_OUT` classes held out: the tests of zero-shot
+    and of calibration share them."""
+    from devise.training.loop import train
+
+    folder = tmp_path_factory.mktemp("zsl")
+    softmax = train(toy_settings(**HELD_OUT, epochs=4, out=str(folder / "softmax")), progress=False)
+    devise = train(toy_settings(**HELD_OUT, head="embedding", loss="rank", epochs=3, init=str(softmax.folder),
+                                out=str(folder / "devise")), progress=False)
+    return softmax, devise
+
+
+def timm_toy_settings(weights, **overrides):
+    """The toy run on timm's tiny test network, started from a local weights file."""
+    return toy_settings(**{"body": "timm:test_efficientnet", "pretrained": True, "pretrained_file": str(weights),
+                           "batch_size": 64, "epochs": 3, **overrides})
+
+
+@pytest.fixture(scope="session")
+def timm_weights(tmp_path_factory):
+    """A weights file for timm's tiny test network, as a user would hand devise one: loaded through
+    timm's own `pretrained_cfg_overlay={"file": ...}`, no hub needed."""
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "test_efficientnet.pth"
+    torch.save(timm.create_model("test_efficientnet").state_dict(), path)
+    return path

@@ -1,24 +1,21 @@
-"""Chosen by capability: bf16 only where native, the device setting, ranking's path, the budget."""
+"""Where devise computes: the device, bf16 exactly where native, the host, and the allocator switch."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import tomllib
-from dataclasses import replace
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import devise
+import devise.hardware as memory
 import devise.training.loop as training
 from devise import hardware
-from devise.config import TrainConfig
 from devise.errors import DeviseError
-from devise.experiment import budget
+from devise.hardware import freed_memory_kept
 from devise.model import checkpoint
-from devise.model import topk as rank
 
 
 @pytest.fixture
@@ -32,27 +29,21 @@ def native_bf16(monkeypatch):
     monkeypatch.setattr(hardware, "cpu_bf16_native", lambda: True)
 
 
-def toy_config(tmp_path, **changes) -> TrainConfig:
-    settings = dict(data="toy", body="cnn", image_size=32, width=8, hidden=32, dropout=0.1, batch_size=128, epochs=1,
-                    optimizer="adam", lr=3e-3, out=str(tmp_path / "run"))
-    return TrainConfig(**{**settings, **changes})
-
-
 def saved_bf16(run) -> bool:
     return tomllib.loads((run.folder / "config.toml").read_text())["bf16"]
 
 
-def test_bf16_is_used_where_native_and_float32_elsewhere_unless_asked(tmp_path, no_native_bf16):
+def test_bf16_is_used_where_native_and_float32_elsewhere_unless_asked(tmp_path, no_native_bf16, toy_config):
     cpu = torch.device("cpu")
     assert hardware.use_bf16(cpu) is False and hardware.use_bf16(cpu, True) is True
-    assert saved_bf16(training.train(toy_config(tmp_path / "auto"), progress=False)) is False
-    assert saved_bf16(training.train(toy_config(tmp_path / "asked", bf16=True), progress=False)) is True
+    assert saved_bf16(training.train(toy_config(out=str(tmp_path / "auto" / "run"), bf16=None), progress=False)) is False
+    assert saved_bf16(training.train(toy_config(out=str(tmp_path / "asked" / "run"), bf16=True), progress=False)) is True
 
 
-def test_bf16_by_default_where_the_cpu_has_it(tmp_path, native_bf16):
+def test_bf16_by_default_where_the_cpu_has_it(tmp_path, native_bf16, toy_config):
     assert hardware.use_bf16(torch.device("cpu")) is True
-    assert saved_bf16(training.train(toy_config(tmp_path / "auto"), progress=False)) is True
-    assert saved_bf16(training.train(toy_config(tmp_path / "off", bf16=False), progress=False)) is False
+    assert saved_bf16(training.train(toy_config(out=str(tmp_path / "auto" / "run"), bf16=None), progress=False)) is True
+    assert saved_bf16(training.train(toy_config(out=str(tmp_path / "off" / "run"), bf16=False), progress=False)) is False
 
 
 def test_limiting_onednn_to_avx2_turns_native_bf16_off_in_a_new_process():
@@ -62,8 +53,8 @@ def test_limiting_onednn_to_avx2_turns_native_bf16_off_in_a_new_process():
     assert result.stdout.strip() == "False", result.stderr
 
 
-def test_a_checkpoint_trained_with_bf16_predicts_in_float32_where_bf16_is_not_native(tmp_path, monkeypatch):
-    run = training.train(toy_config(tmp_path, bf16=True), progress=False)
+def test_a_checkpoint_trained_with_bf16_predicts_in_float32_where_bf16_is_not_native(tmp_path, monkeypatch, toy_config):
+    run = training.train(toy_config(bf16=True), progress=False)
     monkeypatch.setattr(hardware, "cpu_bf16_native", lambda: False)
     model = devise.load(run.folder, device="cpu")
     images = [torch.randint(0, 256, (40, 40, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(i)).numpy()
@@ -77,8 +68,8 @@ def test_a_checkpoint_trained_with_bf16_predicts_in_float32_where_bf16_is_not_na
     assert scores == pytest.approx(expected.values.flatten().tolist(), abs=1e-6)  # bf16 differs by ~1e-5
 
 
-def test_every_tensor_of_a_checkpoint_is_on_the_cpu(tmp_path):
-    run = training.train(toy_config(tmp_path), progress=False)
+def test_every_tensor_of_a_checkpoint_is_on_the_cpu(tmp_path, toy_config):
+    run = training.train(toy_config(), progress=False)
     state = checkpoint.load_checkpoint(run.folder)
     tensors = [t for t in state["model"].values()]
     tensors += [t for s in state["optimizer"]["state"].values() for t in s.values() if isinstance(t, torch.Tensor)]
@@ -116,89 +107,47 @@ def test_the_host_is_named_with_its_cpu_flags_and_bf16():
     assert host["cpu"] in line and "bf16" in line and f"{host['cores']} cores" in line
 
 
-# ---------------------------------------------------------------------------------------------
-# Ranking: the screen's precision follows the hardware; both give the exact top k
+MEASURE = """
+import resource, torch
+from devise.hardware import freed_memory_kept
+
+def page_faults_of_big_tensors(count=8, megabytes=64):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(count):
+        torch.empty(megabytes * 2**20, dtype=torch.uint8).fill_(1)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+outside = page_faults_of_big_tensors()
+with freed_memory_kept():
+    page_faults_of_big_tensors()  # the first step grows the heap
+    inside = page_faults_of_big_tensors()  # later steps reuse it
+print(outside, inside)
+"""
 
 
-def screens_used(monkeypatch) -> list[torch.dtype]:
-    used = []
-    original = rank.group_maxima
-    monkeypatch.setattr(rank, "group_maxima", lambda q, screen, *args: used.append(screen.dtype) or original(q, screen, *args))
-    return used
+@pytest.mark.skipif(memory.glibc() is None, reason="the switches exist only in glibc")
+def test_inside_the_block_big_tensors_reuse_memory_instead_of_faulting_in_new_pages():
+    # A fresh process: glibc's allocator cannot be put back as it was once a block has run here.
+    result = subprocess.run([sys.executable, "-c", MEASURE], capture_output=True, text=True, check=True)
+    outside, inside = map(int, result.stdout.split())
+    # outside, every 64 MB tensor is a fresh mmap of 16,384 pages, at every step
+    assert outside > 8 * 16_000
+    assert inside < outside / 3
 
 
-@pytest.mark.parametrize("native, screen", [(False, torch.float32), (True, torch.bfloat16)])
-def test_ranking_screens_in_bf16_only_where_native_and_is_exact_either_way(monkeypatch, native, screen):
-    monkeypatch.setattr(hardware, "cpu_bf16_native", lambda: native)
-    used = screens_used(monkeypatch)
-    generator = torch.Generator().manual_seed(7)
-    vocabulary = F.normalize(torch.randn(20000, 50, generator=generator), dim=1)
-    queries = F.normalize(torch.randn(300, 50, generator=generator), dim=1)
-    scores, index = rank.rank_topk(queries, vocabulary, k=10, normalized=True)
-    assert used and set(used) == {screen}
-    expected = (queries @ vocabulary.T).topk(10, dim=1)
-    assert torch.allclose(scores, expected.values, atol=1e-6)
-    assert torch.allclose((queries @ vocabulary.T).gather(1, index), expected.values, atol=1e-6)
+def test_only_the_outermost_block_switches_and_it_restores_the_defaults(monkeypatch):
+    calls = []
+    monkeypatch.setattr(memory, "set_malloc", calls.append)
+    with freed_memory_kept():
+        with freed_memory_kept():
+            pass
+        assert calls == [memory.KEEP]
+    assert calls == [memory.KEEP, memory.GLIBC_DEFAULTS]
 
 
-def test_the_float32_screen_needs_only_the_summation_margin():
-    assert rank.screening_error(50, torch.float32) < 1e-4 < rank.screening_error(50, torch.bfloat16)
-
-
-# ---------------------------------------------------------------------------------------------
-# The budget's arithmetic
-
-
-def test_budget_sizing_by_hand():
-    stage = TrainConfig(epochs=2, batch_size=100)
-    speeds = budget.Speeds(train=1000.0, train_small=None, frozen=1500.0, forward=2000.0, head=6000.0)
-    work = budget.Workload(train_images=10_000, val_images=1_000, after_images=4_000)
-    fixed = budget.FIXED_SECONDS + 4_000 / 2000 + 2 * budget.EPOCH_SECONDS
-    # The whole preset: fixed + 2 epochs x (10,000 / 1,000 + 1,000 / 2,000) seconds.
-    assert budget.estimate_seconds([stage], speeds, work, 1.0) == pytest.approx(fixed + 21)
-    roomy = budget.plan_budget((fixed + 21) / budget.SAFETY + 1, [stage], speeds, work, batch_size=100)
-    assert (roomy.fraction, roomy.epoch_images, roomy.val_images) == (1.0, 0, 0)
-    # Two seconds to spare after the fixed costs: 2 / 21 of each epoch, rounded down to whole batches.
-    tight = budget.plan_budget((fixed + 2) / budget.SAFETY, [stage], speeds, work, batch_size=100)
-    assert tight.epoch_images == 900 and tight.val_images == 90
-    assert tight.planned_seconds == pytest.approx(fixed + 2 * (0.9 + 0.045))
-    assert tight.planned_seconds <= (fixed + 2) and budget.estimate_seconds(
-        [stage], speeds, work, 1000 / 10_000) > fixed + 2, "one more batch an epoch would not fit"
-    with pytest.raises(DeviseError, match="too short for this preset on this host"):
-        budget.plan_budget(fixed / budget.SAFETY, [stage], speeds, work, batch_size=100)
-    assert budget.plan_budget(fixed / budget.SAFETY, [stage], speeds, work, batch_size=100, at_least_one_batch=True).epoch_images == 100
-
-
-def test_stages_with_held_out_classes_are_costed_with_their_class_splits():
-    speeds = budget.Speeds(train=1000.0, train_small=None, frozen=1500.0, forward=2000.0, head=6000.0)
-    work = budget.Workload(train_images=10_000, val_images=1_000, after_images=0, seen_classes=180)
-    frozen = TrainConfig(head="embedding", epochs=2, freeze_epochs=2, init="x", unseen=20)
-    # Features of half the epoch's images and half the validation images at 2,000 images/s, then
-    # 3 splits x 2 epochs x 5,000 images through a last layer alone at 6,000 images/s.
-    assert budget.calibration_seconds(frozen, speeds, work, 0.5) == pytest.approx(5_500 / 2000 + 6 * 5_000 / 6000)
-    assert budget.calibration_seconds(replace(frozen, freeze_epochs=1), speeds, work, 0.5) == 0.0  # its body trained
-    assert budget.calibration_seconds(replace(frozen, unseen=0), speeds, work, 0.5) == 0.0
-    # The softmax stage's splits (ConSE's constant, chosen in zero-shot) redo its last layer for its epochs.
-    softmax = TrainConfig(head="softmax", epochs=4, unseen=20)
-    assert budget.calibration_seconds(softmax, speeds, work, 0.5) == pytest.approx(5_500 / 2000 + 12 * 5_000 / 6000)
-
-
-def test_the_second_stage_is_sized_at_the_speed_the_first_really_ran():
-    speeds = budget.Speeds(train=1000.0, train_small=500.0, frozen=1500.0, forward=2000.0, head=6000.0)
-    slower = budget.rescale(speeds, observed_train=800.0)
-    assert (slower.train, slower.train_small, slower.frozen, slower.forward, slower.head) == (800, 400, 1200, 1600, 4800)
-
-
-def test_frozen_and_small_epochs_are_costed_at_their_own_speeds():
-    speeds = budget.Speeds(train=100.0, train_small=400.0, frozen=500.0, forward=1000.0, head=4000.0)
-    stage = TrainConfig(epochs=3, small_epochs=1, small_size=16, freeze_epochs=0)
-    assert [budget.epoch_seconds(stage, e, speeds, 1000) for e in range(3)] == [2.5, 10, 10]
-    frozen = TrainConfig(epochs=2, freeze_epochs=1, init="x")
-    assert [budget.epoch_seconds(frozen, e, speeds, 1000) for e in range(2)] == [2, 10]
-
-
-def test_a_budget_too_short_for_the_host_is_one_clear_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "devise", "reproduce", "--preset", "demo", "--budget", "0.1",
-                             "--out", str(tmp_path / "r"), "--quiet"], capture_output=True, text=True)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "too short for this preset on this host" in result.stderr
+def test_the_defaults_come_back_after_an_error(monkeypatch):
+    calls = []
+    monkeypatch.setattr(memory, "set_malloc", calls.append)
+    with pytest.raises(ValueError), freed_memory_kept():
+        raise ValueError("a failing epoch")
+    assert calls == [memory.KEEP, memory.GLIBC_DEFAULTS]

@@ -332,3 +332,19 @@ def preset_settings(name: str, head: str) -> dict:
     also what `devise train --preset NAME` starts from."""
     chosen = preset_file(name)
     return dict(chosen["common"], **chosen["devise" if head == "embedding" else "softmax"], head=head)
+
+
+def settings_markdown() -> str:
+    """docs/settings.md: every setting with its default, choices, range and help, as the command
+    line shows them (tools/settings_doc.py writes it; a test keeps it true)."""
+    lines = ["# Settings", "", "Every training setting, as `devise train --help`, a TOML file (`--config`) and a run "
+             "folder's `config.toml` take it. Written from `devise.config.TrainConfig` by "
+             "`python tools/settings_doc.py`.", "", "| setting | default | allowed | what it does |", "|---|---|---|---|"]
+    for item in settings():
+        allowed = choices_of(item.name)
+        bounds = item.metadata["range"]
+        text = ", ".join(allowed) if allowed else (range_text(*bounds) if bounds else "")
+        default = default_of(item)
+        lines.append(f"| `{flag(item.name)}` | {'' if default is None else f'`{default}`'} | {text} | "
+                     f"{help_of(item).replace('|', '/')} |")
+    return "\n".join(lines) + "\n"

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import toy_flags
 
 from devise.model import checkpoint
 
 # The toy set, a small plain CNN, no dropout: per-process batch-norm statistics (32 images a
 # process against 64) are then the only difference from one process, and it is small.
-TOY = ["--data", "toy", "--body", "cnn", "--width", "8", "--hidden", "32", "--dropout", "0", "--batch-size", "128",
-       "--optimizer", "adam", "--lr", "3e-3", "--schedule", "cosine", "--quiet"]
+TOY = [*toy_flags(width=8, hidden=32, dropout=0, batch_size=128, schedule="cosine"), "--quiet"]
 LOSS_TOLERANCE = 0.03  # relative, epoch by epoch; measured: at most 0.8% on this set
 
 

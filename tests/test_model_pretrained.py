@@ -1,5 +1,4 @@
-"""Pretrained bodies: weights read into timm's networks, their features cached, ConSE with no
-training, and zero-shot figures that say what the body has seen."""
+"""Pretrained bodies: weights read into timm's networks, ConSE with no training, figures that say what the body saw."""
 
 from __future__ import annotations
 
@@ -9,38 +8,16 @@ import sys
 
 import pytest
 import torch
+from conftest import timm_toy_settings
 
 import devise
 import devise.training.loop as training
-from devise.config import TrainConfig
 from devise.data import ImageSet, load_dataset
-from devise.data import features as feature_cache
-from devise.data.cache import cache_folder
 from devise.errors import DeviseError
 from devise.evaluation.zeroshot import body_split, regime
 from devise.model import checkpoint
 from devise.model.export import export
 from devise.model.pretrained import imagenet_classes, map_by_position, packaged_state_dict
-
-TIMM_TOY = dict(data="toy", body="timm:test_efficientnet", image_size=32, dropout=0.1, batch_size=64, epochs=3,
-                optimizer="adam", lr=3e-3, crop_padding=2, bf16=False)
-
-
-@pytest.fixture(scope="module")
-def timm_weights(tmp_path_factory):
-    """A weights file for timm's tiny test network, as a user would hand devise one: loaded through
-    timm's own `pretrained_cfg_overlay={"file": ...}`, no hub needed."""
-    import timm
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "test_efficientnet.pth"
-    torch.save(timm.create_model("test_efficientnet").state_dict(), path)
-    return path
-
-
-def timm_config(tmp_path, weights, **changes) -> TrainConfig:
-    return TrainConfig(**{**TIMM_TOY, "pretrained": True, "pretrained_file": str(weights),
-                          "out": str(tmp_path / "run"), **changes})
 
 
 def test_the_packaged_weights_map_onto_timms_efficientnet_lite0_tensor_by_tensor():
@@ -61,7 +38,7 @@ def test_a_mapping_whose_count_or_shapes_differ_is_refused():
 
 
 def test_a_timm_body_from_a_local_weights_file_starts_from_those_weights(tmp_path, timm_weights):
-    run = training.train(timm_config(tmp_path, timm_weights, epochs=1, freeze_epochs=1), progress=False)
+    run = training.train(timm_toy_settings(timm_weights, out=str(tmp_path / "run"), epochs=1, freeze_epochs=1), progress=False)
     given = torch.load(timm_weights, weights_only=True)
     body = {key[len("body.0."):]: value for key, value in checkpoint.load_checkpoint(run.folder)["model"].items()
             if key.startswith("body.0.")}
@@ -71,7 +48,7 @@ def test_a_timm_body_from_a_local_weights_file_starts_from_those_weights(tmp_pat
 
 def test_a_timm_body_trains_and_resumes_exactly(tmp_path, timm_weights, monkeypatch):
     config = dict(freeze_epochs=1)  # one epoch on cached features, then the whole network
-    full = training.train(timm_config(tmp_path / "full", timm_weights, **config), progress=False)
+    full = training.train(timm_toy_settings(timm_weights, out=str(tmp_path / "full" / "run"), **config), progress=False)
 
     real_evaluate, calls = training.evaluate, []
 
@@ -83,64 +60,13 @@ def test_a_timm_body_trains_and_resumes_exactly(tmp_path, timm_weights, monkeypa
 
     monkeypatch.setattr(training, "evaluate", evaluate_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        training.train(timm_config(tmp_path / "stopped", timm_weights, **config), progress=False)
+        training.train(timm_toy_settings(timm_weights, out=str(tmp_path / "stopped" / "run"), **config), progress=False)
     monkeypatch.setattr(training, "evaluate", real_evaluate)
-    resumed = training.train(timm_config(tmp_path / "stopped", timm_weights, **config), resume=True, progress=False)
+    resumed = training.train(timm_toy_settings(timm_weights, out=str(tmp_path / "stopped" / "run"), **config), resume=True, progress=False)
     full_state, resumed_state = checkpoint.load_checkpoint(full.folder), checkpoint.load_checkpoint(resumed.folder)
     assert resumed_state["epoch"] == 3
     for name, tensor in full_state["model"].items():
         assert torch.allclose(tensor.float(), resumed_state["model"][name].float(), atol=1e-5), name
-
-
-def counting_computations(monkeypatch) -> list:
-    calls = []
-    real = feature_cache.compute_features
-
-    def counted(*args, **kwargs):
-        calls.append(kwargs["view"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(feature_cache, "compute_features", counted)
-    return calls
-
-
-def test_features_are_computed_once_then_read_from_the_cache(tmp_path, timm_weights, monkeypatch):
-    run = training.train(timm_config(tmp_path, timm_weights, epochs=1, freeze_epochs=1), progress=False)
-    data = load_dataset("toy", split="test")  # images the run has not computed features of
-    calls = counting_computations(monkeypatch)
-    first = feature_cache.cached_features(run.model.body, run.preprocess, data, views=("plain", "flip"), progress=False)
-    again = feature_cache.cached_features(run.model.body, run.preprocess, data, views=("plain", "flip"), progress=False)
-    assert calls == ["plain", "flip"]  # the second call computed nothing
-    assert all(torch.equal(a, b) for a, b in zip(first, again))
-    assert not torch.equal(first[0], first[1])  # a flipped image is another view
-
-
-def test_a_damaged_feature_entry_is_computed_again(tmp_path, timm_weights, monkeypatch):
-    run = training.train(timm_config(tmp_path, timm_weights, epochs=1, freeze_epochs=1), progress=False)
-    data = load_dataset("toy", split="val")
-    before = feature_cache.cached_features(run.model.body, run.preprocess, data, progress=False)[0].clone()
-    key = feature_cache.feature_key(run.model.body, run.preprocess, "plain", data.images, bf16=False)
-    entry = next(p for p in cache_folder(run.config.cache_dir).glob(f"features/*{key}"))
-    array = entry / "features.npy"
-    array.write_bytes(array.read_bytes()[:-64])  # cut short
-    calls = counting_computations(monkeypatch)
-    after = feature_cache.cached_features(run.model.body, run.preprocess, data, progress=False)[0]
-    assert calls == ["plain"] and torch.equal(before, after)
-
-
-def test_another_body_size_or_image_set_never_reads_a_cached_entry(tmp_path, timm_weights, monkeypatch):
-    from dataclasses import replace
-
-    run = training.train(timm_config(tmp_path, timm_weights, epochs=1, freeze_epochs=1), progress=False)
-    data = load_dataset("toy", split="val")
-    feature_cache.cached_features(run.model.body, run.preprocess, data, progress=False)
-    calls = counting_computations(monkeypatch)
-    other_body = checkpoint.load_run(run.folder).model.body
-    torch.nn.init.zeros_(next(other_body.parameters()))
-    feature_cache.cached_features(other_body, run.preprocess, data, progress=False)
-    feature_cache.cached_features(run.model.body, replace(run.preprocess, size=24), data, progress=False)
-    feature_cache.cached_features(run.model.body, run.preprocess, data.subset(torch.arange(100)), progress=False)
-    assert calls == ["plain", "plain", "plain"]
 
 
 def image_set(names: list[str], ids: list[str]) -> ImageSet:
@@ -159,8 +85,8 @@ def test_target_classes_are_split_by_what_the_body_was_trained_on():
 
 
 def test_a_pretrained_body_model_exports_and_loads_back_as_it_ranks(tmp_path, timm_weights):
-    softmax = training.train(timm_config(tmp_path / "s", timm_weights, epochs=1, freeze_epochs=1), progress=False)
-    run = training.train(timm_config(tmp_path / "d", timm_weights, head="embedding", loss="rank", init=str(softmax.folder),
+    softmax = training.train(timm_toy_settings(timm_weights, out=str(tmp_path / "s" / "run"), epochs=1, freeze_epochs=1), progress=False)
+    run = training.train(timm_toy_settings(timm_weights, out=str(tmp_path / "d" / "run"), head="embedding", loss="rank", init=str(softmax.folder),
                                      epochs=1, freeze_epochs=1), progress=False)
     out = export(run.folder, tmp_path / "model", onnx=True)
     config = json.loads((out / "config.json").read_text())
@@ -232,7 +158,7 @@ def test_a_pretrained_classifier_predicts_and_compares_with_no_run_folder(tmp_pa
     labels = [entry["label"] for entry in json.loads(predicted.stdout)["labels"]]
     assert len(labels) == 3 and set(labels) <= set(imagenet_classes()[1])  # ConSE among ImageNet's 1,000 labels
 
-    softmax = training.train(timm_config(tmp_path / "s", timm_weights, epochs=1, freeze_epochs=1, unseen=4), progress=False)
+    softmax = training.train(timm_toy_settings(timm_weights, out=str(tmp_path / "s" / "run"), epochs=1, freeze_epochs=1, unseen=4), progress=False)
     results = run_zero_shot(ZeroShotRequest([softmax.folder, "efficientnet-lite0"], "unseen", vocabulary="target", out=tmp_path / "zs",
                             examples=0, progress=False, image_size=32))
     stock = next(m for name, m in results["models"].items() if "efficientnet-lite0" in name and m["kind"] == "ConSE")

@@ -10,28 +10,25 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import toy_settings
 
 import devise
 import devise.training.loop as training
-from devise.config import TrainConfig
 from devise.errors import DeviseError
 from devise.evaluation.evaluate import evaluate_run
 from devise.evaluation.zeroshot import comparison_space
 from devise.model import checkpoint
 from devise.training.objectives import SoftmaxTeacher
 
-SMALL = dict(data="toy", image_size=32, body="cnn", width=16, hidden=64, dropout=0.1, batch_size=32,
-             optimizer="adam", lr=3e-3, crop_padding=2, bf16=False)
-
 
 @pytest.fixture(scope="module")
 def softmax_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("runs") / "softmax"
-    return training.train(TrainConfig(**SMALL, epochs=5, out=str(folder)), progress=False)
+    return training.train(toy_settings(epochs=5, out=str(folder)), progress=False)
 
 
 def test_the_embedding_head_learns_the_toy_set_from_a_warm_start(softmax_run, tmp_path):
-    config = TrainConfig(**SMALL, head="embedding", loss="rank", epochs=3, init=str(softmax_run.folder),
+    config = toy_settings(head="embedding", loss="rank", epochs=3, init=str(softmax_run.folder),
                          freeze_epochs=1, out=str(tmp_path / "devise"))
     run = training.train(config, progress=False)
     result = evaluate_run(run.folder, progress=False)
@@ -46,7 +43,7 @@ def test_a_centred_run_reads_every_label_less_the_mean_of_its_training_labels(so
     from devise.labels.run_labels import label_space_for
     from devise.model.export import export
 
-    config = TrainConfig(**SMALL, head="embedding", epochs=1, init=str(softmax_run.folder), freeze_epochs=1,
+    config = toy_settings(head="embedding", epochs=1, init=str(softmax_run.folder), freeze_epochs=1,
                          centre_labels=True, out=str(tmp_path / "centred"))
     training.train(config, progress=False)
     run = checkpoint.load_run(tmp_path / "centred")
@@ -66,7 +63,7 @@ def test_a_centred_run_reads_every_label_less_the_mean_of_its_training_labels(so
 
 
 def test_warm_start_copies_the_body_and_freezing_keeps_it(softmax_run, tmp_path):
-    config = TrainConfig(**SMALL, head="embedding", epochs=1, init=str(softmax_run.folder), freeze_epochs=1,
+    config = toy_settings(head="embedding", epochs=1, init=str(softmax_run.folder), freeze_epochs=1,
                          out=str(tmp_path / "frozen"))
     run = training.train(config, progress=False)
     before = softmax_run.model.body.state_dict()
@@ -76,7 +73,7 @@ def test_warm_start_copies_the_body_and_freezing_keeps_it(softmax_run, tmp_path)
 
 
 def test_a_head_on_a_frozen_body_still_trains_with_the_dropout_before_it(softmax_run, tmp_path):
-    config = TrainConfig(**SMALL, head="embedding", epochs=1, init=str(softmax_run.folder), freeze_epochs=1)
+    config = toy_settings(head="embedding", epochs=1, init=str(softmax_run.folder), freeze_epochs=1)
     plain = training.train(replace(config, dropout=0.0, out=str(tmp_path / "plain")), progress=False)
     dropped = training.train(replace(config, dropout=0.5, out=str(tmp_path / "dropped")), progress=False)
     assert not torch.allclose(plain.model.head.project.weight, dropped.model.head.project.weight)
@@ -102,7 +99,7 @@ def test_a_softmax_teacher_mixes_its_probabilities_into_the_targets():
 
 
 def test_distillation_learns_from_the_init_run_and_needs_a_softmax_one(softmax_run, tmp_path):
-    config = TrainConfig(**SMALL, head="embedding", loss="crossentropy", epochs=2, init=str(softmax_run.folder),
+    config = toy_settings(head="embedding", loss="crossentropy", epochs=2, init=str(softmax_run.folder),
                          freeze_epochs=1, distill=0.5, out=str(tmp_path / "taught"))
     run = training.train(config, progress=False)
     assert evaluate_run(run.folder, progress=False)["hit@5"] > 0.5
@@ -112,10 +109,10 @@ def test_distillation_learns_from_the_init_run_and_needs_a_softmax_one(softmax_r
         features = softmax_run.model.body(images)
     assert torch.allclose(teacher.targets(features, labels, from_features=True), teacher.targets(images, labels))
     with pytest.raises(DeviseError, match="softmax run over the same training classes"):
-        training.train(TrainConfig(**SMALL, head="embedding", loss="crossentropy", epochs=1, init=str(run.folder),
+        training.train(toy_settings(head="embedding", loss="crossentropy", epochs=1, init=str(run.folder),
                                    distill=0.5, out=str(tmp_path / "from-devise")), progress=False)
     with pytest.raises(DeviseError, match="--distill needs"):
-        training.train(TrainConfig(**SMALL, head="embedding", loss="hinge", init=str(softmax_run.folder),
+        training.train(toy_settings(head="embedding", loss="hinge", init=str(softmax_run.folder),
                                    distill=0.5, out=str(tmp_path / "hinge")), progress=False)
     with pytest.raises(DeviseError, match="--distill-temperature must be positive"):
         training.train(replace(config, distill_temperature=0.0, out=str(tmp_path / "frozen-teacher")), progress=False)
@@ -123,14 +120,14 @@ def test_distillation_learns_from_the_init_run_and_needs_a_softmax_one(softmax_r
 
 @pytest.mark.parametrize("loss", ["cosine", "hinge", "rank", "crossentropy"])
 def test_each_loss_learns_the_toy_set_from_scratch(tmp_path, loss):
-    run = training.train(TrainConfig(**SMALL, head="embedding", loss=loss, epochs=3, out=str(tmp_path / loss)),
+    run = training.train(toy_settings(head="embedding", loss=loss, epochs=3, out=str(tmp_path / loss)),
                          progress=False)
     assert run.label_vectors.shape == (40, 50)
     assert evaluate_run(run.folder, progress=False)["hit@1"] > 5 / 40, "well above chance (1 in 40)"
 
 
 def test_the_random_vector_control_trains_towards_random_vectors_not_glove(softmax_run, tmp_path):
-    config = TrainConfig(**SMALL, head="embedding", loss="rank", epochs=2, init=str(softmax_run.folder),
+    config = toy_settings(head="embedding", loss="rank", epochs=2, init=str(softmax_run.folder),
                          freeze_epochs=1)
     glove = training.train(replace(config, out=str(tmp_path / "glove")), progress=False)
     control = training.train(replace(config, random_vectors=True, out=str(tmp_path / "random")), progress=False)
@@ -147,10 +144,10 @@ def test_the_random_vector_control_trains_towards_random_vectors_not_glove(softm
 
 
 def test_a_warm_start_inherits_the_body_shape_including_the_pooled_stem(tmp_path):
-    softmax = TrainConfig(**dict(SMALL, body="resnet9", image_size=64, width=8), stem_pool=True, epochs=1,
+    softmax = toy_settings(**dict(body="resnet9", image_size=64, width=8), stem_pool=True, epochs=1,
                           out=str(tmp_path / "softmax"))
     training.train(softmax, progress=False)
-    devise = TrainConfig(**dict(SMALL, image_size=64), head="embedding", epochs=1, init=softmax.out,
+    devise = toy_settings(**dict(image_size=64), head="embedding", epochs=1, init=softmax.out,
                          out=str(tmp_path / "devise"))
     run = training.train(devise, progress=False)
     assert (run.config.body, run.config.width, run.config.stem_pool) == ("resnet9", 8, True)
@@ -160,7 +157,7 @@ def test_a_warm_start_inherits_the_body_shape_including_the_pooled_stem(tmp_path
 
 
 def test_warm_start_from_a_missing_run_is_an_error(tmp_path):
-    config = TrainConfig(**SMALL, head="embedding", epochs=1, init=str(tmp_path / "nope"), out=str(tmp_path / "r"))
+    config = toy_settings(head="embedding", epochs=1, init=str(tmp_path / "nope"), out=str(tmp_path / "r"))
     with pytest.raises(DeviseError, match="no such run folder"):
         training.train(config, progress=False)
 

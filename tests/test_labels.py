@@ -1,4 +1,4 @@
-"""The label space: loading word vectors, and turning class labels into unit vectors."""
+"""Label spaces: a label becomes a unit vector by the rules documented, in any source; a run reads labels as it trained."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from gensim.models import KeyedVectors
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from devise.errors import DeviseError
-from devise.labels.run_labels import read_replacements
+from devise.labels.run_labels import RunLabels, read_replacements
 from devise.labels.sources import keyed_vectors, load_word_vectors
 from devise.labels.spaces import (
     DEFAULT_RULE,
@@ -22,6 +25,7 @@ from devise.labels.spaces import (
     label_coverage,
     load_label_space,
 )
+from devise.labels.vocabulary import build_vocabulary
 
 # A tiny hand-made vocabulary, 3-d so the expected vectors can be worked out by hand.
 TINY = {
@@ -63,9 +67,9 @@ def space() -> WordVectorSpace:
     return WordVectorSpace(kv, "tiny")
 
 
-# --- Loading vector files ---------------------------------------------------------------------
-
 WORDS = ["king", "queen", "apple"]
+
+
 VECTORS = np.array([[0.5, -1.25, 2.0, 0.0], [0.25, 1.0, -2.5, 3.0], [1.5, 0.0, 0.75, -0.5]], dtype=np.float32)
 
 
@@ -135,9 +139,6 @@ def test_unknown_source_lists_the_valid_ones():
     message = str(caught.value)
     for source in ("glove-6b-50d", "word2vec-text", "word2vec-binary", "glove-text", "fasttext-vec", "minilm"):
         assert source in message
-
-
-# --- Labels to vectors ------------------------------------------------------------------------
 
 
 def test_single_word_label_is_its_normalised_vector(space):
@@ -247,9 +248,6 @@ def test_embed_words_is_one_unit_row_per_word(space):
 
 def test_no_labels_give_an_empty_matrix(space):
     assert space.embed([]).shape == (0, 3)
-
-
-# --- The packaged spaces ----------------------------------------------------------------------
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -383,3 +381,55 @@ def test_minilm_without_its_extra_is_one_line_naming_the_extra(monkeypatch):
             load_label_space("minilm")
     finally:
         vectors.load_sentence_model.cache_clear()
+
+
+def small_space():
+    words = ["the", "cat", "dog", "car", "big", "x1", "truck"]
+    return WordVectorSpace(keyed_vectors(words, torch.randn(len(words), 4, generator=torch.Generator().manual_seed(0)).numpy()), "tiny")
+
+
+def test_vocabulary_from_label_sets_frequent_words_and_a_file(tmp_path):
+    phrases = tmp_path / "words.txt"
+    phrases.write_text("# my labels\nbig truck\ncat\n")
+    vocabulary = build_vocabulary(RunLabels(small_space()), {"target": ["cat", "dog"], "train": ["dog", "car"]},
+                                  f"target,train,words:5,file:{phrases}")
+    assert vocabulary.labels == ["cat", "dog", "car", "the", "big", "big truck"]
+    assert torch.allclose(vocabulary.vectors.norm(dim=1), torch.ones(6))
+    with pytest.raises(DeviseError, match="unknown vocabulary part"):
+        build_vocabulary(RunLabels(small_space()), {"target": ["cat"]}, "target,everything")
+
+
+SETTINGS = settings(max_examples=60, deadline=None)
+
+
+RULE_WORDS = ["cat", "dog", "big", "red", "fish", "gold", "sea", "lion"]
+
+
+@st.composite
+def labels_and_space(draw):
+    vectors = draw(arrays(np.float32, (len(RULE_WORDS), 5), elements=st.floats(0.125, 3, width=32)))
+    word = st.sampled_from(RULE_WORDS + ["zzq"])  # "zzq" has no vector
+    synonyms = st.lists(st.lists(word, min_size=1, max_size=3).map(" ".join), min_size=1, max_size=3)
+    return WordVectorSpace(keyed_vectors(RULE_WORDS, vectors), "test"), draw(synonyms)
+
+
+@SETTINGS
+@given(labels_and_space())
+def test_the_label_rules_first_and_mean_as_documented(case):
+    space, synonyms = case
+    label = ", ".join(synonyms)
+
+    def synonym_vector(synonym):
+        rows = torch.stack([torch.tensor(space.kv[w]) for w in synonym.split()])
+        return F.normalize(rows.mean(dim=0), dim=0)  # a synonym: the mean of its words, made unit
+
+    usable = [s for s in synonyms if "zzq" not in s.split()]
+    if not usable:
+        with pytest.raises(DeviseError, match="no vector in test"):
+            space.embed([label], "first")
+        return
+    first, mean = space.embed([label], "first")[0], space.embed([label], "mean")[0]
+    torch.testing.assert_close(first, synonym_vector(usable[0]), atol=1e-5, rtol=0)
+    expected = F.normalize(torch.stack([synonym_vector(s) for s in usable]).mean(dim=0), dim=0)
+    torch.testing.assert_close(mean, expected, atol=1e-5, rtol=0)
+    assert first.norm() == pytest.approx(1, abs=1e-5) and mean.norm() == pytest.approx(1, abs=1e-5)

@@ -1,4 +1,4 @@
-"""Embedding losses against hand-computed values, and ranking against brute force."""
+"""The losses a DeViSE head trains with, by hand."""
 
 from __future__ import annotations
 
@@ -9,9 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from devise.errors import DeviseError
-from devise.evaluation.metrics import chance_hit_at_k, hit_at_k
-from devise.model import topk as rank
-from devise.model.topk import rank_topk
 from devise.training.losses import cosine_loss, crossentropy_loss, get_loss, hinge_loss, random_wrong_labels, rank_loss
 
 # Three label vectors on the unit circle of a 2-d space: at 0, 90 and 180 degrees.
@@ -83,57 +80,3 @@ def test_losses_are_averaged_over_the_batch_and_differentiable():
         assert loss.dim() == 0 and predicted.grad is not None
     with pytest.raises(DeviseError, match="unknown loss"):
         get_loss("triplet")
-
-
-def test_hit_at_k_matches_a_brute_force_argsort():
-    generator = torch.Generator().manual_seed(3)
-    scores = torch.randn(500, 37, generator=generator)
-    labels = torch.randint(0, 37, (500,), generator=generator)
-    result = hit_at_k(scores, labels, (1, 2, 3, 5, 10, 20))
-    ranks = (scores.argsort(dim=1, descending=True) == labels[:, None]).float().argmax(dim=1)
-    for k in (1, 2, 3, 5, 10, 20):
-        assert result[f"hit@{k}"] == pytest.approx(float((ranks < k).float().mean()))
-    assert chance_hit_at_k(200)["hit@5"] == 0.025
-
-
-@pytest.mark.parametrize("group", [3, 64])
-@pytest.mark.parametrize("chunk_size", [7, 100, 5000])
-def test_chunked_ranking_equals_brute_force(chunk_size, group):
-    generator = torch.Generator().manual_seed(4)
-    queries = torch.randn(50, 16, generator=generator)
-    vocabulary = torch.randn(1234, 16, generator=generator)
-    scores, index = rank_topk(queries, vocabulary, k=10, chunk_size=chunk_size, group=group)
-    brute = F.normalize(queries, dim=1) @ F.normalize(vocabulary, dim=1).T
-    expected = brute.topk(10, dim=1)
-    assert torch.equal(index, expected.indices)
-    assert torch.allclose(scores, expected.values, atol=1e-6)
-
-
-def test_near_ties_that_the_bf16_screen_cannot_settle_are_ranked_exactly(monkeypatch):
-    # 30 directions, each in every group of words with tiny noise: all groups have near-equal best
-    # scores, closer than bf16 can tell apart, so the screen cannot prove its top k for most queries.
-    generator = torch.Generator().manual_seed(5)
-    directions = torch.randn(30, 50, generator=generator).repeat(100, 1)
-    vocabulary = F.normalize(directions + 1e-4 * torch.randn(3000, 50, generator=generator), dim=1)
-    queries = F.normalize(torch.randn(40, 50, generator=generator), dim=1)
-    exact_rows = []
-    original = rank.exact_topk
-    monkeypatch.setattr(rank, "exact_topk", lambda q, *args: exact_rows.append(len(q)) or original(q, *args))
-    monkeypatch.setattr(rank, "bf16_native", lambda device: True)  # the bf16 screen, on any host
-    scores, index = rank.rank_topk(queries, vocabulary, k=10, normalized=True, group=8)
-    brute = queries @ vocabulary.T
-    expected = brute.topk(10, dim=1).values
-    assert sum(exact_rows) > 0, "the fallback ran"
-    # Words this close can swap places between two float32 summation orders: compare their scores.
-    assert torch.allclose(brute.gather(1, index), expected, atol=1e-6)
-    assert torch.allclose(scores, expected, atol=1e-6)
-
-
-@pytest.mark.parametrize("dim", [16, 50, 384])
-def test_the_bf16_screen_stays_within_its_error_bound(dim):
-    generator = torch.Generator().manual_seed(6)
-    vocabulary = F.normalize(torch.randn(64 * 50, dim, generator=generator), dim=1)
-    queries = F.normalize(torch.randn(30, dim, generator=generator), dim=1)
-    maxima = rank.group_maxima(queries, vocabulary.to(torch.bfloat16), chunk_size=640, group=64)
-    exact = (queries @ vocabulary.T).view(30, 50, 64).amax(dim=2)
-    assert (maxima - exact).abs().max() <= rank.screening_error(dim)
