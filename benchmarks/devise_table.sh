@@ -14,5 +14,5 @@ train devise-rank-mean --loss rank --label-rule mean
 train devise-minilm --loss rank --vectors minilm --label-rule first
 train devise-random --loss rank --random-vectors
 devise evaluate "$softmax" "$out"/devise-{rank,hinge,cosine,rank-mean,minilm,random} --quiet \
-  --labels softmax "DeViSE rank" "DeViSE hinge" "DeViSE cosine" "DeViSE rank, mean rule" "DeViSE MiniLM" \
+  --names softmax "DeViSE rank" "DeViSE hinge" "DeViSE cosine" "DeViSE rank, mean rule" "DeViSE MiniLM" \
   "random vectors" --plot "$out/hit_at_k.png"

@@ -12,4 +12,4 @@ run no-regularisation --dropout 0 --crop-padding 0 --no-flip
 run dropout --dropout 0.5 --crop-padding 0 --no-flip
 run dropout-augmentation --dropout 0.4 --crop-padding 4 --flip --jitter 0.2
 devise curves "$out"/{no-regularisation,dropout,dropout-augmentation} --out "$out/paper_figures_2_4.png" \
-  --labels "no regularisation" "dropout 0.5" "dropout 0.4 + augmentation" --title "plain CNN on Tiny ImageNet, 32 px"
+  --names "no regularisation" "dropout 0.5" "dropout 0.4 + augmentation" --title "plain CNN on Tiny ImageNet, 32 px"

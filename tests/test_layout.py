@@ -24,6 +24,14 @@ def test_every_package_imports_only_the_layers_below_it():
     assert "0 broken" in result.stdout
 
 
+def test_no_module_imports_one_that_imports_it_back():
+    grimp = pytest.importorskip("grimp", reason="import-linter's graph library (the test extra installs it)")
+    graph = grimp.build_graph("devise")
+    cycles = [(a, b) for a in graph.modules for b in graph.find_modules_directly_imported_by(a)
+              if graph.chain_exists(importer=b, imported=a)]
+    assert cycles == []
+
+
 def test_loading_a_model_imports_nothing_of_training():
     code = ("import sys, devise; devise.load; "
             "print(' '.join(m for m in sys.modules if m.startswith('devise')))")

@@ -5,8 +5,8 @@ read back by ranking words by cosine similarity, so the model can name classes i
 """
 
 from devise.errors import DeviseError
+from devise.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["DeviseError", "__version__", "load", "from_pretrained", "list_pretrained"]
 
 

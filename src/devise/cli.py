@@ -14,10 +14,10 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from devise import __version__
 from devise.config import DATASETS, DEFAULT_RULE, LABEL_RULES, LABEL_SPACES, presets
 from devise.errors import DeviseError
 from devise.log import configure, quiet_third_parties
+from devise.version import __version__
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -87,10 +87,10 @@ def cmd_curves(args: argparse.Namespace) -> int:
         if not rows:
             raise DeviseError(f"{folder}: no {runs.METRICS} with any epoch in it")
         curves[Path(folder).name] = rows
-    if args.labels:
-        if len(args.labels) != len(args.runs):
-            raise DeviseError("--labels needs one label per run")
-        curves = dict(zip(args.labels, curves.values()))
+    if args.names:
+        if len(args.names) != len(args.runs):
+            raise DeviseError("--names needs one name per run")
+        curves = dict(zip(args.names, curves.values()))
     print(plot_learning_curves(curves, Path(args.out), args.title))
     return 0
 
@@ -112,13 +112,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from devise.evaluation.evaluate import evaluate_run
     from devise.plots import plot_hit_at_k
 
-    if args.labels and len(args.labels) != len(args.runs):
-        raise DeviseError("--labels needs one label per run")
+    if args.names and len(args.names) != len(args.runs):
+        raise DeviseError("--names needs one name per run")
     results = {}
     for folder in args.runs:
         result = evaluate_run(folder, split=args.split, data_root=args.data_root, progress=not args.quiet,
                               device=args.device)
-        name = args.labels[len(results)] if args.labels else Path(folder).name
+        name = args.names[len(results)] if args.names else Path(folder).name
         results[name] = result
         hits = " ".join(f"{key}={value:.4f}" for key, value in result.items() if key.startswith("hit@"))
         print(f"{name}: {hits}", flush=True)
@@ -214,7 +214,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from devise.serve.app import serve
 
-    serve(args.models, host=args.host, port=args.port, device=args.device, words=args.words, labels_file=args.labels, max_mb=args.max_mb, top=args.top)
+    serve(args.models, host=args.host, port=args.port, device=args.device, words=args.words, labels_file=args.labels,
+          max_mb=args.max_mb, top=args.top)
     return 0
 
 
@@ -324,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     curves = commands.add_parser("curves", help="overlay the learning curves of several runs in one figure")
     curves.add_argument("runs", nargs="+", help="run folders")
     curves.add_argument("--out", default="curves.png", help="PNG file to write (default: curves.png)")
-    curves.add_argument("--labels", nargs="+", help="legend names, one per run (default: folder names)")
+    curves.add_argument("--names", nargs="+", help="legend names, one per run (default: folder names)")
     curves.add_argument("--title", help="figure title")
     curves.set_defaults(func=cmd_curves)
 
@@ -334,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", help="split to evaluate (default: the run's val split)")
     evaluate.add_argument("--data-root", help="dataset location, if not the one the run was trained from")
     evaluate.add_argument("--plot", help="PNG of hit@k against k for all runs")
-    evaluate.add_argument("--labels", nargs="+", help="names of the runs in the output and plot")
+    evaluate.add_argument("--names", nargs="+", help="names of the runs in the output and plot")
     evaluate.set_defaults(func=cmd_evaluate)
 
     zeroshot = commands.add_parser("zeroshot", parents=[options("quiet", "device", "download", "replacements",

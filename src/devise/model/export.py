@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from devise import __version__
 from devise.config import PROMPT_SETS, TrainConfig
 from devise.data.preprocess import Preprocess
 from devise.errors import DeviseError, read_text_file
@@ -37,6 +36,7 @@ from devise.model.pretrained import (
     is_pretrained_name,
     timm_architecture,
 )
+from devise.version import __version__
 
 FORMAT, FORMAT_VERSION = "devise-model", 2  # 2: bodies from timm, the input pipeline
 CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE = "config.json", "model.safetensors", "image_encoder.onnx"
