@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import shutil
 import subprocess
@@ -326,7 +327,7 @@ def test_a_folder_held_by_another_writer_is_named_and_left_alone(trained, tmp_pa
     assert snapshot(folder) == before
 
 
-def test_a_damaged_cache_entry_is_rebuilt_with_a_notice(tmp_path, capsys):
+def test_a_damaged_cache_entry_is_rebuilt_with_a_notice(tmp_path, caplog):
     from devise.data import load_dataset
 
     root = tmp_path / "src" / "tiny-imagenet-200"
@@ -351,13 +352,22 @@ def test_a_damaged_cache_entry_is_rebuilt_with_a_notice(tmp_path, capsys):
     data = bytearray(damaged.read_bytes())
     data[-10] ^= 0xFF  # one flipped byte among the pixels
     damaged.write_bytes(bytes(data))
-    capsys.readouterr()
+    caplog.clear()
     again = load_dataset("tiny-imagenet", root, "train", cache_dir=tmp_path / "cache", progress=False)
-    assert "is damaged (train_images.npy does not match its checksum): decoding the dataset again" in capsys.readouterr().err
+    assert "is damaged (train_images.npy does not match its checksum): decoding the dataset again" in caplog.text
+    caplog.clear()
     assert torch.equal(again.images, first)
     (entry / "val_images.npy").write_bytes(b"\x93NUMPY short")
     load_dataset("tiny-imagenet", root, "val", cache_dir=tmp_path / "cache", progress=False)
-    assert "val_images.npy has 12 bytes" in capsys.readouterr().err
+    assert "val_images.npy has 12 bytes" in caplog.text
+    caplog.clear()
+    manifest = json.loads((entry / "manifest.json").read_text())
+    del manifest["arrays"]["train_labels"]
+    (entry / "manifest.json").write_text(json.dumps(manifest))
+    again = load_dataset("tiny-imagenet", root, "train", cache_dir=tmp_path / "cache", progress=False)
+    assert "is damaged (manifest.json lists no train_labels): decoding the dataset again" in caplog.text
+    caplog.clear()
+    assert torch.equal(again.images, first)
 
 
 class Payload:

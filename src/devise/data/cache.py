@@ -95,14 +95,15 @@ def read_json(path: Path):
 # Entries
 
 
-def load_arrays(entry: Path) -> dict[str, torch.Tensor] | None:
-    """The tensors of a complete, intact cache entry (memory-mapped, copy-on-write), or None when
-    there is none; a damaged one is removed, with a notice, so that the caller builds it again."""
+def load_arrays(entry: Path, names: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
+    """The tensors `names` of a complete, intact cache entry (memory-mapped, copy-on-write), or None
+    when there is none; a damaged one, or one without all of `names`, is removed, with a notice, so
+    that the caller builds it again."""
     manifest = entry / "manifest.json"
     if not manifest.is_file():
         return None
     content = read_json(manifest)
-    problem = entry_damage(entry, content)
+    problem = entry_damage(entry, content, names)
     if problem is None:
         try:
             return {name: torch.from_numpy(np.load(entry / f"{name}.npy", mmap_mode="c")) for name in content["arrays"]}
@@ -113,11 +114,14 @@ def load_arrays(entry: Path) -> dict[str, torch.Tensor] | None:
     return None
 
 
-def entry_damage(entry: Path, content) -> str | None:
+def entry_damage(entry: Path, content, names: tuple[str, ...]) -> str | None:
     if isinstance(content, dict) and isinstance(content.get("arrays"), list):
         return "written by an earlier devise, without checksums"
     if not isinstance(content, dict) or not isinstance(content.get("arrays"), dict) or "extra" not in content:
         return "manifest.json is not one devise wrote"
+    missing = [name for name in names if name not in content["arrays"]]
+    if missing:
+        return f"manifest.json lists no {missing[0]}"
     for name, recorded in [*content["arrays"].items(), ("extra", content["extra"])]:
         problem = damage(entry / (f"{name}.npy" if name != "extra" else "extra.json"), recorded)
         if problem:

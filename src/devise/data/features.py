@@ -80,7 +80,7 @@ def cached_features(body: torch.nn.Module, preprocess: Preprocess, data: ImageSe
     found = []
     for view in views:
         entry = folder / "features" / f"{data.name}-{feature_key(body, preprocess, view, data.images, bf16)}"
-        arrays = load_arrays(entry)
+        arrays = load_arrays(entry, ("features",))
         if arrays is None:
             size = f" at {preprocess.size} px" if preprocess.size else ""
             log.info(f"computing {what} features of {len(data):,} images{size} ({VIEWS[view]}), once: cached in {entry}")
@@ -88,6 +88,6 @@ def cached_features(body: torch.nn.Module, preprocess: Preprocess, data: ImageSe
                                         batch_size=feature_batch(batch_size, device), progress=progress, desc=f"features ({VIEWS[view]})")
             stored = features.half() if torch.isfinite(features.half()).all() else features
             save_arrays(entry, {"features": stored}, {"view": view, "images": len(data)})
-            arrays = load_arrays(entry)
+            arrays = load_arrays(entry, ("features",))
         found.append(arrays["features"])
     return found

@@ -112,7 +112,7 @@ def read_classes(root: Path, size: int, progress: bool, on_bad_image: str,
     folder_key, content_key = cache_keys(root, classes, files, size, on_bad_image, interpolation)
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     entry = cache / f"folder-{folder_key}-{content_key}"
-    arrays = load_arrays(entry)
+    arrays = load_arrays(entry, ("images", "labels"))
     if arrays is not None:
         skipped = [str(root / name) for name in load_extra(entry)["skipped"]]  # as this call names the folder
         return ImageSet(arrays["images"], arrays["labels"], classes, root.name, skipped=skipped)

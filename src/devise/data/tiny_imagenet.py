@@ -19,6 +19,7 @@ URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 MD5 = "90528d7ca1a48142e341f4ef8d21d0de"  # of the official archive
 FILENAME = "tiny-imagenet-200.zip"
 SPLITS = ("train", "val")
+ARRAYS = tuple(f"{split}_{part}" for split in SPLITS for part in ("images", "labels"))  # a cache entry holds all four
 
 
 def load_tiny_imagenet(
@@ -42,11 +43,11 @@ def load_tiny_imagenet(
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     located = locate(root, cache_dir, download)
     entry = cache_dir / f"tiny-imagenet-200-{source_fingerprint(*identifying_files(located))}"
-    arrays = load_arrays(entry)
+    arrays = load_arrays(entry, ARRAYS)
     if arrays is None:  # only now open the source: listing a 110,000-entry zip takes a second
         arrays, extra = decode_all(open_source(located), progress, on_bad_image)
         save_arrays(entry, arrays, extra)
-        arrays = load_arrays(entry)
+        arrays = load_arrays(entry, ARRAYS)
     extra = load_extra(entry)
     skipped = [name for name in extra.get("skipped", []) if f": {split}/" in name]
     if skipped and on_bad_image != "skip":
