@@ -246,6 +246,8 @@ CASES = [
     ("replacements not UTF-8", 2, lambda w, t: ["vectors", "check", "--data", "toy", "--quiet", "--replacements",
                                                 str(write(w / "r.txt", b"red\t\xff\n"))]),
     ("a budget of no time", 2, lambda w, t: ["reproduce", "--preset", "demo", "--budget", "0", "--out", str(w / "r")]),
+    ("a budget that is not a number", 2, lambda w, t: ["reproduce", "--preset", "demo", "--budget", "nan", "--out", str(w / "r")]),
+    ("a server upload limit that is not a number", 2, lambda w, t: ["serve", str(t), "--max-mb", "nan"]),
     ("a budget too short for the host", 2, lambda w, t: ["reproduce", "--preset", "demo", "--budget", "0.05", "--quiet",
                                                          "--out", str(w / "r")]),
 ]

@@ -135,7 +135,7 @@ def plan_budget(budget_seconds: float, stages: list[TrainConfig], speeds: Speeds
         epoch_images = batch_size
     if epoch_images < batch_size:
         need = (fixed + (full - fixed) * batch_size / work.train_images) / SAFETY / 60
-        raise DeviseError(f"a budget of {budget_seconds / 60:.2g} min is too short for this preset on this host: "
+        raise DeviseError(f"the {budget_seconds / 60:.2g} min left of the budget are too short for this preset on this host: "
                           f"even one batch an epoch needs about {need:.1f} min (the preset as it is: "
                           f"{full / 60:.0f} min)")
     fraction = epoch_images / work.train_images

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import statistics
 import time
 from dataclasses import replace
@@ -170,7 +171,11 @@ def fit_budget(minutes: float, started: float, stages: list[TrainConfig], unseen
     # validation images' features are there already and the zero-shot images' are computed once.
     after = zero_shot_images if budgets.cached_features(softmax) else 2 * len(val_set) + 2 * zero_shot_images
     work = budgets.Workload(len(train_set), len(val_set), round(after), train_set.num_classes)
-    left = dist.broadcast(minutes * 60 - (time.perf_counter() - started))  # every process sizes alike
+    spent = time.perf_counter() - started
+    left = dist.broadcast(minutes * 60 - spent)  # every process sizes alike
+    if left <= 0:
+        raise DeviseError(f"a budget of {minutes:g} min is too short for this preset on this host: loading the data "
+                          f"and measuring its speed took {spent:.0f} s of it")
     plan = budgets.plan_budget(left, stages, speeds, work, batch_size=softmax.batch_size)
     if dist.is_main:
         log.info(budgets.describe(plan, speeds, minutes * 60, host_line(describe_host(device))))
@@ -206,8 +211,8 @@ def reproduce(preset: str = "cpu", *, data_root: str | None = None, out: str | P
     started = time.perf_counter()
     out = Path(out)
     dist, device = distributed(device)
-    if budget is not None and budget <= 0:
-        raise DeviseError("--budget must be a positive number of minutes")
+    if budget is not None and not (math.isfinite(budget) and budget > 0):
+        raise DeviseError(f"--budget must be a positive number of minutes, not {budget:g}")
     softmax, devise = preset_configs(preset, out, data_root, target, download, cache_dir)
     softmax, devise = with_image_size(softmax), with_image_size(devise)
     if overrides:

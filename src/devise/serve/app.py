@@ -9,6 +9,7 @@ and decoded off the event loop; every refusal is one JSON line with its status.
 # No `from __future__ import annotations` here: FastAPI reads the handlers' annotations (`Request`,
 # imported inside `create_app` so that fastapi stays an optional extra) as live objects.
 import logging
+import math
 import socket
 import threading
 from dataclasses import dataclass
@@ -261,7 +262,7 @@ def serve(paths: list[str], *, host: str = "127.0.0.1", port: int = 8000, device
           top: int = 5) -> None:
     """`devise serve`: load the models, listen, print the URL (one line), serve until interrupted."""
     uvicorn = web_packages()
-    if max_mb <= 0:
+    if not (math.isfinite(max_mb) and max_mb > 0):
         raise DeviseError(f"--max-mb must be positive, not {max_mb:g}")
     if words < 0:
         raise DeviseError(f"--words must be 0 or more, not {words}")
