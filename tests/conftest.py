@@ -125,3 +125,78 @@ def timm_weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("weights") / "test_efficientnet.pth"
     torch.save(timm.create_model("test_efficientnet").state_dict(), path)
     return path
+
+
+# Killing a writer at a file boundary, a small disk and a read-only folder: the tests of writing
+# all or nothing (`devise.files`).
+class Killed(BaseException):
+    """The process killed at that moment: nothing of devise's catches it."""
+
+
+def kill_at(monkeypatch, n: int) -> None:
+    """Kill the process (raise `Killed`) as devise is about to put its n-th file or folder in place
+    (`devise.files.place`, the one step at which a reader goes from old to new)."""
+    from devise import files
+
+    real, count = files.place, [0]
+
+    def place(source, target):
+        count[0] += 1
+        if count[0] == n:
+            raise Killed(f"killed before putting {target} in place")
+        real(source, target)
+
+    monkeypatch.setattr(files, "place", place)
+
+
+def mount_tmpfs(folder: Path, size: str = "2m") -> None:
+    """Mount a tmpfs of `size` on `folder`, or skip the test where this machine does not let it."""
+    import subprocess
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                                           check=False, capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB file system of its own (a tmpfs), unmounted after the test."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    mount_tmpfs(disk)
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False, capture_output=True)
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """`read_only(folder)`: the folder and all it holds read-only for the rest of the test, by its
+    mode for a user, by a tmpfs remounted read-only for root (whom modes do not stop)."""
+    import shutil
+    import subprocess
+
+    mounted, chmodded = [], []
+
+    def make(folder: Path) -> Path:
+        if os.geteuid() != 0:
+            for path in [folder, *folder.rglob("*")]:
+                if path.is_dir():
+                    path.chmod(0o555)
+                    chmodded.append(path)
+            return folder
+        staged = folder.with_name(folder.name + "-staged")
+        folder.rename(staged)
+        mount_tmpfs(folder, "64m")
+        mounted.append(folder)
+        shutil.copytree(staged, folder, dirs_exist_ok=True)
+        shutil.rmtree(staged)
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, capture_output=True)
+        return folder
+
+    yield make
+    for path in chmodded:
+        path.chmod(0o755)
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False, capture_output=True)

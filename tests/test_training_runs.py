@@ -68,3 +68,49 @@ def test_a_run_folder_written_with_relative_paths_still_resumes_from_where_it_wa
     assert with_absolute_paths(TrainConfig(vectors="minilm", prompts="hypernym")).prompts == "hypernym"
     prompts = with_absolute_paths(TrainConfig(vectors="minilm", prompts="p.txt")).prompts
     assert prompts == str(tmp_path.resolve() / "p.txt")
+
+
+TINY = {"image_size": 16, "width": 8, "hidden": 32}
+
+
+def test_a_checkpoint_killed_at_any_file_resumes_from_the_earlier_epoch_or_the_new_one(tmp_path, monkeypatch):
+    import shutil
+
+    import torch
+    from conftest import Killed, kill_at, toy_settings
+
+    def resume(folder):
+        training.train(toy_settings(**TINY, epochs=2, out=str(folder)), resume=True, progress=False)
+
+    earlier = tmp_path / "earlier"
+    training.train(toy_settings(**TINY, epochs=1, out=str(earlier)), progress=False)
+    later = shutil.copytree(earlier, tmp_path / "later")
+    resume(later)
+    weights = {1: checkpoint.load_checkpoint(earlier)["model"], 2: checkpoint.load_checkpoint(later)["model"]}
+    for n in range(1, 7):  # config.toml, metrics.csv, checkpoint.pt, curves.png, summary.json; then done
+        folder = shutil.copytree(earlier, tmp_path / f"killed-{n}")
+        with monkeypatch.context() as patch:
+            kill_at(patch, n)
+            try:
+                resume(folder)
+                finished = True
+            except Killed:
+                finished = False
+        state = checkpoint.load_checkpoint(folder)  # never half a checkpoint
+        epoch = state["epoch"]
+        assert epoch == (2 if n > 3 else 1), n
+        assert all(torch.equal(state["model"][name], weights[epoch][name]) for name in weights[epoch])
+        kept = [row for row in runs.read_metrics(folder) if row["epoch"] <= epoch]  # what a resume keeps
+        assert [row["epoch"] for row in kept] == list(range(1, epoch + 1))
+    assert finished
+
+
+def test_a_run_folder_written_before_the_marker_is_still_devises_and_resumes(tmp_path):
+    from conftest import toy_settings
+
+    folder = tmp_path / "run"
+    training.train(toy_settings(**TINY, epochs=1, out=str(folder)), progress=False)
+    (folder / ".devise").unlink()  # as devise wrote run folders before they had a marker
+    assert runs.foreign_files(folder) == [] and runs.is_run_folder(folder)
+    training.train(toy_settings(**TINY, epochs=2, out=str(folder)), resume=True, progress=False)
+    assert checkpoint.load_checkpoint(folder)["epoch"] == 2 and (folder / ".devise").is_file()
