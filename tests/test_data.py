@@ -288,21 +288,63 @@ def test_every_image_mode_decodes_to_the_right_8_bit_rgb(mode):
     assert decoded.mean() == pytest.approx(mean, abs=1.0), mode
 
 
-def test_an_image_too_large_is_refused_from_its_header_before_decoding():
-
-    from devise.data.sources import MAX_PIXELS, decode_image
+def test_an_image_too_large_is_refused_from_its_header_before_decoding(monkeypatch):
+    from devise.data import sources
 
     bomb = encoded(Image.new("1", (8000, 8000)), "PNG")  # 64 megapixels in a few kilobytes
-    assert len(bomb) < 100_000 and 8000 * 8000 > MAX_PIXELS
-    import devise.data.sources as sources
+    strip = encoded(Image.new("1", (41_000_000, 1)), "PNG")  # a strip one pixel high: 41 megapixels
+    assert len(bomb) < 100_000 and len(strip) < 100_000 and 8000 * 8000 > sources.MAX_PIXELS
+    monkeypatch.setattr(sources, "eight_bit", lambda image: pytest.fail("the pixels were decoded"))
+    with pytest.raises(sources.ImageTooLarge, match="8000 x 8000 pixels, above devise's limit of 40 megapixels"):
+        sources.decode_image(bomb, 64, "bomb.png")  # refused from its header
+    with pytest.raises(sources.ImageTooLarge, match="41000000 x 1 pixels, above devise's limit of 40 megapixels"):
+        sources.decode_image(strip, 64, "strip.png")
 
-    real_convert = sources.eight_bit_rgb
-    sources.eight_bit_rgb = lambda image: pytest.fail("the pixels were decoded")
-    try:
-        with pytest.raises(DeviseError, match="8000 x 8000 pixels, above devise's limit of 40 megapixels"):
-            decode_image(bomb, 64, "bomb.png")  # refused from its header
-    finally:
-        sources.eight_bit_rgb = real_convert
+
+def test_a_strip_of_39_megapixels_one_pixel_high_decodes_without_a_giant_intermediate(monkeypatch):
+    from devise.data.sources import MAX_RESIZED_PIXELS, decode_image
+
+    row = np.repeat(np.array([10, 200, 60], dtype=np.uint8), 13_000_000)  # three bands; the centre one is 200
+    strip = encoded(Image.fromarray(row[None, :], "L"), "PNG")
+    sizes = []
+    real_resize = Image.Image.resize
+    monkeypatch.setattr(Image.Image, "resize", lambda image, size, *args, **kwargs: (
+        sizes.append(size), real_resize(image, size, *args, **kwargs))[1])
+    decoded = decode_image(strip, 224, "strip.png")
+    assert decoded.shape == (224, 224, 3) and (decoded == 200).all(), "the centre square of the strip"
+    assert sizes and all(width * height <= MAX_RESIZED_PIXELS for width, height in sizes), sizes
+
+
+def test_a_strip_cut_before_resizing_matches_the_two_step_resize_within_rounding(monkeypatch):
+    from devise.data import sources
+
+    y, x = np.mgrid[0:24, 0:6000]
+    smooth = (127 + 60 * np.sin(x / 37.0) + 50 * np.cos(y / 5.0 + x / 410.0)).astype(np.uint8)
+    for image in (Image.fromarray(smooth).convert("RGB"), Image.fromarray(smooth.T.copy()).convert("RGB")):
+        for size, interpolation in ((16, "bilinear"), (64, "bicubic"), (224, "bilinear")):
+            monkeypatch.setattr(sources, "MAX_RESIZED_PIXELS", 10**12)
+            two_step = np.asarray(sources.square_resize(image, size, interpolation), dtype=int)
+            monkeypatch.setattr(sources, "MAX_RESIZED_PIXELS", 0)
+            cut_first = np.asarray(sources.square_resize(image, size, interpolation), dtype=int)
+            assert np.abs(two_step - cut_first).max() <= 2, (image.size, size, interpolation)
+
+
+@pytest.mark.parametrize("mode", ["16-bit greyscale", "32-bit float"])
+def test_a_deep_image_decodes_exactly_as_its_whole_float_conversion_would(mode):
+    from devise.data.sources import BLOCK_PIXELS, decode_image, square_resize
+
+    rng = np.random.default_rng(0)
+    side = int(BLOCK_PIXELS ** 0.5) + 90  # more than one block of pixels
+    if mode == "16-bit greyscale":
+        values = rng.integers(0, 65536, (side, side + 7)).astype(np.uint16)
+        data, expected = encoded(Image.fromarray(values), "PNG"), values / 257
+    else:
+        values = (rng.random((side, side + 7)) * 300).astype(np.float32)  # past 1: taken as 0-255
+        data, expected = encoded(Image.fromarray(values), "TIFF"), values.astype(np.float64)
+    grey = Image.fromarray(np.clip(np.rint(expected), 0, 255).astype(np.uint8), "L").convert("RGB")
+    assert np.array_equal(decode_image(data, None, mode), np.asarray(grey))
+    assert np.array_equal(decode_image(data, 64, mode), np.asarray(square_resize(grey, 64))), \
+        "resized in one channel, the same pixels as resized in three"
 
 
 def test_toy_set_has_word_labels_and_is_reproducible():

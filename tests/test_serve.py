@@ -4,13 +4,24 @@ oversized files get a clear refusal in the page and from the JSON endpoint; labe
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import os
+import re
 import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
 import urllib.error
 import urllib.request
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -117,6 +128,30 @@ def test_an_image_dropped_on_the_page_is_ranked_too(server, browser, toy_image):
 
 
 @needs_browser
+def test_the_empty_page_offers_example_photographs_and_one_click_ranks_one(server, browser):
+    browser.open(server)
+    browser.wait_for("document.body.dataset.state === 'ready'")
+    browser.wait_for("document.querySelectorAll('#examples img').length === 4")
+    assert browser.evaluate("getComputedStyle(document.getElementById('examples')).display") != "none"
+    assert browser.evaluate("Array.from(document.querySelectorAll('#examples img')).every((i) => i.naturalWidth > 0)")
+    browser.evaluate("document.querySelector('#examples button[title=\"cat.jpg\"]').click()")
+    assert browser.wait_for(screenshot_serve.PAGE_SETTLED, 60) == "done"
+    assert browser.evaluate("document.getElementById('hint').textContent") == "cat.jpg"
+    assert len(json.loads(browser.evaluate(RESULTS))[0]["labels"]) == 5
+    assert browser.evaluate("getComputedStyle(document.getElementById('examples')).display") == "none"
+    assert browser.console_errors() == []
+
+
+def test_example_images_are_served_by_name_only(server):
+    with urllib.request.urlopen(server + "examples/cat.jpg", timeout=30) as response:
+        assert response.headers["Content-Type"] == "image/jpeg" and response.read(3) == b"\xff\xd8\xff"
+    for name in ("nothing.jpg", "..%2F..%2Fpage.html", "LICENSE.txt"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(server + "examples/" + name, timeout=30)
+        assert refused.value.code == 404
+
+
+@needs_browser
 def test_the_page_shows_label_text_as_text(server, browser, toy_image):
     path, truth, _ = toy_image
     labels = ["<b> red </b>", "<script>", truth]
@@ -178,13 +213,13 @@ def test_the_page_is_self_contained_and_says_so(server):
     assert info["notes"] == [], "DeViSE and ConSE are both there: nothing missing to explain"
 
 
-def test_default_labels_are_the_training_labels_then_common_words(served_models, tmp_path):
+def test_default_labels_are_the_training_labels_then_common_nouns(served_models, tmp_path):
     from devise.serve.app import Service, default_labels
 
     models = [devise.load(folder, device="cpu") for folder in served_models]
     labels = default_labels(models, 50)
-    assert labels[:40] == models[0].labels and len(labels) == 90 and "the" in labels
-    (tmp_path / "labels.txt").write_text("# mine\ntiger\n\nlion\ntiger\n")
+    assert labels[:40] == models[0].labels and len(labels) == 90 and "year" in labels and "the" not in labels
+    (tmp_path / "labels.txt").write_text("# mine\ntiger\n\nlion\nTiger\n")
     assert default_labels(models, 50, str(tmp_path / "labels.txt")) == ["tiger", "lion"]
     alone = Service({"devise": models[0]}, labels, 10_000_000)
     assert "ConSE needs a softmax model" in alone.info()["notes"][0], "honest about what one model cannot do"
@@ -218,3 +253,107 @@ def test_the_screenshot_tool_saves_the_ranked_page(server, toy_image, tmp_path):
     assert screenshot_serve.main(["--url", server, "--image", str(toy_image[0]), "--out", str(out)]) == 0
     with Image.open(out) as shot:
         assert shot.format == "PNG" and shot.width == 1280 and shot.height >= 600
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounded memory: whatever shape, depth or number of uploads, the server's memory comes back
+
+
+def greyscale_png(width: int, height: int, row: bytes, bit_depth: int = 8) -> bytes:
+    """A greyscale PNG whose every row is `row`, written directly: a few kilobytes that decode to as
+    many pixels as the header says (PIL would hold them all to write it)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, 0, 0, 0, 0)
+    pixels = zlib.compress(b"\0" + row + (b"\2" + bytes(len(row))) * (height - 1))  # 2: each row as the one above
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+@contextlib.contextmanager
+def served_process(models: list[Path]):
+    """`devise serve MODELS` in a subprocess: (its URL, its process id)."""
+    process = subprocess.Popen([sys.executable, "-m", "devise", "serve", *map(str, models), "--port", "0",
+                                "--words", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:  # its errors on stdout too, so that a server that fails to start says why
+        url = screenshot_serve.wait_for_line(screenshot_serve.line_reader(process.stdout), r"(http://\S+)", 120,
+                                             "devise serve")[1]
+        yield url, process.pid
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def resident_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status)[1]) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the server's memory from /proc")
+def test_the_servers_memory_comes_back_after_strips_bombs_and_eight_large_16_bit_images(served_models, toy_image):
+    gradient = np.linspace(0, 65535, 6300).astype(">u2").tobytes()
+    large = greyscale_png(6300, 6300, gradient, bit_depth=16)  # 39.7 megapixels, within the limit of 40
+    uploads = {  # name: (bytes, the status expected)
+        "strip.png": (greyscale_png(39_000_000, 1, bytes(39_000_000)), 200),
+        "short-strip.png": (greyscale_png(300_000, 1, bytes(300_000)), 200),
+        "long-strip.png": (greyscale_png(41_000_000, 1, bytes(41_000_000)), 413),
+        "bomb.png": (greyscale_png(20_000, 20_000, bytes(2500), bit_depth=1), 413),
+    }
+    assert all(len(data) < 100_000 for data, _ in uploads.values()) and len(large) < 200_000
+    with served_process(served_models) as (url, pid):
+        assert post(url, {}, (toy_image[0].name, toy_image[0].read_bytes()))[0] == 200
+        before = resident_mb(pid)
+        for name, (data, expected) in uploads.items():
+            status, body = post(url, {}, (name, data))
+            assert status == expected, (name, body)
+            assert status == 200 or ("above devise's limit of 40 megapixels" in body["error"]
+                                     and "\n" not in body["error"]), body
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda i: post(url, {}, (f"large-{i}.png", large)), range(8)))
+        assert [status for status, _ in answers] == [200] * 8, [body for _, body in answers]
+        after = resident_mb(pid)
+    assert after - before < 200, f"{before:.0f} MB before, {after:.0f} MB after"
+
+
+class SlowDecodes:
+    """A stand-in for the models served, whose decode takes a while and counts how many run at once."""
+
+    max_bytes, default_labels, top = 10_000_000, ["tiger"], 5
+
+    def __init__(self):
+        self.running = self.most = 0
+        self.lock = threading.Lock()
+
+    def decode(self, data: bytes, where: str) -> list:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(0.5)
+        with self.lock:
+            self.running -= 1
+        return []
+
+    def classify(self, images: list, filename: str, labels: list[str], top: int) -> dict:
+        return {"image": filename}
+
+
+def test_at_most_two_uploads_are_decoded_at_once_and_the_others_wait_their_turn(toy_image):
+    import uvicorn
+
+    from devise.serve.app import MAX_DECODES, create_app, listening_socket, url_of
+
+    service = SlowDecodes()
+    sock = listening_socket("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        image = (toy_image[0].name, toy_image[0].read_bytes())
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda _: post(url_of(sock), {}, image), range(6)))
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    assert [status for status, _ in answers] == [200] * 6, "every upload answered, none refused"
+    assert service.most == MAX_DECODES == 2

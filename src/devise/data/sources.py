@@ -89,50 +89,88 @@ class FileSource:
 
 
 MAX_PIXELS = 40_000_000  # a larger image is refused before its pixels are decoded
+BLOCK_PIXELS = 1 << 20  # 16-bit, 32-bit and float images are scaled to 8 bits this many pixels at a time
+
+
+class ImageTooLarge(DeviseError):
+    """An image whose header declares more pixels than devise decodes (a server answers 413)."""
 
 
 def decode_image(data: bytes, size: int | None, where: str, interpolation: str = "bilinear") -> np.ndarray:
     """Decode image bytes to an RGB uint8 array (H x W x 3), faithfully whatever the mode.
 
-    16-bit, 32-bit integer and float images are scaled to 8 bits (`eight_bit_rgb`), palette, CMYK,
+    16-bit, 32-bit integer and float images are scaled to 8 bits (`eight_bit`), palette, CMYK,
     1-bit, greyscale and alpha images come out as RGB; an image of more than `MAX_PIXELS` pixels
-    (or a decompression bomb) is refused from its header, before its pixels are decoded. With
-    `size`, the shorter side is scaled to `size` and the centre square cut out.
+    (or a decompression bomb) is refused from its header, before its pixels are decoded, whatever
+    its shape. With `size`, the shorter side is scaled to `size` and the centre square cut out.
     """
+    return decode_squares(data, [(size, interpolation)], where)[0]
+
+
+def decode_squares(data: bytes, squares: list[tuple[int | None, str]], where: str) -> list[np.ndarray]:
+    """One decode, cut to several (size, interpolation) squares as `decode_image` would cut each:
+    models of different input sizes served side by side read the image once, and nothing larger
+    than their squares outlives the decode."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
                 if image.width * image.height > MAX_PIXELS:
-                    raise DeviseError(f"{where} is {image.width} x {image.height} pixels, above devise's limit of "
-                                      f"{MAX_PIXELS // 1_000_000} megapixels")
-                image = eight_bit_rgb(image)
-                if size is not None and image.size != (size, size):
-                    image = square_resize(image, size, interpolation)
-                return np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as error:
+                    raise ImageTooLarge(f"{where} is {image.width} x {image.height} pixels, above devise's limit of "
+                                        f"{MAX_PIXELS // 1_000_000} megapixels")
+                image = eight_bit(image)
+                return [np.asarray(rgb(square_resize(image, size, interpolation) if size is not None
+                                       and image.size != (size, size) else image), dtype=np.uint8)
+                        for size, interpolation in squares]
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # PIL's own check, as it opens
+        raise ImageTooLarge(f"{where} declares over {Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels, above "
+                            f"devise's limit of {MAX_PIXELS // 1_000_000} megapixels") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise DeviseError(f"{where} is not a readable image ({error.__class__.__name__})") from None
 
 
-def eight_bit_rgb(image: Image.Image) -> Image.Image:
-    """An 8-bit RGB image of any mode PIL opens. 16-bit images (I;16*) are divided by 257; 32-bit
-    integer ones (I) likewise when their values pass 255 (most are 16-bit data), and by their
-    maximum when they pass 65535; float ones (F) are taken as [0, 1] when they stay within it, as
-    [0, 255] otherwise. PIL's own conversion would clip all of these: 16-bit images turn white,
-    float ones black. Alpha is dropped; palette images go through RGBA so transparency is read."""
+def eight_bit(image: Image.Image) -> Image.Image:
+    """An 8-bit greyscale (L) or RGB image of any mode PIL opens. 16-bit images (I;16*) are divided
+    by 257; 32-bit integer ones (I) likewise when their values pass 255 (most are 16-bit data), and
+    by their maximum when they pass 65535; float ones (F) are taken as [0, 1] when they stay within
+    it, as [0, 255] otherwise. PIL's own conversion would clip all of these: 16-bit images turn
+    white, float ones black. Alpha is dropped; palette images go through RGBA so transparency is
+    read. Greyscale stays one channel until `rgb`, after the resize: the same pixels, a third of
+    the memory and work."""
     if image.mode.startswith("I") or image.mode == "F":
-        values = np.nan_to_num(np.asarray(image, dtype=np.float64))
-        if image.mode.startswith("I;16"):
-            values = values / 257
-        elif image.mode == "I" and values.max() > 255:
-            values = values / (257 if values.max() <= 65535 else values.max() / 255)
-        elif image.mode == "F" and values.max() <= 1:
-            values = values * 255
-        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L").convert("RGB")
+        return Image.fromarray(eight_bit_values(np.asarray(image), image.mode), "L")
     if image.mode == "P":
         image = image.convert("RGBA")
-    return image.convert("RGB")
+    return image if image.mode in ("RGB", "L") else image.convert("RGB")
+
+
+def rgb(image: Image.Image) -> Image.Image:
+    """The image in RGB (greyscale is converted after any resize: the channels come out equal)."""
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def eight_bit_values(raw: np.ndarray, mode: str) -> np.ndarray:
+    """`eight_bit`'s scaling of a 16-bit, 32-bit or float image's values to uint8: a 16-bit one
+    through a table of its 65536 values, the others in blocks of `BLOCK_PIXELS`, so that no float64
+    copy of a whole large image (eight bytes a pixel, several times over) is ever made."""
+    def as_float(block: np.ndarray) -> np.ndarray:
+        return np.nan_to_num(block.astype(np.float64))
+
+    if mode.startswith("I;16") and raw.dtype.kind == "u" and raw.dtype.itemsize == 2:
+        return np.clip(np.rint(as_float(np.arange(65536)) / 257), 0, 255).astype(np.uint8)[raw]
+    flat, out = raw.reshape(-1), np.empty(raw.size, dtype=np.uint8)
+    blocks = [slice(start, start + BLOCK_PIXELS) for start in range(0, flat.size, BLOCK_PIXELS)]
+    largest = 0.0 if mode.startswith("I;16") else max((as_float(flat[b]).max() for b in blocks), default=0.0)
+    for block in blocks:
+        values = as_float(flat[block])
+        if mode.startswith("I;16"):
+            values = values / 257
+        elif mode == "I" and largest > 255:
+            values = values / (257 if largest <= 65535 else largest / 255)
+        elif mode == "F" and largest <= 1:
+            values = values * 255
+        out[block] = np.clip(np.rint(values), 0, 255)
+    return out.reshape(raw.shape)
 
 
 def decode_many(names: list[str], read, size: int, where, *, on_bad_image: str = "error", progress: bool = True,
@@ -165,13 +203,24 @@ def decode_many(names: list[str], read, size: int, where, *, on_bad_image: str =
 
 
 RESAMPLING = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+MAX_RESIZED_PIXELS = 4_000_000  # a longer intermediate (a strip of an image) is not made: its square is cut first
 
 
 def square_resize(image: Image.Image, size: int, interpolation: str = "bilinear") -> Image.Image:
-    """Scale the shorter side to `size`, then crop the centre `size` x `size` square."""
+    """Scale the shorter side to `size`, then crop the centre `size` x `size` square.
+
+    When the scaled image would be a long strip (a 1 x 39,000,000 image scaled to 224 px high is
+    8.7 billion pixels wide), the square is resampled straight from its region of the source
+    instead: the same square up to the rounding between PIL's two passes. Ordinary shapes keep the
+    two steps, so they come out exactly as they always have."""
     width, height = image.size
     scale = size / min(width, height)
     new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    image = image.resize((new_w, new_h), RESAMPLING.get(interpolation, Image.BILINEAR))
     left, top = (new_w - size) // 2, (new_h - size) // 2
+    resampling = RESAMPLING.get(interpolation, Image.BILINEAR)
+    if new_w * new_h > MAX_RESIZED_PIXELS:
+        x_scale, y_scale = width / new_w, height / new_h
+        box = (left * x_scale, top * y_scale, min(width, (left + size) * x_scale), min(height, (top + size) * y_scale))
+        return image.resize((size, size), resampling, box=box)
+    image = image.resize((new_w, new_h), resampling)
     return image.crop((left, top, left + size, top + size))

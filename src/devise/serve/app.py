@@ -3,11 +3,13 @@
 One FastAPI app (on Starlette, served by uvicorn) over `DeviseModel`s: DeViSE for an embedding
 model, ConSE for a softmax one, side by side. The page is `page.html`, self-contained (nothing
 loaded from the web; every text enters the DOM as text). Uploads are bounded in bytes and pixels
-and decoded off the event loop; every refusal is one JSON line with its status.
+and decoded off the event loop, at most `MAX_DECODES` at once (the others wait their turn), so the
+server's memory does not follow the requests; every refusal is one JSON line with its status.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the handlers' annotations (`Request`,
 # imported inside `create_app` so that fastapi stays an optional extra) as live objects.
+import asyncio
 import logging
 import math
 import socket
@@ -18,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from devise.data.sources import decode_image
+from devise.data.sources import ImageTooLarge, decode_squares
 from devise.errors import DeviseError, read_text_file
-from devise.labels.vocabulary import Vocabulary
+from devise.hardware import glibc
+from devise.labels.vocabulary import Vocabulary, unique_labels
 from devise.model.export import load
 from devise.model.inference import METHODS, DeviseModel
 
@@ -28,10 +31,14 @@ MAX_UPLOAD_MB = 10
 LABEL_TEXT_BYTES = 1 << 20  # the labels field may hold this much text beside the image
 MAX_LABELS = 20000
 MAX_TOP = 100
+MAX_DECODES = 2  # uploads decoded at once; the others wait their turn, so memory is that of two
 COMMON_WORDS = 1000
 # The page: one self-contained file of HTML and script (no file, font or script from anywhere else;
 # every text from the server or the user enters the DOM through textContent).
 PAGE = (resources.files("devise.serve") / "page.html").read_text(encoding="utf-8")
+# A few small public-domain photographs the empty page offers to try (examples/LICENSE.txt says whose).
+EXAMPLES = {path.name: path.read_bytes() for path in sorted(resources.files("devise.serve").joinpath("examples").iterdir())
+            if path.name.endswith(".jpg")}
 PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src blob: data:; "
                "connect-src 'self'; base-uri 'none'; form-action 'none'")
 
@@ -66,7 +73,7 @@ class Service:
                             "label_space": p.model.label_space_name, "image_size": p.model.image_size,
                             "training_labels": len(p.model.labels)} for p in self.panels],
                 "labels": self.default_labels, "top": self.top, "max_bytes": self.max_bytes,
-                "max_labels": MAX_LABELS, "notes": self.notes()}
+                "max_labels": MAX_LABELS, "notes": self.notes(), "examples": list(EXAMPLES)}
 
     def notes(self) -> list[str]:
         """Honest lines about what is not available with the models served."""
@@ -79,13 +86,26 @@ class Service:
             notes.append("DeViSE needs an embedding model: serve one beside this softmax model to compare.")
         return notes
 
-    def classify(self, image: np.ndarray, filename: str, labels: list[str], top: int) -> dict:
-        """Every panel's top labels for one decoded image (H x W x 3 uint8), as the JSON the page and
-        scripts read; each model resizes it to its own image size."""
+    def decode(self, data: bytes, where: str) -> list[np.ndarray]:
+        """The upload as each panel's model takes it (its square, as `devise.load(...).classify` cuts
+        it from a file), decoded once; the memory the decode freed goes back to the system."""
+        squares = [(p.model.preprocess.resize or p.model.image_size, p.model.preprocess.interpolation)
+                   for p in self.panels]
+        wanted = list(dict.fromkeys(squares))
+        try:
+            decoded = dict(zip(wanted, decode_squares(data, wanted, where)))
+        finally:
+            give_back_freed_memory()
+        return [decoded[square] for square in squares]
+
+    def classify(self, images: list[np.ndarray], filename: str, labels: list[str], top: int) -> dict:
+        """Every panel's top labels for one image, decoded for each panel by `decode`, as the JSON
+        the page and scripts read."""
         with self.lock:
             results = [{"name": p.name, "method": METHODS[p.method], "model": p.source,
                         "labels": [{"label": label, "score": round(score, 5)} for label, score in
-                                   p.model.classify([image], self.candidates(i, labels), top=top, method=p.method)[0]]}
+                                   p.model.classify([images[i]], self.candidates(i, labels), top=top,
+                                                    method=p.method)[0]]}
                        for i, p in enumerate(self.panels)]
         return {"image": filename, "candidates": len(labels), "top": top, "results": results}
 
@@ -100,6 +120,14 @@ class Service:
         return self.cache[key]
 
 
+def give_back_freed_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc's `malloc_trim`; elsewhere nothing):
+    the buffers of a large decode, once freed, otherwise stay in the server's resident memory."""
+    libc = glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 def panels_for(models: dict[str, DeviseModel]) -> list[Panel]:
     """DeViSE for each embedding model, ConSE for each softmax model; the model's name is added to
     a panel's when two panels would share a name."""
@@ -111,17 +139,17 @@ def panels_for(models: dict[str, DeviseModel]) -> list[Panel]:
 
 def default_labels(models: list[DeviseModel], words: int, labels_file: str | None = None) -> list[str]:
     """The page's starting candidates: a file's lines if given, else every model's training labels and
-    then the label space's `words` most common words (none for a sentence encoder)."""
+    then the label space's `words` most common nouns (none for a sentence encoder), as a set."""
     if labels_file:
         labels = [line.strip() for line in read_text_file(labels_file, "labels file").splitlines()
                   if line.strip() and not line.startswith("#")]
         if not labels:
             raise DeviseError(f"{labels_file} holds no labels")
-        return list(dict.fromkeys(labels))
+        return unique_labels(labels)
     labels = [label for model in models for label in model.labels]
     if words:
         labels += next((found for found in (model.common_words(words) for model in models) if found), [])
-    return list(dict.fromkeys(labels))
+    return unique_labels(labels)
 
 
 def parse_labels(text, default: list[str]) -> list[str]:
@@ -130,7 +158,7 @@ def parse_labels(text, default: list[str]) -> list[str]:
         raise DeviseError("labels must be a text field, one label a line, not a file")
     if text is None or not text.strip():
         return default
-    labels = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
+    labels = unique_labels(line.strip() for line in text.splitlines() if line.strip())
     if len(labels) > MAX_LABELS:
         raise DeviseError(f"{len(labels)} labels; at most {MAX_LABELS} a request")
     return labels
@@ -159,9 +187,10 @@ def create_app(service: Service):
     """The FastAPI app: the page at /, /api/info and /api/classify."""
     from fastapi import FastAPI, Request
     from fastapi.concurrency import run_in_threadpool
-    from fastapi.responses import HTMLResponse, JSONResponse
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
 
     app = FastAPI(title="devise", docs_url=None, redoc_url=None, openapi_url=None)
+    decoding = asyncio.Semaphore(MAX_DECODES)  # waiting requests hold no thread, only their bytes
 
     def refuse(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
@@ -173,6 +202,12 @@ def create_app(service: Service):
     @app.get("/api/info")
     def info() -> dict:
         return service.info()
+
+    @app.get("/examples/{name}")
+    def example(name: str) -> Response:
+        if name not in EXAMPLES:
+            return refuse(404, f"no example image {name!r}; there are {', '.join(EXAMPLES)}")
+        return Response(EXAMPLES[name], media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     @app.post("/api/classify")
     async def classify(request: Request):
@@ -195,11 +230,14 @@ def create_app(service: Service):
         except DeviseError as error:
             return refuse(400, str(error))
         try:  # decoding and ranking run in a worker thread: the server keeps answering meanwhile
-            image = await run_in_threadpool(decode_image, data, None, upload.filename or "the upload")
+            async with decoding:
+                images = await run_in_threadpool(service.decode, data, upload.filename or "the upload")
+        except ImageTooLarge as error:
+            return refuse(413, f"{error}; send a smaller image")
         except DeviseError as error:
             return refuse(415, f"{error}; send a JPEG, PNG, GIF, BMP or WebP image")
         try:
-            return await run_in_threadpool(service.classify, image, upload.filename or "", labels, top)
+            return await run_in_threadpool(service.classify, images, upload.filename or "", labels, top)
         except DeviseError as error:
             return refuse(400, str(error))
 
@@ -259,7 +297,7 @@ def url_of(sock: socket.socket) -> str:
 
 def serve(paths: list[str], *, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
           words: int = COMMON_WORDS, labels_file: str | None = None, max_mb: float = MAX_UPLOAD_MB,
-          top: int = 5) -> None:
+          top: int = 5, precision: str = "float32") -> None:
     """`devise serve`: load the models, listen, print the URL (one line), serve until interrupted."""
     uvicorn = web_packages()
     if not (math.isfinite(max_mb) and max_mb > 0):
@@ -270,7 +308,7 @@ def serve(paths: list[str], *, host: str = "127.0.0.1", port: int = 8000, device
     models = {}
     for path in paths:
         name = Path(path).resolve().name
-        models[name if name not in models else str(path)] = load(path, device)
+        models[name if name not in models else str(path)] = load(path, device, precision=precision)
     service = Service(models, default_labels(list(models.values()), words, labels_file), int(max_mb * 1e6), top)
     sock = listening_socket(host, port)
     if not ipaddress_is_loopback(sock.getsockname()[0]):
