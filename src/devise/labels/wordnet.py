@@ -34,6 +34,7 @@ class WordNet:
     hypernyms: dict[str, list[str]]
     hyponyms: dict[str, list[str]] = field(default_factory=dict)
     first_senses: dict[str, str] = field(default_factory=dict)  # lemma -> wnid of its most frequent sense
+    plain_nouns: frozenset[str] = frozenset()  # the lemmas English reads mainly as nouns (not "young", "ii")
 
     def __post_init__(self) -> None:
         if not self.hyponyms:
@@ -101,17 +102,20 @@ def read_columns(path: Path) -> Iterator[list[str]]:
 
 @functools.cache
 def load_wordnet(path: Path = EXTRACT, senses: Path = SENSES) -> WordNet:
-    """The packaged noun hierarchy and each lemma's most frequent sense (loaded once a process,
-    about a second)."""
-    names, hypernyms = {}, {}
+    """The packaged noun hierarchy, each lemma's most frequent sense and the lemmas read mainly as
+    nouns (loaded once a process, about a second)."""
+    names, hypernyms, first_senses, plain_nouns = {}, {}, {}, set()
     try:
         for wnid, synonyms, parents in read_columns(path):
             names[wnid] = synonyms
             hypernyms[wnid] = parents.split()
-        first_senses = dict(read_columns(senses))
+        for lemma, wnid, mainly_noun in read_columns(senses):
+            first_senses[lemma] = wnid
+            if mainly_noun == "1":
+                plain_nouns.add(lemma)
     except ValueError as error:
         raise DeviseError(f"the packaged WordNet extract is damaged ({error})") from None
-    return WordNet(names, hypernyms, first_senses=first_senses)
+    return WordNet(names, hypernyms, first_senses=first_senses, plain_nouns=frozenset(plain_nouns))
 
 
 def correct_sets(wordnet: WordNet, true_id: str, candidates: set[str], ks: tuple[int, ...]) -> dict[int, set[str]]:
