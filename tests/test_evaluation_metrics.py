@@ -9,10 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devise.evaluation.metrics import (
+    bootstrap_interval,
+    confusion_counts,
     generalised_figures,
     hit_at_k,
+    image_hits,
+    per_class_hits,
     ranking_metrics,
     semantic_similarity,
+    share_interval,
     similarity_control,
 )
 from devise.labels.vocabulary import Vocabulary
@@ -106,6 +111,42 @@ def test_generalised_zero_shot_calibrates_on_seen_images_it_does_not_score():
     # A constant the model brings (a class split's) is used as given: 0.35 names images 1, 4, 5 unseen.
     brought = generalised_figures(scores, labels, torch.tensor([True, True, False, False]), gamma=0.35)
     assert brought["gzsl_gamma"] == 0.35 and (brought["gzsl_cal_seen"], brought["gzsl_cal_unseen"]) == (0.5, 1.0)
+
+
+def test_per_class_hits_and_confusion_counts_on_a_hand_built_case():
+    # Candidates "cat" 0, "dog" 1, "car" 2; target classes cat, dog, zebra (not a candidate).
+    truth = torch.tensor([0, 1, -1])
+    labels = torch.tensor([0, 0, 1, 2])
+    top = torch.tensor([[0, 1], [1, 0], [0, 1], [2, 0]])
+    found = image_hits(top, truth, labels)
+    assert found.tolist() == [[True, True], [False, True], [False, True], [False, False]]
+    table = per_class_hits(found, labels, 4, ks=(1, 2))  # a fourth class without images
+    assert table == {"images": [2, 1, 1, 0], "hit@1": [0.5, 0.0, 0.0, None], "hit@2": [1.0, 1.0, 0.0, None]}
+    # Rows: true class; columns: the target class of the first candidate, the last one "not a target label".
+    assert confusion_counts(top[:, 0], truth, labels) == [[1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]]
+
+
+def test_the_seen_unseen_curve_comes_with_the_figures_ends_included():
+    labels = torch.tensor([0, 0, 1, 1, 2, 3])
+    scores = torch.rand(6, 4, generator=torch.Generator().manual_seed(0))
+    figures = generalised_figures(scores, labels, torch.tensor([True, True, False, False]))
+    curve = figures["seen_unseen_curve"]
+    assert curve["unseen"][0] == 0.0 and curve["seen"][-1] == 0.0  # all named seen ... all named unseen
+    area = sum((u1 - u0) * (s1 + s0) / 2 for u0, u1, s0, s1 in
+               zip(curve["unseen"], curve["unseen"][1:], curve["seen"], curve["seen"][1:]))
+    assert area == pytest.approx(figures["gzsl_ausuc"], abs=1e-5)
+
+
+def test_the_bootstrap_interval_of_a_hit_rate_matches_resampling_the_images():
+    hits = torch.rand(400, generator=torch.Generator().manual_seed(1)) < 0.3
+    low, high = bootstrap_interval(hits, resamples=4000)
+    rng = torch.Generator().manual_seed(2)
+    means = hits.float()[torch.randint(0, 400, (4000, 400), generator=rng)].mean(dim=1)
+    by_resampling = torch.quantile(means, torch.tensor([0.025, 0.975])).tolist()
+    assert low < float(hits.float().mean()) < high
+    assert (low, high) == pytest.approx(by_resampling, abs=0.01)
+    assert bootstrap_interval(hits) == bootstrap_interval(hits), "seeded: the same interval every time"
+    assert share_interval(1.0, 50) == [1.0, 1.0] and share_interval(0.5, 0) == [0.5, 0.5]
 
 
 SETTINGS = settings(max_examples=60, deadline=None)

@@ -3,6 +3,7 @@ vocabulary, the paper's semantic similarity and its random-pair control, general
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from devise.model.topk import topk_hits
@@ -36,6 +37,7 @@ def chance_hit_at_k(num_classes: int, ks: tuple[int, ...] = HIT_KS) -> dict[str,
 ZERO_SHOT_KS = (1, 2, 5, 10, 20)
 HIERARCHY_KS = ZERO_SHOT_KS  # Frome et al.'s hierarchical precision@k
 SIMILARITY_TOP = 3
+BOOTSTRAP_RESAMPLES = 1000
 
 
 def semantic_similarity(true_vectors: torch.Tensor, predicted_vectors: torch.Tensor) -> torch.Tensor:
@@ -62,15 +64,70 @@ def ranking_metrics(top_index: torch.Tensor, candidate_vectors: torch.Tensor, tr
     image's class; `truth[c]` is class c's index among the candidates, or -1 when it is not one;
     `true_vectors` holds the vector of each image's true label (one row per image).
     """
-    truth = truth[labels]
-    hits = (top_index == truth[:, None]) & (truth[:, None] >= 0)
-    found = hits.cumsum(dim=1).clamp(max=1).float()
+    found = image_hits(top_index, truth, labels).float()
     result = {f"hit@{k}": float(found[:, min(k, found.shape[1]) - 1].mean()) for k in ks}
     per_class = [float(found[labels == c, 0].mean()) for c in labels.unique()]
     result["per_class_top1"] = sum(per_class) / len(per_class)
     top = top_index[:, :SIMILARITY_TOP]
     result["similarity"] = float(semantic_similarity(true_vectors, candidate_vectors[top]).mean())
     return result
+
+
+def image_hits(top_index: torch.Tensor, truth: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """N x k booleans: whether each image's true label is among its first j + 1 candidates (the
+    per-image figures that hit@k averages, and that a bootstrap resamples)."""
+    truth = truth[labels]
+    hits = (top_index == truth[:, None]) & (truth[:, None] >= 0)
+    return hits.cumsum(dim=1) > 0
+
+
+def per_class_hits(found: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                   ks: tuple[int, ...] = ZERO_SHOT_KS) -> dict[str, list]:
+    """Each class's image count and hit@k (`found`: `image_hits`), as lists in class order: the
+    per-class table of the report. A class without images has None for its hit@k."""
+    counts = torch.bincount(labels, minlength=num_classes)
+    table: dict[str, list] = {"images": counts.tolist()}
+    for k in ks:
+        sums = torch.zeros(num_classes, dtype=torch.float64).index_add_(
+            0, labels, found[:, min(k, found.shape[1]) - 1].double())
+        table[f"hit@{k}"] = [float(s / n) if n else None for s, n in zip(sums.tolist(), counts.tolist())]
+    return table
+
+
+def confusion_counts(top1: torch.Tensor, truth: torch.Tensor, labels: torch.Tensor) -> list[list[int]]:
+    """C x (C + 1) counts: row c, the images of target class c; column j < C, those whose first
+    candidate is class j's label; column C, those whose first candidate is not a target label at
+    all (every image of a model that ranks only its training labels). `truth[c]` is class c's
+    index among the candidates, or -1."""
+    classes = len(truth)
+    candidates = int(max(top1.max() if len(top1) else 0, truth.max() if classes else 0)) + 1
+    column_of = torch.full((candidates,), classes, dtype=torch.int64)  # a candidate's target class, or C
+    named = (truth >= 0).nonzero()[:, 0]
+    column_of[truth[named]] = named
+    counts = torch.zeros(classes * (classes + 1), dtype=torch.int64)
+    counts.index_add_(0, labels * (classes + 1) + column_of[top1], torch.ones(len(labels), dtype=torch.int64))
+    return counts.view(classes, classes + 1).tolist()
+
+
+def share_interval(share: float, count: int, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+                   level: float = 0.95) -> list[float]:
+    """The percentile bootstrap interval of a share of `count` images that are right (hit@k): the
+    sum of `count` 0/1 values drawn with replacement is Binomial(count, share), so drawing that is
+    the bootstrap over images without materialising `resamples` x `count` indices."""
+    if count <= 0:
+        return [share, share]
+    rng = np.random.default_rng(seed)
+    means = rng.binomial(count, min(max(share, 0.0), 1.0), resamples) / count
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return [float(low), float(high)]
+
+
+def bootstrap_interval(hits: torch.Tensor, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+                       level: float = 0.95) -> list[float]:
+    """The 95% (`level`) percentile bootstrap interval over images of the mean of per-image 0/1
+    figures (`image_hits`' column for one k)."""
+    return share_interval(float(hits.float().mean()) if len(hits) else 0.0, len(hits), resamples=resamples,
+                          seed=seed, level=level)
 
 
 def per_class_accuracy(correct: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> float:
@@ -88,12 +145,12 @@ def generalised_zero_shot(correct: torch.Tensor, labels: torch.Tensor, seen_imag
 
 
 def generalised_figures(scores: torch.Tensor, labels: torch.Tensor, seen_label: torch.Tensor,
-                        calibrate: bool = True, gamma: float | None = None) -> dict[str, float]:
+                        calibrate: bool = True, gamma: float | None = None) -> dict:
     """Generalised zero-shot from every image's scores over all labels (N x C; `seen_label` marks
     the seen columns): S, U and H as they come, and with `calibrate` also with calibrated stacking
     (Chao et al. 2016), and AUSUC, the area under the whole S-U curve, with the best H anywhere on
-    it (an upper reference only: finding its constant takes the unseen images' labels). Scored on
-    the images `calibration_half` leaves out.
+    it (an upper reference only: finding its constant takes the unseen images' labels), and the
+    curve's points to draw it (`curve_points`). Scored on the images `calibration_half` leaves out.
 
     The constant is `gamma` where the model brings one (`devise.training.calibration`: Chao et al.'s class
     split, chosen on the `calibration_half` images); else it names as many of the calibration
@@ -119,4 +176,15 @@ def generalised_figures(scores: torch.Tensor, labels: torch.Tensor, seen_label: 
     best = float(harmonic_curve(S, U).max())
     return {**figures, "gzsl_gamma": gamma, "gzsl_cal_seen": calibrated["gzsl_seen"],
             "gzsl_cal_unseen": calibrated["gzsl_unseen"], "gzsl_cal_harmonic": calibrated["gzsl_harmonic"],
-            "gzsl_ausuc": area_under_seen_unseen_curve(S, U), "gzsl_best_harmonic": best}
+            "gzsl_ausuc": area_under_seen_unseen_curve(S, U), "gzsl_best_harmonic": best,
+            "seen_unseen_curve": curve_points(S, U)}
+
+
+CURVE_POINTS = 200
+
+
+def curve_points(S: torch.Tensor, U: torch.Tensor, most: int = CURVE_POINTS) -> dict[str, list[float]]:
+    """At most `most` + 1 evenly chosen points of an S-U curve, its two ends always among them: enough
+    to draw the curve whose area AUSUC is, small enough for zeroshot.json."""
+    keep = torch.linspace(0, len(S) - 1, min(len(S), most + 1)).round().long().unique()
+    return {"unseen": [round(float(u), 6) for u in U[keep]], "seen": [round(float(v), 6) for v in S[keep]]}
