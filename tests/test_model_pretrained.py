@@ -80,6 +80,9 @@ def test_target_classes_are_split_by_what_the_body_was_trained_on():
     trained_on = ["n01443537", "n02123045"]  # goldfish and tabby, by WordNet id
     assert body_split(target, trained_on) == ["seen", "unseen", "unknown", "seen"]
     assert body_split(target, None) == ["unknown"] * 4  # a body of unknown training calls nothing unseen
+    # A body trained on some of the target dataset's own classes has seen none of its others, WordNet or not.
+    toy = image_set(["red square", "blue circle", "green star"], ["red square", "blue circle", "green star"])
+    assert body_split(toy, ["red square"]) == ["seen", "unseen", "unseen"]
     assert regime(["unseen", "unseen"]) == "zero-shot" and regime(["seen", "seen"]) == "transfer"
     assert regime(["seen", "unseen"]) == "mixed" and regime(["unseen", "unknown"]) == "unknown"
 

@@ -47,11 +47,12 @@ def two_process_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess
 
 def test_two_processes_write_the_run_folder_once(two_process_run):
     out, result = two_process_run
-    assert {p.name for p in out.iterdir()} == {"config.toml", "metrics.csv", "checkpoint.pt", "curves.png",
+    assert {p.name for p in out.iterdir()} == {".devise", "config.toml", "metrics.csv", "checkpoint.pt", "curves.png",
                                               "summary.json"}
     assert [row["epoch"] for row in metrics(out)] == ["1", "2", "3"]
-    printed = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    printed = [line for line in result.stdout.splitlines() if line.startswith("trained 3 epochs in ")]
     assert len(printed) == 1, "only rank 0 prints the summary"
+    assert printed[0].startswith("trained 3 epochs in ") and " on cpu x 2 processes " in printed[0]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["host"]["processes"] == 2 and summary["epochs"] == 3
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
+import sys
 from dataclasses import replace
 
 import pytest
@@ -13,6 +15,7 @@ import torch
 import devise.training.loop as training
 from devise.config import TrainConfig, settings
 from devise.errors import DeviseError, RunFailed
+from devise.log import duration
 from devise.model import checkpoint
 from devise.training import runs
 
@@ -180,3 +183,75 @@ def test_images_that_do_not_decode_can_be_left_out_and_are_listed(tmp_path, toy_
         training.train(config, progress=False)
     training.train(replace(config, on_bad_image="skip"), progress=False)
     assert (tmp_path / "run" / "skipped-images.txt").read_text().strip().endswith("broken.png")
+
+
+# ---------------------------------------------------------------------------------------------
+# What a run says while it trains
+
+
+def test_an_epoch_line_reads_as_figures_speed_time_and_time_left():
+    row = {"epoch": 3, "train_loss": 2.3104, "train_top1": 0.52, "val_loss": 2.405, "val_top1": 0.412,
+           "val_top5": 0.701, "images_per_second": 1234.4, "epoch_seconds": 12.34}
+    assert training.epoch_line(row, 30, 340.2) == ("epoch 3/30  train loss 2.310 top-1 0.520  val loss 2.405 "
+                                                   "top-1 0.412 top-5 0.701  1,234 img/s  12.3 s  ETA 5 min 40 s")
+    assert training.epoch_line({**row, "epoch": 30, "epoch_seconds": 75}, 30, None).endswith("img/s  1 min 15 s")
+
+
+def test_a_run_says_what_starts_then_each_epoch_with_the_time_left_at_its_mean_pace(toy_config, caplog):
+    with caplog.at_level(logging.INFO, logger="devise"):
+        run = training.train(toy_config(epochs=3), progress=False)
+    said = [record.getMessage() for record in caplog.records if record.name == "devise.training.loop"]
+    assert said[0].startswith("training a softmax model (cnn, 32 px) on toy: ") and "3 epochs" in said[0]
+    assert "on cpu, float32; into " in said[0]
+    epochs = [line for line in said if line.startswith("epoch ")]
+    seconds = [row["epoch_seconds"] for row in runs.read_metrics(run.folder)]
+    for done, line in enumerate(epochs[:2], start=1):
+        assert line.endswith(f"  ETA {duration(sum(seconds[:done]) / done * (3 - done))}"), line
+    assert epochs[2].split()[1] == "3/3" and "ETA" not in epochs[2]
+
+
+def test_a_run_writes_its_epochs_as_tensorboard_scalars_when_asked(toy_config):
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    run = training.train(toy_config(log_to="tensorboard"), progress=False)
+    events = accumulator.EventAccumulator(str(run.folder / runs.TENSORBOARD))
+    events.Reload()
+    assert {"loss/train", "loss/val", "top1/val", "top5/val", "lr", "images_per_second"} <= set(events.Tags()["scalars"])
+    rows = runs.read_metrics(run.folder)
+    assert [(e.step, round(e.value, 4)) for e in events.Scalars("top1/val")] == [
+        (int(row["epoch"]), round(row["val_top1"], 4)) for row in rows]
+
+
+def test_tensorboard_without_its_package_is_one_line_before_anything_is_written(toy_config, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if the package were not installed
+    config = toy_config(log_to="tensorboard")
+    with pytest.raises(DeviseError, match=r'needs the tensorboard package: pip install "devise\[tensorboard\]"'):
+        training.train(config, progress=False)
+    assert not os.path.exists(config.out)
+
+
+def test_a_new_run_refuses_a_folder_holding_only_the_users_own_config_toml_and_metrics_csv(tmp_path, capsys):
+    from conftest import toy_flags
+
+    from devise.cli import main
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.toml").write_text("my = 'own settings'\n")
+    (mine / "metrics.csv").write_text("my,own\n1,2\n")
+    assert main(["train", *toy_flags(epochs=1), "--out", str(mine), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"devise: error: {mine} holds files devise did not write (config.toml, metrics.csv): choose another --out"]
+    assert sorted(p.name for p in mine.iterdir()) == ["config.toml", "metrics.csv"]
+    assert (mine / "config.toml").read_text() == "my = 'own settings'\n"
+    (tmp_path / "a-file").write_text("mine")
+    assert main(["train", *toy_flags(epochs=1), "--out", str(tmp_path / "a-file"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"devise: error: {tmp_path / 'a-file'} is a file, not a folder: give a folder of its own"]
+    assert (tmp_path / "a-file").read_text() == "mine"
+
+
+def test_the_time_left_counts_each_epoch_at_the_pace_of_its_kind(toy_config):
+    config = toy_config(epochs=6, small_epochs=2, small_size=16)  # two fast small-image epochs, then four full ones
+    assert training.seconds_left(config, {0: 1.0}, 0) == 1.0 + 1.0 * 4  # no full epoch timed yet: the pace so far
+    assert training.seconds_left(config, {0: 1.0, 1: 1.0, 2: 4.0}, 2) == 3 * 4.0
+    assert training.seconds_left(config, {0: 1.0, 1: 1.0, 2: 4.0, 3: 4.0, 4: 4.0, 5: 4.0}, 5) is None

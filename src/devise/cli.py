@@ -15,7 +15,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from devise.config import DATASETS, DEFAULT_RULE, LABEL_RULES, LABEL_SPACES, presets
-from devise.errors import DeviseError
+from devise.errors import DeviseError, RunFailed
+from devise.files import describe
 from devise.log import configure, quiet_third_parties
 from devise.version import __version__
 
@@ -69,15 +70,17 @@ def config_from_args(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from devise.training import runs
-    from devise.training.loop import train
+    from devise.training.loop import summary_text, train
 
     run = train(config_from_args(args), resume=args.resume, progress=not args.quiet, device=args.device)
     if is_main_process():
-        print(json.dumps(runs.read_summary(run.folder)))
+        summary = runs.read_summary(run.folder)
+        print(json.dumps(summary) if args.json else summary_text(summary, run.folder))
     return 0
 
 
 def cmd_curves(args: argparse.Namespace) -> int:
+    from devise.experiment.report import loss_kind, read_settings
     from devise.plots import plot_learning_curves
     from devise.training import runs
 
@@ -87,17 +90,21 @@ def cmd_curves(args: argparse.Namespace) -> int:
         if not rows:
             raise DeviseError(f"{folder}: no {runs.METRICS} with any epoch in it")
         curves[Path(folder).name] = rows
+    losses = {name: loss_kind(read_settings(Path(folder))) for name, folder in zip(curves, args.runs)}
     if args.names:
         if len(args.names) != len(args.runs):
             raise DeviseError("--names needs one name per run")
         curves = dict(zip(args.names, curves.values()))
-    print(plot_learning_curves(curves, Path(args.out), args.title))
+        losses = dict(zip(args.names, losses.values()))
+    print(plot_learning_curves(curves, Path(args.out), args.title, losses=losses))  # a loss axis per kind
     return 0
 
 
 def cmd_data(args: argparse.Namespace) -> int:
     from devise.data import load_dataset
 
+    if args.clean:
+        return clean_cache(args.cache_dir)
     for split in args.splits:
         data = load_dataset(args.data, args.data_root, split, image_size=args.image_size, cache_dir=args.cache_dir, download=args.download,
                             progress=not args.quiet)
@@ -108,20 +115,48 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def clean_cache(cache_dir: str | None) -> int:
+    """`devise data --clean`: say what devise's cache folder holds and how much, then remove it."""
+    from devise.data.cache import cache_entries, cache_folder, remove_entries
+
+    folder = cache_folder(cache_dir)
+    entries = cache_entries(folder)
+    if not entries:
+        print(f"devise's cache {folder} is empty: nothing to remove")
+        return 0
+    total = sum(size for _, size in entries)
+    count = f"{len(entries)} entr{'ies' if len(entries) > 1 else 'y'}"
+    print(f"removing devise's cache {folder}: {count}, {size_text(total)}")
+    for path, size in entries:
+        print(f"  {size_text(size):>9}  {path.name}")
+    try:
+        remove_entries(entries)
+    except OSError as error:
+        raise RunFailed(f"could not remove all of {folder}: {describe(error)}") from None
+    print(f"removed {size_text(total)}")
+    return 0
+
+
+def size_text(size: int) -> str:
+    return f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from devise.evaluation.evaluate import evaluate_run
+    from devise.evaluation.evaluate import check_evaluable, evaluate_run
     from devise.plots import plot_hit_at_k
 
     if args.names and len(args.names) != len(args.runs):
         raise DeviseError("--names needs one name per run")
+    for folder in args.runs:  # a mistake about the last model costs no evaluation of the first
+        check_evaluable(folder, args.data)
     results = {}
     for folder in args.runs:
         result = evaluate_run(folder, split=args.split, data_root=args.data_root, progress=not args.quiet,
-                              device=args.device)
+                              device=args.device, precision=args.precision, data=args.data)
         name = args.names[len(results)] if args.names else Path(folder).name
         results[name] = result
         hits = " ".join(f"{key}={value:.4f}" for key, value in result.items() if key.startswith("hit@"))
-        print(f"{name}: {hits}", flush=True)
+        print(json.dumps({"name": name, **result}) if args.json else f"{name}: {hits}", flush=True)
     if args.plot:
         chance = next(iter(results.values()))["chance"]
         print(plot_hit_at_k(results, Path(args.plot), chance))
@@ -151,7 +186,10 @@ def cmd_vectors_check(args: argparse.Namespace) -> int:
 
 def cmd_zeroshot(args: argparse.Namespace) -> int:
     from devise.evaluation.zeroshot import ZeroShotRequest, run_zero_shot
+    from devise.labels.vocabulary import check_vocabulary
 
+    check_models(args.runs)  # before any model or image is loaded
+    check_vocabulary(args.vocabulary, ["target", "train"])
     examples = args.examples
     if args.example_images:
         try:
@@ -161,34 +199,53 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
     results = run_zero_shot(ZeroShotRequest(
         args.runs, args.target, args.target_root, args.vocabulary, vectors=args.vectors, prompts=args.prompts,
         image_size=args.image_size, conse_top=args.conse_top, out=args.out, examples=examples, progress=not args.quiet,
-        download=args.download, device=args.device, replacements=args.replacements, cache_dir=args.cache_dir))
-    print(f"target {results['target']}: {results['images']} images, {results['target_classes']} classes, "
-          f"label space {results['label_space']}, vocabulary {results['vocabulary']}")
-    for name, entry in results["models"].items():
-        figures = printed_figures(entry, results["vocabulary"])
-        constant = f" (calibration constant: {entry['calibration']})" if "calibration" in entry else ""
-        print(f"{name} ({entry['vocabulary_size']} candidates): " + " ".join(f"{key}={entry[key]:.3f}" for key in figures)
-              + constant)
-    print(f"control similarity (random pairs): {results['control_similarity']:.3f}")
-    print(f"written to {results['folder']}")
+        download=args.download, device=args.device, replacements=args.replacements, cache_dir=args.cache_dir,
+        precision=args.precision))
+    if args.json:
+        print(json.dumps(results))
+        return 0
+    print(f"target {results['target']}: {results['images']:,} images of {results['target_classes']} classes; "
+          f"label space {results['label_space']}; vocabulary {results['vocabulary']}")
+    print(zero_shot_table(results))
+    print(f"control similarity (random label pairs): {results['control_similarity']:.3f}")
+    print(f"every figure (hp@k, per-class top-1, calibration): {Path(results['folder']) / 'zeroshot.json'}")
     return 0
 
 
-def printed_figures(entry: dict, vocabulary: str) -> list[str]:
-    """The zero-shot figures of one model worth a line: hit@k and hp@k over the target, over a
-    wider vocabulary when there is one, similarity and lift, and generalised zero-shot."""
-    keys = [k for k in entry if k.startswith(("hit@", "hp@"))] + ["per_class_top1", "similarity", "lift"]
-    if vocabulary != "target":
-        keys += [k for k in entry if k.startswith(("vocabulary_hit@", "vocabulary_hp@"))]
-    return keys + [k for k in entry if k.startswith("gzsl_")]
+def zero_shot_table(results: dict) -> str:
+    """A line per model: its hit@1 and hit@5 over the target's classes (and over the wider
+    vocabulary's candidates), similarity and its lift over the control, generalised zero-shot's harmonic mean,
+    and what its figures may be called (`regime`: zero-shot only where the body never saw a
+    target class)."""
+    wider = results["vocabulary"] != "target"
+    header = ["model", "method", "hit@1", "hit@5"] + (["candidates", "vocab hit@1", "vocab hit@5"] if wider else [])
+    header += ["similarity (lift)", "GZSL H", "regime"]
+    rows = [header]
+    for name, entry in results["models"].items():
+        figures = [f"{entry.get(key, float('nan')):.3f}" for key in ("hit@1", "hit@5")]
+        if wider:
+            figures += [f"{entry['vocabulary_size']:,}"] + [
+                f"{entry.get(key, float('nan')):.3f}" for key in ("vocabulary_hit@1", "vocabulary_hit@5")]
+        harmonic = entry.get("gzsl_cal_harmonic", entry.get("gzsl_harmonic"))
+        rows.append([name, entry["kind"], *figures,
+                     f"{entry['similarity']:.3f} ({entry['lift']:+.3f})",
+                     "-" if harmonic is None else f"{harmonic:.3f}", entry.get("body", {}).get("regime", "zero-shot")])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from devise.labels.vocabulary import check_vocabulary
     from devise.model.export import load
+    from devise.model.inference import check_image_files
 
-    model = load(args.run, device=args.device, vectors=args.vectors, prompts=args.prompts, replacements=args.replacements)
     if args.top <= 0:
         raise DeviseError(f"--top must be positive, not {args.top}")
+    check_models([args.run])  # every input checked before a model is loaded or a label encoded
+    check_image_files(args.images)
+    check_vocabulary(args.vocabulary, ["train"])
+    model = load(args.run, device=args.device, vectors=args.vectors, prompts=args.prompts, replacements=args.replacements,
+                 precision=args.precision)
     # A softmax run names its own labels by probability unless asked for ConSE; a stock classifier is ConSE.
     method = "conse" if args.conse or model.config.get("stock") else None
     if model.kind == "softmax" and method is None:
@@ -207,23 +264,56 @@ def cmd_export(args: argparse.Namespace) -> int:
     from devise.model.export import export
 
     out = export(args.run, args.out, onnx=args.onnx, replacements=args.replacements)
-    print("\n".join(str(path) for path in sorted(out.iterdir()) if not path.name.endswith(".tmp")))
+    print("\n".join(str(path) for path in sorted(out.iterdir()) if not path.name.startswith(".")))
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from devise.serve.app import serve
 
+    check_models(args.models)
     serve(args.models, host=args.host, port=args.port, device=args.device, words=args.words, labels_file=args.labels,
-          max_mb=args.max_mb, top=args.top)
+          max_mb=args.max_mb, top=args.top, precision=args.precision)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from devise.experiment.report import write_report
 
+    for folder in args.runs:
+        check_report_folder(folder)
     print(write_report(args.runs, args.out, title=args.title, zero_shot=args.zeroshot or ()))
     return 0
+
+
+def check_models(paths: list[str]) -> None:
+    """Each path a model `devise.load` takes (a run folder, an exported folder, a pretrained
+    classifier's name), checked before any is loaded: a typo in the last costs nothing."""
+    from devise.model.pretrained import KNOWN, is_pretrained_name
+
+    for path in paths:
+        folder = Path(path).expanduser()
+        if is_pretrained_name(path) or (folder / "config.toml").is_file() or (folder / "config.json").is_file():
+            continue
+        if not folder.is_dir():
+            raise DeviseError(f"{path}: no such model folder, nor a pretrained model devise knows ({', '.join(KNOWN)})")
+        raise DeviseError(f"{path} is neither an exported devise model (no config.json) nor a run folder "
+                          "(no config.toml)")
+
+
+def check_report_folder(folder: str) -> None:
+    """A report is about training runs: an exported model or a pretrained classifier gets a line
+    saying where its results go instead."""
+    path = Path(folder).expanduser()
+    if (path / "config.toml").is_file():
+        return
+    if (path / "config.json").is_file():
+        raise DeviseError(f"{folder} is an exported model, which keeps no training history: report its run folder, "
+                          "and its zero-shot results with --zeroshot FOLDER")
+    if not path.exists():
+        raise DeviseError(f"{folder}: no such run folder (a report's pretrained classifier comes in through "
+                          "the zero-shot results of `devise zeroshot NAME`, with --zeroshot FOLDER)")
+    raise DeviseError(f"{folder} is not a run folder (no config.toml)")
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -232,20 +322,28 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     summary = reproduce(args.preset, data_root=args.data_root, out=args.out, target=args.target, target_root=args.target_root, download=args.download,
                         cache_dir=args.cache_dir, progress=not args.quiet, device=args.device, budget=args.budget)
     if summary is not None:  # None in torchrun's processes other than rank 0
-        print_summary(summary, Path(args.out))
+        print_summary(summary, Path(args.out), args.json)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from devise.experiment.reproduce import reproduce
 
-    print_summary(reproduce("demo", out=args.out, progress=not args.quiet, device=args.device), Path(args.out))
+    out = Path(args.out)
+    print_summary(reproduce("demo", out=out, progress=not args.quiet, device=args.device), out, args.json)
+    if not args.json:
+        print(f"next: devise predict {out / 'devise'} IMAGE --vocabulary train   (your image, this model)\n"
+              f"      devise serve {out / 'devise'}   (the same in a web page)\n"
+              "      devise reproduce --data-root DIR --preset cpu   (the main job on Tiny ImageNet: README.md)")
     return 0
 
 
-def print_summary(summary: dict, out: Path) -> None:
+def print_summary(summary: dict, out: Path, as_json: bool = False) -> None:
     from devise.experiment.reproduce import summary_table
 
+    if as_json:
+        print(json.dumps(summary))
+        return
     print(summary_table(summary))
     print(f"report: {out / 'report.html'}")
 
@@ -263,6 +361,11 @@ def options(*names: str) -> argparse.ArgumentParser:
                           parent.add_argument("--verbose", action="store_true", help="debugging lines too")),
         "device": lambda: parent.add_argument("--device", default="auto", help=(
             "auto (a CUDA GPU if there is one, else the CPU), cpu, cuda or cuda:N (default: auto)")),
+        "precision": lambda: parent.add_argument("--precision", choices=("float32", "bf16", "auto"), default="float32",
+                                                 help="the model's arithmetic: float32 (default: the same results as "
+                                                      "its ONNX export and any other host), bf16, or auto (bf16 where "
+                                                      "the device computes it natively: faster, results off by bf16's "
+                                                      "rounding)"),
         "data_root": lambda: parent.add_argument("--data-root", help="the dataset's zip or folder"),
         "cache_dir": lambda: parent.add_argument("--cache-dir", help="where decoded datasets are kept "
                                                  "(default: $DEVISE_CACHE or ~/.cache/devise)"),
@@ -270,6 +373,8 @@ def options(*names: str) -> argparse.ArgumentParser:
                                                 help="fetch datasets that are not on disk"),
         "replacements": lambda: parent.add_argument("--replacements", metavar="FILE", help=(
             "lines 'label<TAB>words' giving a vector to labels the label space does not know")),
+        "json": lambda: parent.add_argument("--json", action="store_true", help=(
+            "print the result as one JSON object instead of readable lines (the result's file holds it too)")),
     }
     for name in names:
         shared[name]()
@@ -312,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="list the pretrained weights devise knows (source, licence, input size, training classes)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    train = commands.add_parser("train", parents=[options("quiet", "device")],
+    train = commands.add_parser("train", parents=[options("quiet", "device", "json")],
                                 help="train a softmax or embedding model into a run folder",
                                 description="Train a model; settings from flags and/or a TOML file.")
     train.add_argument("--config", help="TOML file of run settings (flags typed override it)")
@@ -329,17 +434,20 @@ def build_parser() -> argparse.ArgumentParser:
     curves.add_argument("--title", help="figure title")
     curves.set_defaults(func=cmd_curves)
 
-    evaluate = commands.add_parser("evaluate", parents=[options("quiet", "device")],
+    evaluate = commands.add_parser("evaluate", parents=[options("quiet", "device", "precision", "json")],
                                    help="hit@k of runs on their val split; metrics.json and a plot")
-    evaluate.add_argument("runs", nargs="+", help="run folders")
+    evaluate.add_argument("runs", nargs="+", help="run folders, exported model folders or pretrained classifiers' "
+                                                  "names (devise --list-pretrained; these two need --data)")
+    evaluate.add_argument("--data", choices=DATASETS, help="the dataset to evaluate an exported model or a pretrained "
+                                                           "classifier on (a run folder evaluates on its own)")
     evaluate.add_argument("--split", help="split to evaluate (default: the run's val split)")
     evaluate.add_argument("--data-root", help="dataset location, if not the one the run was trained from")
     evaluate.add_argument("--plot", help="PNG of hit@k against k for all runs")
     evaluate.add_argument("--names", nargs="+", help="names of the runs in the output and plot")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    zeroshot = commands.add_parser("zeroshot", parents=[options("quiet", "device", "download", "replacements",
-                                                                "cache_dir")],
+    zeroshot = commands.add_parser("zeroshot", parents=[options("quiet", "device", "precision", "download", "replacements",
+                                                                "cache_dir", "json")],
                                    help="zero-shot hit@k and semantic similarity: DeViSE, ConSE, softmax",
                                    description="Embedding runs are evaluated as DeViSE; softmax runs as themselves "
                                                "and as ConSE.")
@@ -364,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     zeroshot.add_argument("--example-images", help="chosen target image indices for examples.png, e.g. 3,17,42")
     zeroshot.set_defaults(func=cmd_zeroshot)
 
-    predict = commands.add_parser("predict", parents=[options("device", "replacements")],
+    predict = commands.add_parser("predict", parents=[options("device", "precision", "replacements")],
                                   help="ranked labels with scores for image files")
     predict.add_argument("run", help="run folder, exported model folder, or a pretrained classifier's name "
                                      "(devise --list-pretrained)")
@@ -387,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write image_encoder.onnx: uint8 images (N x 3 x S x S, RGB) in, unit vectors out")
     export.set_defaults(func=cmd_export)
 
-    serve = commands.add_parser("serve", parents=[options("device")],
+    serve = commands.add_parser("serve", parents=[options("device", "precision")],
                                 help="a local web page (and JSON endpoint) to try models on your images",
                                 description="Serve exported models or run folders: DeViSE for an embedding model, "
                                             "ConSE for a softmax one, side by side when both are given.")
@@ -395,9 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free port)")
     serve.add_argument("--labels", metavar="FILE", help="the page's default candidate labels, one a line "
-                                                        "(default: the training labels and --words common words)")
+                                                        "(default: the training labels and --words common nouns)")
     serve.add_argument("--words", type=int, default=1000,
-                       help="common words of the label space added to the default labels (default: 1000)")
+                       help="common nouns of the label space added to the default labels (default: 1000)")
     serve.add_argument("--top", type=int, default=5, help="labels shown per model (default: 5)")
     serve.add_argument("--max-mb", type=float, default=10, help="largest image accepted, in MB (default: 10)")
     serve.set_defaults(func=cmd_serve)
@@ -410,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
 
     reproduce = commands.add_parser("reproduce", parents=[options("quiet", "device", "data_root", "cache_dir",
-                                                                  "download")],
+                                                                  "download", "json")],
                                     help="the whole experiment: train, evaluate, zero-shot, report")
     reproduce.add_argument("--preset", default="cpu", choices=list(presets()),
                            help="the settings of both stages, a file of src/devise/presets (default: cpu)")
@@ -423,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "each epoch on the share of its images that fits")
     reproduce.set_defaults(func=cmd_reproduce)
 
-    demo = commands.add_parser("demo", parents=[options("quiet", "device")],
+    demo = commands.add_parser("demo", parents=[options("quiet", "device", "json")],
                                help="the whole pipeline on the generated toy set, in well under a minute")
     demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     demo.set_defaults(func=cmd_demo)
@@ -445,6 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--data", default="tiny-imagenet", help=f"one of {', '.join(DATASETS)}")
     data.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to load (default: train val)")
     data.add_argument("--image-size", type=int, help="resize to this many pixels (default: as stored)")
+    data.add_argument("--clean", action="store_true", help="remove devise's cache (decoded datasets, features, "
+                      "phrases; --cache-dir, else $DEVISE_CACHE or ~/.cache/devise), saying what and how much")
     data.set_defaults(func=cmd_data)
     return parser
 
@@ -466,3 +576,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+    except OSError as error:  # the system refused (no space, read-only, gone) where devise did not say it first
+        print(f"devise: error: {describe(error)}; the work could not go on", file=sys.stderr)
+        return RunFailed.exit_code

@@ -28,6 +28,7 @@ Schedule = Literal["onecycle", "cosine", "step", "constant"]
 LabelSpace = Literal["glove-6b-50d", "word2vec-text", "word2vec-binary", "glove-text", "fasttext-vec", "minilm"]
 LabelRule = Literal["first", "mean"]
 OnBadImage = Literal["error", "skip"]
+LogTo = Literal["csv", "tensorboard"]
 DATASETS, HEADS, LOSSES = typing.get_args(Dataset), typing.get_args(Head), typing.get_args(Loss)
 LABEL_SPACES, LABEL_RULES = typing.get_args(LabelSpace), typing.get_args(LabelRule)
 OWN_BODIES = ("cnn", "resnet9")  # devise's own networks (devise.model.network); timm's are "timm:NAME"
@@ -127,6 +128,9 @@ class TrainConfig:
     eval_batch_size: int = setting(1000, "images a batch when validating and evaluating", low=1)
     on_bad_image: OnBadImage = setting("error", "an image that does not decode: stop with its name (error), or leave "
                                                 "it out (skip)")
+    log_to: LogTo = setting("csv", "where each epoch's figures go besides the log: csv (metrics.csv and curves.png) "
+                                   "or tensorboard (those, and TensorBoard scalars in RUN/tensorboard/; needs the "
+                                   "tensorboard extra)")
     out: str = setting("runs/latest", "the run folder")
 
     def to_dict(self) -> dict:

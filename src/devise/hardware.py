@@ -65,10 +65,24 @@ def use_bf16(device: torch.device, requested: bool | None = None) -> bool:
     return bf16_native(device) if requested is None else bool(requested)
 
 
-def inference_bf16(trained_with_bf16: bool | None, device: torch.device) -> bool:
-    """Precision for using a trained model: bf16 if it was trained so and the device computes bf16
-    natively, float32 otherwise (a bf16-trained checkpoint predicts fine in float32)."""
-    return bool(trained_with_bf16) and bf16_native(device)
+PRECISIONS = ("float32", "bf16", "auto")  # a trained model's precision; float32 by default
+
+
+def check_precision(precision: str) -> str:
+    """One of `PRECISIONS`, or one clear line."""
+    if precision not in PRECISIONS:
+        raise DeviseError(f"precision must be {', '.join(PRECISIONS)}, not {precision!r}")
+    return precision
+
+
+def inference_bf16(precision: str, device: torch.device) -> bool:
+    """Whether a trained model computes in bf16: "float32" (the default, so that its vectors match
+    its ONNX export and every other host's to float rounding), "bf16", or "auto" (bf16 where the
+    device computes it natively: faster, its vectors off by bf16's rounding). Training keeps its
+    own capability-aware default (`use_bf16`)."""
+    if check_precision(precision) == "auto":
+        return bf16_native(device)
+    return precision == "bf16"
 
 
 def autocast(device: torch.device, bf16: bool):
@@ -76,6 +90,27 @@ def autocast(device: torch.device, bf16: bool):
     if not bf16:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def inference_autocast(device: torch.device, bf16: bool):
+    """A trained model's forward pass: bf16 autocast, or float32 as written. On CUDA, float32
+    convolutions would otherwise run in TF32 (cuDNN's default), whose 10-bit mantissas put a
+    model's vectors off its ONNX export's and the CPU's by far more than float rounding."""
+    return autocast(device, True) if bf16 else exact_float32(device)
+
+
+@contextlib.contextmanager
+def exact_float32(device: torch.device) -> Iterator[None]:
+    """Inside, on CUDA: no TF32 in convolutions or matrix products; the settings as they were after."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,13 +3,15 @@ the format and the level (`configure`); long loops show a bar on a terminal and 
 seconds off one (`progress_bar`).
 
 A library leaves handlers to its user: `import logging; logging.basicConfig(level=logging.INFO)`
-shows devise's lines in a script. The command line prints them as `devise: ...` on stdout, and
-warnings and errors on stderr.
+shows devise's lines in a script. The command line prints them as `devise: TIME ...` on stdout
+(the time says when each stage and epoch ended, in a log file too), and warnings and errors as
+`devise: ...` on stderr. Other libraries' progress bars stay out of both (`quiet_third_parties`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from typing import Iterable, Iterator, TypeVar
@@ -17,6 +19,7 @@ from typing import Iterable, Iterator, TypeVar
 from tqdm.auto import tqdm
 
 T = TypeVar("T")
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 LINE_SECONDS = 10.0  # off a terminal (a log file, CI), a progress line at most this often
 log = logging.getLogger(__name__)
 logging.getLogger("devise").addHandler(logging.NullHandler())
@@ -29,20 +32,29 @@ def configure(*, quiet: bool = False, verbose: bool = False) -> None:
     for handler in list(root.handlers):
         if not isinstance(handler, logging.NullHandler):
             root.removeHandler(handler)
-    formatter = logging.Formatter("devise: %(message)s")
     out, err = logging.StreamHandler(sys.stdout), logging.StreamHandler(sys.stderr)
     out.addFilter(lambda record: record.levelno < logging.WARNING)
+    out.setFormatter(logging.Formatter("devise: %(asctime)s %(message)s", TIME_FORMAT))
     err.setLevel(logging.WARNING)
+    err.setFormatter(logging.Formatter("devise: %(message)s"))
     for handler in (out, err):
-        handler.setFormatter(formatter)
         root.addHandler(handler)
     root.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
 
 
 def quiet_third_parties() -> None:
-    """Libraries that would draw their own progress bars or notices into devise's output."""
+    """Libraries that would draw their own progress bars or notices into devise's output (the
+    Hugging Face hub's downloads, transformers' "Loading weights"): their loggers keep errors only
+    and their bars are off, set before they are imported and again if they already are. A user's
+    own HF_HUB_DISABLE_PROGRESS_BARS or TRANSFORMERS_VERBOSITY wins."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     for name in ("transformers", "sentence_transformers", "huggingface_hub", "timm"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
 
 
 def progress_bar(iterable: Iterable[T], enabled: bool = True, **options) -> Iterable[T]:
@@ -96,3 +108,30 @@ def duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class ProgressCount:
+    """Progress told by counts rather than by an iterable (`update(n)` as work is done): a bar with
+    the time left on a terminal, a line every `LINE_SECONDS` off one, nothing when `enabled` is
+    False or devise logs no information; `close()` ends the bar."""
+
+    def __init__(self, total: int, desc: str, unit: str = "it", enabled: bool = True):
+        shown = enabled and logging.getLogger("devise").isEnabledFor(logging.INFO)
+        self.bar = tqdm(total=total, desc=desc, unit=unit) if shown and sys.stderr.isatty() else None
+        self.lines = shown and self.bar is None
+        self.total, self.desc, self.unit, self.done = total, desc, unit, 0
+        self.started = self.last = time.perf_counter()
+
+    def update(self, count: int) -> None:
+        self.done += count
+        if self.bar is not None:
+            self.bar.update(count)
+            return
+        now = time.perf_counter()
+        if self.lines and now - self.last >= LINE_SECONDS:
+            self.last = now
+            log.info("%s: %s", self.desc, progress_text(self.done, self.total, now - self.started, self.unit))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -8,21 +8,31 @@ the protocol: docs/zero-shot.md.
 
 from __future__ import annotations
 
+import base64
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from PIL import Image
 
+from devise import files
 from devise.data import ImageSet, load_dataset
 from devise.data.cache import cache_folder
 from devise.data.folder import folder_class_names
 from devise.data.splits import keep_classes, seen_classes
 from devise.errors import DeviseError
 from devise.evaluation.metrics import (
+    BOOTSTRAP_RESAMPLES,
     HIERARCHY_KS,
     ZERO_SHOT_KS,
+    bootstrap_interval,
+    confusion_counts,
     generalised_figures,
+    image_hits,
+    per_class_hits,
     ranking_metrics,
     similarity_control,
 )
@@ -34,6 +44,7 @@ from devise.model.inference import CONSE_TOP, DeviseModel, query_vectors, top_la
 from devise.model.network import stored_interpolation, stored_size
 from devise.model.pretrained import is_pretrained_name
 from devise.plots import plot_examples, plot_similarity
+from devise.training import runs
 from devise.training.calibration import SPLITS, class_split_applies, class_split_constant
 from devise.training.runs import held, read_calibration, read_unseen, run_split, write_zero_shot, zero_shot_folder
 
@@ -67,6 +78,7 @@ class ZeroShotRequest:
     progress: bool = True
     download: bool = False
     device: str = "auto"
+    precision: str = "float32"  # the models' arithmetic (`devise.load`'s precision)
     replacements: str | None = None
     cache_dir: str | None = None
 
@@ -132,7 +144,10 @@ def evaluate_zero_shot(models: list[ZeroShotModel], target: ImageSet, space: Run
 
     `outputs[name]` holds the model's raw outputs on `target.images` (logits or unit vectors).
     For the images indexed by `examples`, each model's top-5 with each label's similarity to the
-    true label goes into `results["examples"]` (the side-by-side figure).
+    true label goes into `results["examples"]` (the side-by-side figure), with the model's score of
+    each (`scores`: cosine, or softmax's probability) and the images as PNG.
+    Each model also gets its per-class hit@k, confusion counts and bootstrap intervals
+    (`class_figures`), and DeViSE and ConSE a 2-D map of image and label vectors (`label_map`).
     With `gzsl` = (all images of the dataset, the models' outputs on them, the seen class ids, the
     models' class-split calibrations by name), for a held-out split of the training dataset, the
     generalised zero-shot figures are added (`generalised`). Where the target's classes are WordNet nouns, every ranking also gets
@@ -144,8 +159,11 @@ def evaluate_zero_shot(models: list[ZeroShotModel], target: ImageSet, space: Run
     target_vocabulary = Vocabulary(target.class_names, target_vectors, "target", target.class_ids)
     results: dict = {"target": target.name, "images": len(target), "target_classes": target.num_classes,
                      "label_space": space.name, "vocabulary": vocabulary_spec, "models": {},
+                     "class_names": list(target.class_names),
+                     "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": 0, "level": 0.95, "over": "images"},
                      "examples": {"index": list(examples), "true": [target.class_names[target.labels[i]] for i in examples],
-                                  "predictions": {}}}
+                                  "images": [png_data(target.images[i]) for i in examples], "predictions": {},
+                                  "scores": {}}}
     control = None
     k = max(ZERO_SHOT_KS)
     for model in models:
@@ -157,7 +175,8 @@ def evaluate_zero_shot(models: list[ZeroShotModel], target: ImageSet, space: Run
         out = outputs[model.name]
         if model.kind == "softmax":  # it ranks its own training labels, whatever the vocabulary
             vocabulary = Vocabulary(training_labels, training_vectors, "train", training_ids)
-            top = top_vocabulary = top_labels("softmax", out, training_vectors, training_vectors, k)[1]
+            scores_vocabulary, top = top_labels("softmax", out, training_vectors, training_vectors, k)
+            top_vocabulary = top
             over_target = over_vocabulary = scored(top, vocabulary, target, true_vectors, true_ids)
         else:
             has_vector = [i for i, row in enumerate(training_vectors) if not without or bool(row.any())]
@@ -167,8 +186,11 @@ def evaluate_zero_shot(models: list[ZeroShotModel], target: ImageSet, space: Run
                                            "train": [training_ids[i] for i in has_vector] if training_ids else None})
             top = top_labels(model.kind, out, training_vectors, target_vectors, k, conse_top)[1]
             over_target = scored(top, target_vocabulary, target, true_vectors, true_ids)
-            top_vocabulary = top_labels(model.kind, out, training_vectors, vocabulary.vectors, k, conse_top)[1]
+            scores_vocabulary, top_vocabulary = top_labels(model.kind, out, training_vectors, vocabulary.vectors, k,
+                                                           conse_top)
             over_vocabulary = scored(top_vocabulary, vocabulary, target, true_vectors, true_ids)
+        results["examples"]["scores"][model.name] = [[round(float(v), 6) for v in scores_vocabulary[i, :5]]
+                                                     for i in examples]
         results["examples"]["predictions"][model.name] = [
             [(vocabulary.labels[j], float(vocabulary.vectors[j] @ true_vectors[i])) for j in top_vocabulary[i, :5].tolist()]
             for i in examples]
@@ -180,6 +202,10 @@ def evaluate_zero_shot(models: list[ZeroShotModel], target: ImageSet, space: Run
                     if key.startswith(("hit@", "hp@"))}}
         entry["body"] = body_figures(model.model.body_trained_on, target, top,
                                      vocabulary if model.kind == "softmax" else target_vocabulary, true_vectors)
+        entry.update(class_figures(top, vocabulary if model.kind == "softmax" else target_vocabulary, target))
+        if model.kind != "softmax":
+            entry["map"] = label_map(query_vectors(model.kind, out, training_vectors, conse_top), target_vectors,
+                                     target.labels)
         if gzsl is not None:
             entry.update(generalised(model, space, training_vectors, *gzsl, conse_top))
         if without:
@@ -211,10 +237,15 @@ def body_split(target: ImageSet, trained_on: list[str] | None) -> list[str]:
     """Each target class as the model's body knows it: "seen" (trained on), "unseen" or "unknown".
     A class is matched by its WordNet id where it has one, else by its name looked up as a WordNet
     noun (its most frequent sense); a name that does not resolve, or a body whose training classes
-    are not known, is "unknown", never "unseen"."""
+    are not known, is "unknown", never "unseen". A body trained on classes of the target dataset
+    itself (held-out classes of its own data) has not seen any other class of it: the classes of
+    one dataset are distinct by construction."""
     if trained_on is None:
         return ["unknown"] * target.num_classes
     known = set(trained_on)
+    if known <= set(target.class_names) | set(target.class_ids or []):
+        return ["seen" if name in known or class_id in known else "unseen"
+                for name, class_id in zip(target.class_names, target.class_ids)]
     known_wnids = {resolve_wnid(i, i) for i in known} - {None}
     parts = []
     for name, class_id in zip(target.class_names, target.class_ids):
@@ -255,6 +286,63 @@ def body_figures(trained_on: dict | None, target: ImageSet, top: torch.Tensor, v
     return figures
 
 
+INTERVAL_KS = (1, 5)  # the headline figures given a bootstrap interval
+
+
+def class_figures(top: torch.Tensor, vocabulary: Vocabulary, target: ImageSet) -> dict:
+    """What a single mean hides, over one ranking of `vocabulary`: each target class's hit@k
+    (`per_class`, lists in `class_names` order), the counts of true class against first-ranked
+    target class (`confusion`, a last column for a first label outside the target), and bootstrap
+    95% intervals over images for hit@1 and hit@5 (`interval_95`)."""
+    truth = vocabulary.positions(target.class_names, target.class_ids)
+    found = image_hits(top, truth, target.labels)
+    return {"per_class": per_class_hits(found, target.labels, target.num_classes),
+            "confusion": confusion_counts(top[:, 0], truth, target.labels),
+            "interval_95": {f"hit@{k}": bootstrap_interval(found[:, min(k, found.shape[1]) - 1])
+                            for k in INTERVAL_KS}}
+
+
+MAP_IMAGES = 300
+
+
+def label_map(queries: torch.Tensor, label_vectors: torch.Tensor, labels: torch.Tensor, *, seed: int = 0) -> dict:
+    """A 2-D t-SNE map (scikit-learn's `TSNE`) of a seeded sample of at most `MAP_IMAGES` image
+    vectors together with the target's label vectors: does each class's images gather at its
+    label? Each set is centred on its own mean and made unit length first. Labels share a large
+    common part (GloVe's colour words sit at cosine 0.86 to one another) that shifts every label's
+    score for an image alike, and so never changes a ranking; left in, t-SNE shows the gap
+    between the two sets and not which label each image is nearest. Coordinates rounded for
+    zeroshot.json."""
+    from sklearn.manifold import TSNE  # imported here: a second's import that only this needs
+
+    chosen = torch.randperm(len(queries), generator=torch.Generator().manual_seed(seed))[:MAP_IMAGES]
+    points = torch.cat([centred(queries.cpu()[chosen]), centred(label_vectors.cpu())])
+    perplexity = float(min(30.0, max(2.0, (len(points) - 1) / 3)))
+    xy = TSNE(2, perplexity=perplexity, init="pca", max_iter=500, random_state=seed).fit_transform(points.numpy())
+    xy = [[round(float(x), 3), round(float(y), 3)] for x, y in xy]
+    return {"method": "t-SNE (scikit-learn)", "images": xy[: len(chosen)], "image_class": labels.cpu()[chosen].tolist(),
+            "labels": xy[len(chosen):]}
+
+
+def centred(vectors: torch.Tensor) -> torch.Tensor:
+    """Unit vectors less their mean, made unit length again."""
+    vectors = F.normalize(vectors.float(), dim=1)
+    return F.normalize(vectors - vectors.mean(dim=0), dim=1)
+
+
+THUMBNAIL = 128
+
+
+def png_data(image: torch.Tensor) -> str:
+    """A target image (uint8, 3 x H x W) as base64 PNG, at most `THUMBNAIL` pixels a side: the
+    report shows the examples as images from zeroshot.json alone."""
+    picture = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
+    picture.thumbnail((THUMBNAIL, THUMBNAIL))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def scored(top: torch.Tensor, vocabulary: Vocabulary, target: ImageSet, true_vectors: torch.Tensor,
            true_ids: list[str]) -> dict[str, float]:
     """hit@k, per-class top-1, similarity and (for WordNet classes) hp@k of one ranking of `vocabulary`."""
@@ -265,7 +353,7 @@ def scored(top: torch.Tensor, vocabulary: Vocabulary, target: ImageSet, true_vec
 
 def generalised(model: ZeroShotModel, space: RunLabels, training_vectors: torch.Tensor, everything: ImageSet,
                 all_outputs: dict[str, torch.Tensor], seen_ids: list[str], calibrations: dict[str, dict],
-                conse_top: int) -> dict[str, float]:
+                conse_top: int) -> dict:
     """Generalised zero-shot: top-1 over all the dataset's labels (softmax: over its own labels,
     so it never names an unseen class), plain and, for DeViSE and ConSE, calibrated
     (`devise.evaluation.metrics.generalised_figures`) with the model's class-split constant where
@@ -336,13 +424,32 @@ def run_zero_shot(request: ZeroShotRequest) -> dict:
     """Load the models, run them on the target images, compute every metric, and write into the
     request's folder: `zeroshot.json`, the similarity bar chart and the side-by-side top-5 figure."""
     folder = request.folder
+    claim_result_folder(folder)  # before any work
     with held(folder, "zeroshot"):
         return zero_shot_into(folder, request)
 
 
+def claim_result_folder(folder: Path) -> None:
+    """Refuse a result folder that devise did not write: the results replace it whole."""
+    files.claim(folder, kind=runs.ZERO_SHOT_KIND, names=runs.ZERO_SHOT_FILES, legacy=runs.is_zero_shot_folder)
+
+
+def write_results(folder: Path, results: dict, example_images: list[torch.Tensor]) -> None:
+    """zeroshot.json and its figures as one folder, swapped in whole (`devise.files.whole_folder`):
+    a reader never sees this result's numbers beside an earlier result's figures."""
+    with files.whole_folder(folder, kind=runs.ZERO_SHOT_KIND, what="the zero-shot results",
+                            names=runs.ZERO_SHOT_FILES, legacy=runs.is_zero_shot_folder) as building:
+        write_zero_shot(building, results)
+        plot_similarity(results, building / runs.SIMILARITY)
+        if example_images:
+            shown = results["examples"]
+            plot_examples(example_images, shown["true"], shown["predictions"], building / runs.EXAMPLES)
+
+
 def zero_shot_into(folder: Path, request: ZeroShotRequest) -> dict:
     models = [load(path, request.device, vectors=request.vectors, prompts=request.prompts,
-                   replacements=request.replacements, image_size=request.image_size) for path in request.models]
+                   replacements=request.replacements, image_size=request.image_size, precision=request.precision)
+              for path in request.models]
     space = comparison_space(models, request.vectors)
     check_labels(space, target_class_names(request.target, request.target_root))  # before any image is decoded
     held_out = request.target in ("unseen", "seen")
@@ -378,11 +485,7 @@ def zero_shot_into(folder: Path, request: ZeroShotRequest) -> dict:
     results = evaluate_zero_shot(tested, targets, space, request.vocabulary, outputs, conse_top=request.conse_top,
                                  gzsl=gzsl, examples=chosen)
     results["target"] = request.target
-    write_zero_shot(folder, results)
-    plot_similarity(results, folder / "similarity.png")
-    if chosen:
-        shown = results["examples"]
-        plot_examples([targets.images[i] for i in chosen], shown["true"], shown["predictions"], folder / "examples.png")
+    write_results(folder, results, [targets.images[i] for i in chosen])
     results["folder"] = str(folder)
     return results
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from devise import files
 from devise.config import TrainConfig, own_body, preset_file, preset_settings
 from devise.data import ImageSet
 from devise.data.features import feature_batch
@@ -60,6 +61,7 @@ def train_or_continue(config: TrainConfig, progress: bool, device: str) -> None:
     folder = Path(config.out)
     done = runs.read_summary(folder)
     if done and done["epochs"] >= config.epochs:
+        log.info(f"{folder} is trained already ({done['epochs']} epochs): kept")
         return
     if has_checkpoint(folder):
         train(load_config(folder), resume=True, progress=progress, device=device)
@@ -221,7 +223,7 @@ def reproduce(preset: str = "cpu", *, data_root: str | None = None, out: str | P
     if budget is not None:
         plan, speeds, work = fit_budget(budget, started, [softmax, devise], softmax.unseen, device, dist, progress)
         softmax = replace(softmax, **plan.overrides())
-    log.info(f"training the softmax model into {softmax.out}")
+    log.info(f"stage 1/5: training the softmax model into {softmax.out}")
     train_or_continue(softmax, progress, str(device))
     if budget is not None and budgets.cached_features(softmax) and budgets.cached_features(devise):
         # one frozen body: its features of the first stage's images are paid for; the head trains on them all
@@ -231,36 +233,39 @@ def reproduce(preset: str = "cpu", *, data_root: str | None = None, out: str | P
         second = refit_budget(budget, started, speeds, work, softmax, devise, dist)
         devise = replace(devise, **second.overrides())
         shares = [plan.fraction, second.fraction]
-    log.info(f"training DeViSE into {devise.out}, warm-started from the softmax model")
+    log.info(f"stage 2/5: training DeViSE into {devise.out}, warm-started from the softmax model")
     train_or_continue(devise, progress, str(device))
     if not dist.is_main:
         return None
-    log.info("evaluating hit@k of both models")
-    hits = {name: evaluate_run(out / name, progress=progress, device=str(device)) for name in ("softmax", "devise")}
-    log.info(f"zero-shot on {target}: DeViSE, ConSE and softmax")
+    log.info("stage 3/5: evaluating hit@k of both models")
+    # Evaluated in the precision the models trained in: the same arithmetic, and a frozen body's cached features reused.
+    precision = "bf16" if use_bf16(device, softmax.bf16) else "float32"
+    hits = {name: evaluate_run(out / name, progress=progress, device=str(device), precision=precision)
+            for name in ("softmax", "devise")}
+    log.info(f"stage 4/5: zero-shot on {target}: DeViSE, ConSE and softmax")
     # A body devise knows by name is also an ImageNet classifier: ConSE with no training, beside the heads.
     stock = [softmax.body] if is_pretrained_name(softmax.body) else []
     zero_shot = run_zero_shot(ZeroShotRequest(
         [out / "devise", out / "softmax", *stock], target, target_root, preset_file(preset)["vocabulary"],
         out=out / f"zeroshot-{target}", progress=progress, download=download, device=str(device),
-        image_size=softmax.image_size))
+        image_size=softmax.image_size, precision=precision))
     minutes = (time.perf_counter() - started) / 60
-    log.info(f"writing {out / 'report.html'} and {out / 'summary.md'}")
-    write_report([out / "softmax", out / "devise"], out / "report.html", title=f"devise reproduce --preset {preset}",
-                 zero_shot=[out / f"zeroshot-{target}"])
+    log.info(f"stage 5/5: writing {out / 'report.html'} and {out / 'summary.md'} ({minutes:.1f} min so far)")
     summary = summarise(preset, hits, zero_shot, minutes, {**describe_host(device), "processes": dist.world_size},
-                        budget, shares)
+                        budget, shares, data=softmax.data)
+    write_report([out / "softmax", out / "devise"], out / "report.html", title=f"devise reproduce --preset {preset}",
+                 zero_shot=[out / f"zeroshot-{target}"], summary=summary_table(summary))
     runs.write_summary(out, summary)
-    (out / "summary.md").write_text(summary_table(summary))
+    files.write_file(out / "summary.md", summary_table(summary), what="the experiment's summary")
     return summary
 
 
 def summarise(preset: str, hits: dict, zero_shot: dict, minutes: float, host: dict, budget: float | None = None,
-              shares: list[float] | None = None) -> dict:
+              shares: list[float] | None = None, *, data: str = "tiny-imagenet") -> dict:
     models = {m["kind"] + (" (ImageNet classifier, no training)" if m.get("stock") else ""): m
               for m in zero_shot["models"].values()}
     return {
-        "preset": preset, "wall_minutes": round(minutes, 1), "host": host,
+        "preset": preset, "data": data, "wall_minutes": round(minutes, 1), "host": host,
         "budget_minutes": budget, "epoch_shares": shares or [1.0, 1.0],
         "classes_trained": hits["softmax"]["classes"],
         "softmax top-1": hits["softmax"]["hit@1"], "softmax top-5": hits["softmax"]["hit@5"],
@@ -282,7 +287,8 @@ def figures_name(figures: dict) -> str:
 
 
 def summary_table(summary: dict) -> str:
-    """A Markdown table: our figures beside the paper's, which are labelled as the paper's."""
+    """A Markdown table: our figures beside the paper's, which are labelled as the paper's; a run on
+    another dataset (the demo's toy set) has no paper's column, since nothing there compares."""
     zs = summary["zero-shot"]
     rows = [
         ("softmax top-1 (val, trained classes)", summary["softmax top-1"], PAPER["softmax top-1"]),
@@ -317,10 +323,14 @@ def summary_table(summary: dict) -> str:
     def fmt(value) -> str:
         return f"{value:.3f}" if isinstance(value, float) else str(value)
 
-    lines = [f"| measure (preset {summary['preset']}, label space {summary['label space']}, zero-shot on "
-             f"{summary['zero-shot target']}: {summary['zero-shot classes']} classes) | ours | the paper's |",
-             "|---|---|---|"]
-    lines += [f"| {name} | {fmt(ours)} | {fmt(paper)} |" for name, ours, paper in rows]
+    measure = (f"measure (preset {summary['preset']}, label space {summary['label space']}, zero-shot on "
+               f"{summary['zero-shot target']}: {summary['zero-shot classes']} classes)")
+    if summary.get("data", "tiny-imagenet") == "tiny-imagenet":
+        lines = [f"| {measure} | ours | the paper's |", "|---|---|---|"]
+        lines += [f"| {name} | {fmt(ours)} | {fmt(paper)} |" for name, ours, paper in rows]
+    else:
+        lines = [f"| {measure} | on {summary['data']} |", "|---|---|"]
+        lines += [f"| {name} | {fmt(ours)} |" for name, ours, _ in rows]
     if "host" in summary:
         processes = summary["host"].get("processes", 1)
         lines.append(f"\nHost: {host_line(summary['host'])}" + (f", {processes} processes" if processes > 1 else "") + ".")

@@ -4,14 +4,20 @@ encoder its time once."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
 from devise.data.cache import default_cache_dir
+from devise.log import ProgressCount
 
 ENCODE_CHUNK = 8192  # phrases encoded and cached at a time
+ENCODE_BATCH = 64  # phrases an encoder call: progress moves every few seconds even on two cores
+ANNOUNCE_FROM = 100  # fewer new phrases than this take a second or two: no line about them
+log = logging.getLogger(__name__)
 
 
 class PhraseCache:
@@ -54,3 +60,29 @@ class PhraseCache:
         except OSError:
             pass  # a read-only cache costs time, never a result
         return new
+
+
+def encode_and_cache(cache: PhraseCache, keys: list[str], items: Sequence, encode: Callable[[list], torch.Tensor], *,
+                     encoder: str) -> dict[str, torch.Tensor]:
+    """`encode(items)`'s unit rows, keyed by `keys`, each `ENCODE_CHUNK` cached when done, so that a
+    stopped encoding resumes. A long one (20,000 words in prompts is a hundred thousand sentences)
+    first says at once what it encodes, how many and where it keeps them, then shows its progress
+    and the time left."""
+    if not items:
+        return {}
+    if len(items) >= ANNOUNCE_FROM:
+        log.info(f"encoding {len(items):,} label phrases with {encoder} once (cached in {cache.folder})")
+    found: dict[str, torch.Tensor] = {}
+    progress = ProgressCount(len(items), "encoding label phrases", "phrase", enabled=len(items) >= ANNOUNCE_FROM)
+    try:
+        for start in range(0, len(items), ENCODE_CHUNK):
+            end = min(start + ENCODE_CHUNK, len(items))
+            rows = []
+            for first in range(start, end, ENCODE_BATCH):
+                batch = list(items[first : min(first + ENCODE_BATCH, end)])
+                rows.append(encode(batch))
+                progress.update(len(batch))
+            found.update(cache.add(keys[start:end], torch.cat(rows)))
+    finally:
+        progress.close()
+    return found

@@ -17,7 +17,7 @@ import string
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,11 +25,12 @@ import torch.nn.functional as F
 
 from devise.config import DEFAULT_RULE, LABEL_RULES
 from devise.errors import DeviseError
-from devise.labels.phrases import ENCODE_CHUNK, PhraseCache
+from devise.labels.phrases import PhraseCache, encode_and_cache
 from devise.labels.prompts import PARENT, fill_template, read_prompts
 from devise.labels.sources import (
     MINILM,
     PACKAGED_GLOVE,
+    WordVectors,
     check_source,
     load_sentence_model,
     load_word_vectors,
@@ -38,10 +39,6 @@ from devise.labels.sources import (
 from devise.labels.wordnet import load_wordnet
 
 log = logging.getLogger(__name__)
-
-if TYPE_CHECKING:
-    from gensim.models import KeyedVectors
-
 
 RULES = LABEL_RULES
 
@@ -189,7 +186,7 @@ def label_coverage(space: LabelSpace, labels: list[str], rule: str = DEFAULT_RUL
 class WordVectorSpace(LabelSpace):
     """Labels as (means of) word vectors, the DeViSE paper's label space."""
 
-    def __init__(self, keyed_vectors: KeyedVectors, name: str):
+    def __init__(self, keyed_vectors: WordVectors, name: str):
         self.kv = keyed_vectors
         self.name = name
         self.dim = int(keyed_vectors.vector_size)
@@ -241,12 +238,15 @@ class WordVectorSpace(LabelSpace):
         return F.normalize(self.rows(list(words)), dim=1)
 
     def vocabulary_words(self, n: int) -> list[str]:
-        """The n most frequent plain lowercase words: candidate labels for open-vocabulary zero-shot."""
+        """The n most frequent plain lowercase words that English reads mainly as nouns (by the
+        packaged WordNet: "king", "torch"; not "the", "young", "ii"): candidate labels for
+        open-vocabulary zero-shot, where a word that names nothing one could see only takes a place."""
+        nouns = load_wordnet().plain_nouns
         words: list[str] = []
         for word in self.kv.index_to_key:
             if len(words) >= n:
                 break
-            if PLAIN_WORD.match(word):
+            if word in nouns and PLAIN_WORD.match(word):
                 words.append(word)
         return words
 
@@ -295,15 +295,10 @@ class SentenceSpace(LabelSpace):
         keys = [phrase if parent is None else f"{phrase}\t{parent}" for phrase, parent in zip(phrases, parents)]
         known = self.cache.lookup(keys)
         new = {key: pair for key, pair in zip(keys, zip(phrases, parents)) if key not in known}
-        new_keys, pairs = list(new), list(new.values())
         # In chunks, each cached when done: a long vocabulary (wordnet:all: 146,000 synonyms in six
         # templates, over an hour on two cores) reports as it goes and, if stopped, resumes.
-        for start in range(0, len(pairs), ENCODE_CHUNK):
-            chunk = slice(start, start + ENCODE_CHUNK)
-            known.update(self.cache.add(new_keys[chunk], self.encode_uncached(pairs[chunk])))
-            if len(pairs) > ENCODE_CHUNK:
-                log.info(f"encoded {min(start + ENCODE_CHUNK, len(pairs)):,} of {len(pairs):,} new phrases in "
-                      f"{len(self.templates) or 1} template(s) with {self.name}; cached in {self.cache.folder}")
+        known.update(encode_and_cache(self.cache, list(new), list(new.values()), self.encode_uncached,
+                                      encoder=self.name))
         return torch.stack([known[key] for key in keys]) if keys else torch.zeros(0, self.dim)
 
     def encode_uncached(self, phrases: list[tuple[str, str | None]]) -> torch.Tensor:
@@ -317,7 +312,7 @@ class SentenceSpace(LabelSpace):
         return F.normalize(vectors.mean(dim=1), dim=1)
 
     def vocabulary_words(self, n: int) -> list[str]:
-        """The n most frequent plain words of the packaged GloVe list: what `words:N` means in
+        """The n most frequent plain nouns of the packaged GloVe list: what `words:N` means in
         every label space, so that runs in different spaces rank the same candidates."""
         return WordVectorSpace(load_word_vectors(PACKAGED_GLOVE), PACKAGED_GLOVE).vocabulary_words(n)
 

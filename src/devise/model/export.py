@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import warnings
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from devise import files
 from devise.config import PROMPT_SETS, TrainConfig
 from devise.data.preprocess import Preprocess
-from devise.errors import DeviseError, read_text_file
-from devise.hardware import resolve_device
+from devise.errors import DeviseError
+from devise.hardware import check_precision, resolve_device
 from devise.labels.prompts import read_prompts
 from devise.labels.run_labels import read_replacements, run_replacements, run_space_name
 from devise.labels.vocabulary import vectors_or_zeros
@@ -36,12 +36,12 @@ from devise.model.pretrained import (
     is_pretrained_name,
     timm_architecture,
 )
+from devise.model.schema import FORMAT, FORMAT_VERSION, check_finite, check_shapes, read_header, vectors_file
+from devise.model.schema import read_config as read_checked_config
 from devise.version import __version__
 
-FORMAT, FORMAT_VERSION = "devise-model", 2  # 2: bodies from timm, the input pipeline
 CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE = "config.json", "model.safetensors", "image_encoder.onnx"
-REQUIRED = ("kind", "architecture", "image_size", "normalizer", "label_space", "label_rule", "labels",
-            "label_vectors", "outputs")
+MODEL_KIND, MODEL_FILES = "model", (CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE)  # devise's marker; what it writes
 
 
 def from_run(run: Run, *, replacements: str | None = None, vectors: str | None = None, stock: bool = False,
@@ -130,18 +130,40 @@ def exported_prompts(config: TrainConfig, source: str) -> str | list[str] | None
     return list(read_prompts(prompts)) if prompts and prompts not in PROMPT_SETS else prompts
 
 
-def save(model: DeviseModel, folder: str | Path) -> Path:
-    """Write `config.json` and `model.safetensors` into `folder`, each through a temporary file."""
+def save(model: DeviseModel, folder: str | Path, *, onnx: bool = False) -> Path:
+    """Write `config.json` and `model.safetensors` (and with `onnx` the image encoder) as one folder:
+    built beside `folder` and swapped in whole (`devise.files.whole_folder`), so that a reader sees
+    the earlier export or this one, never a mix. Only a folder devise wrote is replaced."""
     from safetensors.torch import save as safetensors_bytes
 
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise DeviseError(f"{folder} exists and is not a folder")
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.network.state_dict().items()}
-    write_bytes(folder / WEIGHTS_FILE, safetensors_bytes(weights, metadata={"format": "pt", "devise": FORMAT}))
-    write_bytes(folder / CONFIG_FILE, config_text(model.config).encode("utf-8"))
+    with files.whole_folder(folder, kind=MODEL_KIND, what="the exported model", names=MODEL_FILES,
+                            legacy=is_earlier_export) as building:
+        if onnx:
+            export_onnx(model, building / ONNX_FILE)
+            model.config["onnx"] = onnx_description(model)
+        weights = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.network.state_dict().items()}
+        write_bytes(building / WEIGHTS_FILE, safetensors_bytes(weights, metadata={"format": "pt", "devise": FORMAT}))
+        write_bytes(building / CONFIG_FILE, config_text(model.config).encode("utf-8"))
     return folder
+
+
+def is_earlier_export(folder: Path) -> bool:
+    """A model folder an earlier devise exported, before its folders had a marker: its config.json
+    says it is a devise model."""
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("format") == FORMAT
+
+
+def onnx_description(model: DeviseModel) -> dict:
+    """What config.json says of the ONNX image encoder beside it."""
+    return {"file": ONNX_FILE, "input": f"images: uint8 N x 3 x {model.image_size} x {model.image_size}, RGB 0-255 "
+                                        "(the normaliser is inside the graph)",
+            "outputs": "embeddings: float32 N x D unit vectors" + (
+                " (ConSE), logits: float32 N x C" if model.kind == "softmax" else "")}
 
 
 def config_text(config: dict) -> str:
@@ -152,10 +174,8 @@ def config_text(config: dict) -> str:
 
 
 def write_bytes(path: Path, data: bytes) -> None:
-    """Through a temporary file and a rename: a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    """Through a temporary file and a rename (`devise.files.write_file`): a reader never sees half a file."""
+    files.write_file(path, data, what=f"the model's {path.name}")
 
 
 def export(run_folder: str | Path, out: str | Path, *, onnx: bool = False, replacements: str | None = None) -> Path:
@@ -164,28 +184,32 @@ def export(run_folder: str | Path, out: str | Path, *, onnx: bool = False, repla
     out = Path(out)
     if (out / RUN_CONFIG).exists():
         raise DeviseError(f"--out {out} is a run folder; export to a folder of its own")
+    files.claim(out, kind=MODEL_KIND, names=MODEL_FILES, legacy=is_earlier_export)  # before any work
     model = from_run(load_run(run_folder, "cpu"), replacements=replacements)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / ONNX_FILE).unlink(missing_ok=True)  # never leave an encoder from an earlier export beside new weights
-    if onnx:
-        export_onnx(model, out / ONNX_FILE)
-        model.config["onnx"] = {
-            "file": ONNX_FILE, "input": f"images: uint8 N x 3 x {model.image_size} x {model.image_size}, RGB 0-255 "
-                                        "(the normaliser is inside the graph)",
-            "outputs": "embeddings: float32 N x D unit vectors" + (
-                " (ConSE), logits: float32 N x C" if model.kind == "softmax" else "")}
-    return save(model, out)
+    return save(model, out, onnx=onnx)
 
 
 def load(path: str | Path, device: str | torch.device = "auto", *, vectors_path: str | None = None,
          vectors: str | None = None, prompts: str | None = None, replacements: str | None = None,
-         image_size: int | None = None) -> DeviseModel:
+         image_size: int | None = None, precision: str = "float32") -> DeviseModel:
     """An exported model folder (config.json + model.safetensors), a run folder, or a pretrained
     classifier devise knows by name (`devise.list_pretrained()`: ConSE over its ImageNet classes
     with no training, at `image_size`), on `device` (auto: a CUDA GPU if there is one). A softmax
     model's labels are read in `vectors` (with `prompts` for a sentence space) when given, its own
     label space otherwise. `vectors_path` points a model whose label space is a vectors file at that
-    file on this machine; `replacements` (a file of 'label<TAB>words' lines) adds to the model's own."""
+    file on this machine; `replacements` (a file of 'label<TAB>words' lines) adds to the model's own.
+    `precision`: "float32" (default: the ONNX export's vectors, on any host), "bf16" or "auto"
+    (bf16 where the device computes it natively)."""
+    check_precision(precision)
+    model = load_model(path, device, vectors_path=vectors_path, vectors=vectors, prompts=prompts,
+                       replacements=replacements, image_size=image_size)
+    model.precision = precision
+    return model
+
+
+def load_model(path: str | Path, device: str | torch.device, *, vectors_path: str | None, vectors: str | None,
+               prompts: str | None, replacements: str | None, image_size: int | None) -> DeviseModel:
+    """`load`'s three kinds of model, told apart by what the path holds."""
     folder = Path(path).expanduser()
     device = resolve_device(device)
     if (folder / CONFIG_FILE).is_file():
@@ -210,8 +234,13 @@ from_pretrained = load  # the name Hugging Face users reach for
 
 def load_exported(folder: Path, device: torch.device, vectors_path: str | None = None) -> DeviseModel:
     """Rebuild the network from config.json and fill it from model.safetensors: JSON and raw
-    tensors only, so loading a file someone handed you runs none of their code."""
+    tensors only, so loading a file someone handed you runs none of their code. Both are checked
+    first (`devise.model.schema`): the config against the schema, the weights' header against the
+    network it describes before any tensor is allocated, then every tensor finite."""
     config = read_config(folder / CONFIG_FILE)
+    expected = network_from_config(config, folder / CONFIG_FILE, device="meta").state_dict()
+    check_shapes(read_header(folder / WEIGHTS_FILE), {name: tuple(t.shape) for name, t in expected.items()},
+                 folder / WEIGHTS_FILE)
     network = network_from_config(config, folder / CONFIG_FILE)
     weights = read_weights(folder / WEIGHTS_FILE)
     try:
@@ -220,54 +249,48 @@ def load_exported(folder: Path, device: torch.device, vectors_path: str | None =
         first = str(error).strip().splitlines()[1:2] or [error.__class__.__name__]
         raise DeviseError(f"{folder / WEIGHTS_FILE} does not fit the network {CONFIG_FILE} describes "
                           f"({first[0].strip()})") from None
-    return DeviseModel(network, config, device, vectors_path=vectors_path)
+    found, missing = vectors_file(config, folder)
+    model = DeviseModel(network, config, device, vectors_path=vectors_path or found)
+    model.vectors_problem = None if vectors_path else missing
+    return model
 
 
 def read_config(path: Path) -> dict:
-    """config.json, checked for the keys and format devise writes."""
-    try:
-        config = json.loads(read_text_file(path, "model config"))
-    except ValueError as error:
-        raise DeviseError(f"{path} is not valid JSON ({error})") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise DeviseError(f"{path} is not a devise model config (no \"format\": \"{FORMAT}\")")
-    if config.get("format_version", 0) > FORMAT_VERSION:
-        raise DeviseError(f"{path} is format version {config['format_version']}; this devise reads up to "
-                          f"{FORMAT_VERSION}: upgrade devise")
-    missing = [key for key in REQUIRED if key not in config]
-    if missing:
-        raise DeviseError(f"{path} is not a devise model config (no {missing[0]!r} in it)")
-    if config["kind"] not in ("embedding", "softmax") or len(config["labels"]) != len(config["label_vectors"]):
-        raise DeviseError(f"{path}: kind must be embedding or softmax, with one vector per label")
-    return config
+    """config.json, checked against the schema of what devise writes (`devise.model.schema`)."""
+    return read_checked_config(path)
 
 
-def network_from_config(config: dict, where: Path) -> VisualNet:
-    """The network config.json describes, with freshly initialised weights."""
+def network_from_config(config: dict, where: Path, device: str | None = None) -> VisualNet:
+    """The network a checked config.json describes, with freshly initialised weights (on the "meta"
+    device: shapes only, nothing allocated)."""
     arch = config["architecture"]
     try:
         settings = TrainConfig(body=body_label(config), width=int(arch["width"]), hidden=int(arch["hidden"]),
                                dropout=float(arch["dropout"]), stem_pool=bool(arch["stem_pool"]),
                                embed_hidden=int(arch["embed_hidden"]))
         outputs = int(config["outputs"])
-        if config["kind"] == "softmax":
-            return build_network(settings, outputs)
-        return build_network(settings, 1, label_vectors=torch.empty(0, outputs))
-    except (KeyError, TypeError, ValueError) as error:
-        raise DeviseError(f"{where}: the architecture is incomplete or wrong ({error!r})") from None
+        with torch.device(device or "cpu"):
+            if config["kind"] == "softmax":
+                return build_network(settings, outputs)
+            return build_network(settings, 1, label_vectors=torch.empty(0, outputs))
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise DeviseError(f"{where}: the architecture is incomplete or wrong ({' '.join(str(error).split())[:120]})") from None
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """model.safetensors as CPU tensors; one line if it is missing or not a safetensors file."""
+    """model.safetensors as CPU tensors, every one finite; one line if it is missing, not a
+    safetensors file, or holds a NaN."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     if not path.is_file():
         raise DeviseError(f"{path}: no such weights file")
     try:
-        return load_file(path, device="cpu")
+        weights = load_file(path, device="cpu")
     except (SafetensorError, OSError, ValueError) as error:
         raise DeviseError(f"{path} is not a safetensors file ({' '.join(str(error).split())[:120]})") from None
+    check_finite(weights, path)
+    return weights
 
 # ---------------------------------------------------------------------------------------------
 # ONNX
@@ -307,11 +330,12 @@ def export_onnx(model: DeviseModel, path: str | Path) -> Path:
     encoder = ImageEncoder(model).eval()
     example = torch.zeros(2, 3, model.image_size, model.image_size, dtype=torch.uint8)
     outputs = ["embeddings", "logits"] if encoder.conse else ["embeddings"]
-    tmp = path.with_name(path.name + ".tmp")
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(encoder, (example,), tmp, input_names=["images"], output_names=outputs, opset_version=18,
-                          dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), external_data=False,
-                          verbose=False)
-    os.replace(tmp, path)
-    return path
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(encoder, (example,), tmp, input_names=["images"], output_names=outputs, opset_version=18,
+                              dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                              external_data=False, verbose=False)
+
+    return files.write_through(path, write, what="the ONNX image encoder")

@@ -20,11 +20,11 @@ from devise.config import TrainConfig
 from devise.data.base import ImageSet
 from devise.data.features import cached_features
 from devise.data.preprocess import Preprocess
-from devise.data.sources import decode_image, square_resize
+from devise.data.sources import MAX_PIXELS, decode_image, square_resize
 from devise.errors import DeviseError
-from devise.hardware import autocast, freed_memory_kept, inference_bf16
+from devise.hardware import check_precision, exact_float32, freed_memory_kept, inference_autocast, inference_bf16
 from devise.labels.run_labels import RunLabels, run_labels
-from devise.labels.vocabulary import Vocabulary, build_vocabulary
+from devise.labels.vocabulary import Vocabulary, build_vocabulary, check_vocabulary, unique_labels
 from devise.log import progress_bar
 from devise.model.network import VisualNet
 from devise.model.topk import rank_topk
@@ -71,11 +71,13 @@ class DeviseModel:
     labels out; the one way from images to ranked labels (DeViSE, ConSE, softmax) for `predict`,
     `evaluate`, `zeroshot`, `serve` and the ONNX export. Built by `devise.load`: an exported folder,
     a run folder (then `settings` and `folder` say what it was trained with and where it lives) or
-    a pretrained classifier devise knows by name (`stock`)."""
+    a pretrained classifier devise knows by name (`stock`). `precision`: "float32" (the default:
+    the vectors its ONNX export and any other host give), "bf16", or "auto" (bf16 where native)."""
 
     def __init__(self, network: VisualNet, config: dict, device: torch.device, *, vectors_path: str | None = None,
-                 settings: TrainConfig | None = None, folder: Path | None = None):
+                 settings: TrainConfig | None = None, folder: Path | None = None, precision: str = "float32"):
         self.network = network.to(device).eval()
+        self.precision = check_precision(precision)
         self.config = config
         self.device = device
         self.settings = settings  # a run folder's TrainConfig; None for an exported folder or a stock classifier
@@ -87,6 +89,7 @@ class DeviseModel:
         self.preprocess = (Preprocess.from_record(config["preprocess"]) if config.get("preprocess")
                            else Preprocess(tuple(normalizer["mean"]), tuple(normalizer["std"])))
         self.vectors_path = vectors_path
+        self.vectors_problem: str | None = None  # why an exported folder's vectors file cannot be read, if so
         self.text_labels: RunLabels | None = None  # the label space, loaded on first use
 
     def __repr__(self) -> str:
@@ -141,14 +144,15 @@ class DeviseModel:
 
     @property
     def bf16(self) -> bool:
-        """Whether inference runs in bf16 (`hardware.inference_bf16`)."""
-        return inference_bf16(self.config.get("bf16"), self.device)
+        """Whether inference runs in bf16: as `precision` says (`hardware.inference_bf16`), whatever
+        precision the model was trained in."""
+        return inference_bf16(self.precision, self.device)
 
     @torch.no_grad()
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """One uint8 batch, as the pipeline takes it -> raw outputs (unit vectors or logits) on the CPU."""
         images = self.preprocess.prepare(batch.to(self.device))
-        with autocast(self.device, self.bf16):
+        with inference_autocast(self.device, self.bf16):
             return self.network(images).float().cpu()
 
     def dataset_outputs(self, data: ImageSet, batch_size: int = 1000, progress: bool = True,
@@ -176,7 +180,8 @@ class DeviseModel:
                      conse_top: int | None = None) -> torch.Tensor:
         """Unit vectors in the label space, one row per image: the network's own output (DeViSE)
         or, for a softmax model, its ConSE vector. `images`: file paths, PIL images, H x W x C
-        uint8 arrays, or a uint8 tensor N x 3 x H x W (any size: resized and centre-cropped)."""
+        uint8 arrays, or a tensor N x 3 x H x W (or 3 x H x W), uint8 0-255 or float in [0, 1] as
+        torchvision gives (any size: resized and centre-cropped)."""
         name = METHODS[self.check_method(method, ("devise", "conse"))]
         conse_top = conse_top or self.conse_top
         rows = [query_vectors(name, self.forward(batch), self.label_vectors, conse_top)
@@ -196,6 +201,8 @@ class DeviseModel:
         """The run's label space, rule and replacements, with the training labels' stored vectors:
         text is read exactly as in training. Loaded once, on first use."""
         if self.text_labels is None:
+            if self.vectors_problem:
+                raise DeviseError(self.vectors_problem)
             space = self.config["label_space"]
             centre = space.get("centre")
             self.text_labels = run_labels(
@@ -218,12 +225,13 @@ class DeviseModel:
 
     def vocabulary(self, spec: str = "train") -> Vocabulary:
         """Candidate labels with their vectors, built as `devise predict --vocabulary SPEC` builds them:
-        a comma list of train, words:N (the label space's N most common words), file:PATH."""
+        a comma list of train, words:N (the label space's N most common nouns), file:PATH; a set."""
+        check_vocabulary(spec, ["train"])  # a misspelt spec costs no label space loaded
         ids = self.config.get("label_ids")
         return build_vocabulary(self.text_space(), {"train": self.labels}, spec, {"train": ids} if ids else None)
 
     def common_words(self, n: int) -> list[str]:
-        """The n most frequent plain words of the label space (none for a sentence encoder)."""
+        """The n most frequent plain nouns of the label space (none for a sentence encoder)."""
         try:
             return self.text_space().vocabulary_words(n)
         except DeviseError:
@@ -252,6 +260,7 @@ class DeviseModel:
         method = self.check_method(method)
         if top <= 0:
             raise DeviseError(f"top must be positive, not {top}")
+        check_image_files(images)  # a missing file is found before any label is encoded
         if method == "softmax":
             if labels is not None:
                 raise DeviseError("method 'softmax' ranks only the model's training labels; "
@@ -260,8 +269,7 @@ class DeviseModel:
         elif isinstance(labels, Vocabulary):
             names, candidates = labels.labels, labels.vectors
         else:
-            names = list(dict.fromkeys(self.labels if labels is None else
-                                       ([labels] if isinstance(labels, str) else labels)))
+            names = unique_labels(self.labels if labels is None else ([labels] if isinstance(labels, str) else labels))
             if not names:
                 raise DeviseError("no candidate labels to rank")
             candidates = self.encode_text(names)
@@ -282,7 +290,7 @@ def network_outputs(network: torch.nn.Module, preprocess: Preprocess, images: to
     network.eval()
     outputs = []
     starts = range(0, len(images), batch_size)
-    with freed_memory_kept(), autocast(device, bf16):
+    with freed_memory_kept(), inference_autocast(device, bf16):
         for start in progress_bar(starts, progress, desc=desc, unit="batch", total=len(starts)):
             batch = preprocess.prepare(images[start : start + batch_size].to(device))
             outputs.append(network(batch).float().cpu())
@@ -298,8 +306,9 @@ def dataset_features(network: VisualNet, preprocess: Preprocess, data: ImageSet,
     if preprocess.size is None:
         return network_outputs(network.body, preprocess, data.images, device=device, bf16=bf16, batch_size=batch_size, progress=progress,
                                desc=f"features ({what})")
-    return cached_features(network.body, preprocess, data, device=device, bf16=bf16, batch_size=batch_size,
-                           progress=progress, what=what, cache_dir=cache_dir)[0].float()
+    with exact_float32(device):  # in float32 exactly what the ONNX export computes; bf16 autocasts inside
+        return cached_features(network.body, preprocess, data, device=device, bf16=bf16, batch_size=batch_size,
+                               progress=progress, what=what, cache_dir=cache_dir)[0].float()
 
 
 @torch.no_grad()
@@ -307,8 +316,9 @@ def head_outputs(head: torch.nn.Module, features: torch.Tensor, device: torch.de
                  batch_size: int = 1000) -> torch.Tensor:
     """A head on body features, in batches, on the CPU."""
     head.eval()
-    rows = [head(features[start : start + batch_size].to(device)).float().cpu()
-            for start in range(0, len(features), batch_size)]
+    with exact_float32(device):
+        rows = [head(features[start : start + batch_size].to(device)).float().cpu()
+                for start in range(0, len(features), batch_size)]
     return torch.cat(rows) if rows else features
 
 
@@ -356,9 +366,8 @@ def image_batches(images, size: int, batch_size: int = BATCH_SIZE,
 
 def tensor_batches(images: torch.Tensor, size: int, batch_size: int,
                    interpolation: str = "bilinear") -> Iterator[torch.Tensor]:
-    """Slices of a uint8 N x 3 x H x W tensor (or one 3 x H x W image), resized when not `size` px."""
-    if images.dtype != torch.uint8:
-        raise DeviseError(f"image tensors must be uint8 (0-255), not {images.dtype}; or pass file paths or PIL images")
+    """Slices of an N x 3 x H x W tensor (or one 3 x H x W image) as uint8, resized when not `size` px."""
+    images = uint8_images(images)
     if images.dim() == 3:
         images = images[None]
     if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] == 0:
@@ -368,3 +377,45 @@ def tensor_batches(images: torch.Tensor, size: int, batch_size: int,
         if tuple(part.shape[-2:]) != (size, size):
             part = image_batch(list(part.permute(0, 2, 3, 1).cpu().numpy()), size, interpolation)
         yield part
+
+
+FLOAT_IMAGES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def uint8_images(images: torch.Tensor) -> torch.Tensor:
+    """A uint8 image tensor as it is; a float one in [0, 1] (torchvision's `ToTensor`, `ToDtype(scale=True)`)
+    scaled by 255 and rounded, so that `x / 255` ranks exactly as `x`; anything else one clear line."""
+    if images.dtype == torch.uint8:
+        return images
+    if images.dtype not in FLOAT_IMAGES:
+        raise DeviseError(f"image tensors must be uint8 (0-255) or float (0-1), not {images.dtype}; "
+                          "or pass file paths or PIL images")
+    if images.numel():
+        low, high = float(images.min()), float(images.max())
+        if not (0.0 <= low and high <= 1.0):  # NaN fails this too
+            raise DeviseError(f"a float image tensor must hold values in [0, 1] (torchvision's scale), not "
+                              f"[{low:g}, {high:g}]; divide 0-255 values by 255, or pass them as uint8")
+    return (images.float() * 255).round().to(torch.uint8)
+
+
+def check_image_files(images) -> None:
+    """Each path among `images` exists and opens as an image (its header only, so this is quick):
+    a command checks its inputs before loading models or encoding labels."""
+    if isinstance(images, (str, Path)):
+        images = [images]
+    if not isinstance(images, (list, tuple)):
+        return
+    for image in images:
+        if not isinstance(image, (str, Path)):
+            continue
+        path = Path(image)
+        if not path.is_file():
+            raise DeviseError(f"{path}: no such image file")
+        try:
+            with Image.open(path) as opened:
+                pixels = opened.width * opened.height
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            raise DeviseError(f"{path} is not a readable image ({error.__class__.__name__})") from None
+        if pixels > MAX_PIXELS:
+            raise DeviseError(f"{path} is {pixels:,} pixels, above devise's limit of "
+                              f"{MAX_PIXELS // 1_000_000} megapixels")

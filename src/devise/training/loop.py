@@ -34,6 +34,7 @@ from devise.hardware import (
     use_bf16,
 )
 from devise.labels.run_labels import training_label_vectors
+from devise.log import duration
 from devise.model.checkpoint import (
     CHECKPOINT,
     Run,
@@ -175,6 +176,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, d
         raise DeviseError(f"--batch-size {config.batch_size} does not split evenly over {dist.world_size} processes")
     folder = Path(config.out)
     check_folder(folder, config, resume)
+    if config.log_to == "tensorboard":
+        runs.summary_writer_class()  # a missing package is one line now, not after the data is loaded
     with runs.held(folder, "train") if dist.is_main else contextlib.nullcontext():
         return fit(config, folder, resume, progress and dist.is_main, device, dist)
 
@@ -235,6 +238,7 @@ def fit(config: TrainConfig, folder: Path, resume: bool, talk: bool, device: tor
                                    drop_last=train_loader.drop_last, limit=config.epoch_images, **batches)
     val_loader = BatchLoader(evenly_spaced(val_set, config.val_images).to(device), config.eval_batch_size,
                              augment=NO_AUGMENT, **batches)
+    log.info(start_line(config, train_set, val_set, device, dist, resume))
     train_features, val_features = frozen_features(config, model, preprocess, train_set, val_set, device, talk, dist)
 
     start_epoch, rows = 0, []
@@ -251,7 +255,9 @@ def fit(config: TrainConfig, folder: Path, resume: bool, talk: bool, device: tor
             log.info(f"skipped {len(skipped)} image{'s' if len(skipped) > 1 else ''} that do not decode; listed in "
                   f"{folder / runs.SKIPPED}")
 
-    with freed_memory_kept():  # each step reuses the last one's memory: no page faults
+    timed: dict[int, float] = {}  # this session's epochs' seconds, for the time left
+    scalars = runs.epoch_scalars(folder, config.log_to) if dist.is_main else contextlib.nullcontext(lambda row: None)
+    with freed_memory_kept(), scalars as record_scalars:  # each step reuses the last one's memory: no page faults
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
             loader = small_loader if epoch < config.small_epochs else train_loader  # progressive resizing
@@ -270,9 +276,9 @@ def fit(config: TrainConfig, folder: Path, resume: bool, talk: bool, device: tor
                          "images_per_second": fit_figures["images"] / train_seconds})
             if dist.is_main:
                 save_epoch(folder, rows, model, optimizer, train_set, preprocess, label_vectors, label_centre, body_seen)
-            log.info(f"epoch {epoch + 1}/{config.epochs}: train loss {rows[-1]['train_loss']:.3f} "
-                     f"top1 {rows[-1]['train_top1']:.3f} | val loss {val['loss']:.3f} top1 {val['top1']:.3f} "
-                     f"top5 {val['top5']:.3f} | {rows[-1]['epoch_seconds']:.0f}s")
+                record_scalars(rows[-1])
+            timed[epoch] = rows[-1]["epoch_seconds"]
+            log.info(epoch_line(rows[-1], config.epochs, seconds_left(config, timed, epoch)))
     run = Run(config, model, preprocess, train_set.class_names, folder, label_vectors, train_set.class_ids, label_centre,
               body_seen)
     if dist.is_main:
@@ -280,6 +286,53 @@ def fit(config: TrainConfig, folder: Path, resume: bool, talk: bool, device: tor
         calibrate(run, train_set, val_set, talk)
     dist.barrier()  # the others wait until the folder is complete (the next stage reads it)
     return run
+
+
+def start_line(config: TrainConfig, train_set: ImageSet, val_set: ImageSet, device: torch.device,
+               dist: Distributed, resume: bool) -> str:
+    """What starts, said before the first epoch (which may be minutes away): the model, the data,
+    the epochs, where and in which precision."""
+    body = config.body + (", pretrained" if config.pretrained else "") + f", {config.image_size} px"
+    model = (f"a DeViSE model ({body}, into {config.vectors})" if config.head == "embedding"
+             else f"a softmax model ({body})")
+    val_count = min(config.val_images or len(val_set), len(val_set))
+    data = (f"{config.data}: {len(train_set):,} images of {train_set.num_classes} classes"
+            + (f" ({config.epoch_images:,} an epoch)" if config.epoch_images else "")
+            + f", {val_count:,} to validate on")
+    where = str(device) + (f" x {dist.world_size} processes" if dist.world_size > 1 else "")
+    how = f"batches of {config.batch_size} on {where}, {'bf16 autocast' if config.bf16 else 'float32'}"
+    if resume:
+        return f"resuming {config.out} from its last checkpoint: {model} on {data}; {how}"
+    return f"training {model} on {data}; {config.epochs} epochs, {how}; into {config.out}"
+
+
+def epoch_line(row: dict, epochs: int, seconds_left: float | None) -> str:
+    """One line per epoch, as a person reads it in a log: the figures, the speed, the epoch's time
+    and the time left (none after the last epoch)."""
+    seconds = row["epoch_seconds"]
+    text = (f"epoch {int(row['epoch'])}/{epochs}  train loss {row['train_loss']:.3f} top-1 {row['train_top1']:.3f}  "
+            f"val loss {row['val_loss']:.3f} top-1 {row['val_top1']:.3f} top-5 {row['val_top5']:.3f}  "
+            f"{row['images_per_second']:,.0f} img/s  " + (f"{seconds:.1f} s" if seconds < 60 else duration(seconds)))
+    return text + (f"  ETA {duration(seconds_left)}" if seconds_left is not None else "")
+
+
+def epoch_kind(config: TrainConfig, epoch: int) -> tuple[bool, bool]:
+    """What sets an epoch's pace besides the host: progressive resizing's small images, a frozen body."""
+    return epoch < config.small_epochs, epoch < config.freeze_epochs
+
+
+def seconds_left(config: TrainConfig, timed: dict[int, float], epoch: int) -> float | None:
+    """The time the epochs after `epoch` will take, each at the mean pace of the epochs of its kind
+    timed so far (of all of them, when none of its kind is); None after the last epoch."""
+    later = range(epoch + 1, config.epochs)
+    if not later:
+        return None
+
+    def pace(kind: tuple[bool, bool]) -> float:
+        same = [seconds for done, seconds in timed.items() if epoch_kind(config, done) == kind] or list(timed.values())
+        return sum(same) / len(same)
+
+    return sum(pace(epoch_kind(config, later_epoch)) for later_epoch in later)
 
 
 def frozen_features(config: TrainConfig, model: VisualNet, preprocess: Preprocess, train_set: ImageSet,
@@ -371,7 +424,6 @@ def save_epoch(folder: Path, rows: list[dict], model: VisualNet, optimizer: torc
                label_centre: torch.Tensor | None, body_seen: dict) -> None:
     """After an epoch: its metrics row, the checkpoint (CPU tensors, with the classes' names and
     ids: the ids place them in WordNet for hierarchical precision), the curves."""
-    runs.write_metrics(folder, rows)
     state = cpu_copy({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": int(rows[-1]["epoch"]),
                       "class_names": train_set.class_names, "class_ids": train_set.class_ids, "normalizer": [list(preprocess.mean), list(preprocess.std)],
                       "input": preprocess.record(), "body_trained_on": body_seen})
@@ -379,8 +431,23 @@ def save_epoch(folder: Path, rows: list[dict], model: VisualNet, optimizer: torc
         state["label_vectors"] = label_vectors.cpu()
     if label_centre is not None:
         state["label_centre"] = label_centre.cpu()
-    runs.save_checkpoint(folder, state)
+    runs.save_epoch_record(folder, rows, state)
     plot_learning_curves({folder.name: rows}, folder / "curves.png")
+
+
+def summary_text(summary: dict, folder: Path) -> str:
+    """The end of `devise train` in a few lines a person reads (summary.json holds every figure)."""
+    def figure(key: str) -> str:
+        return "-" if summary.get(key) is None else f"{summary[key]:.3f}"
+
+    precision = "bf16" if summary.get("bf16") else "float32"
+    epochs = f"{summary['epochs']} epoch" + ("s" if summary["epochs"] != 1 else "")
+    processes = summary["host"].get("processes", 1)
+    where = summary["host"]["device"] + (f" x {processes} processes" if processes > 1 else "")
+    return (f"trained {epochs} in {duration(summary['train_minutes'] * 60)} on {where} ({precision}): "
+            f"val top-1 {figure('val_top1')}, top-5 {figure('val_top5')} (best top-1 {figure('best_val_top1')})\n"
+            f"saved {folder} (checkpoint, {runs.METRICS}, {runs.CURVES}, {runs.SUMMARY}); "
+            f"next: devise evaluate {folder}")
 
 
 def summary(config: TrainConfig, rows: list[dict], host: dict) -> dict:
