@@ -78,6 +78,7 @@ def test_demo_runs_the_whole_pipeline(demo):
     assert summary["zero-shot"]["ConSE"]["calibration"] == "class split"
     assert summary["zero-shot"]["DeViSE"]["calibration"] == "seen share"
     assert "the paper's" not in (demo / "summary.md").read_text(), "toy figures do not sit beside the paper's"
+    assert "| zero-shot DeViSE hit@1 / 2 / 5 / 10 / 20 |" in (demo / "summary.md").read_text(), "held out of the body too"
     assert "next: devise predict" in (demo / "stdout.log").read_text()
     page = (demo / "report.html").read_text()
     assert "<th>constant chosen by</th>" in page and "<td>class split</td>" in page and "<td>seen share</td>" in page

@@ -83,6 +83,9 @@ def test_target_classes_are_split_by_what_the_body_was_trained_on():
     # A body trained on some of the target dataset's own classes has seen none of its others, WordNet or not.
     toy = image_set(["red square", "blue circle", "green star"], ["red square", "blue circle", "green star"])
     assert body_split(toy, ["red square"]) == ["seen", "unseen", "unseen"]
+    held_out = image_set(["blue circle", "green star"], ["blue circle", "green star"])
+    assert body_split(held_out, ["red square"]) == ["unknown", "unknown"]  # alone, nothing says they are its siblings
+    assert body_split(held_out, ["red square"], dataset=toy) == ["unseen", "unseen"]
     assert regime(["unseen", "unseen"]) == "zero-shot" and regime(["seen", "seen"]) == "transfer"
     assert regime(["seen", "unseen"]) == "mixed" and regime(["unseen", "unknown"]) == "unknown"
 

@@ -201,7 +201,8 @@ def evaluate_zero_shot(models: list[ZeroShotModel], target: ImageSet, space: Run
                  **{f"vocabulary_{key}": over_vocabulary[key] for key in over_vocabulary
                     if key.startswith(("hit@", "hp@"))}}
         entry["body"] = body_figures(model.model.body_trained_on, target, top,
-                                     vocabulary if model.kind == "softmax" else target_vocabulary, true_vectors)
+                                     vocabulary if model.kind == "softmax" else target_vocabulary, true_vectors,
+                                     dataset=gzsl[0] if gzsl else None)
         entry.update(class_figures(top, vocabulary if model.kind == "softmax" else target_vocabulary, target))
         if model.kind != "softmax":
             entry["map"] = label_map(query_vectors(model.kind, out, training_vectors, conse_top), target_vectors,
@@ -233,17 +234,18 @@ BODY_KS = (1, 5, 10)
 PARTS = ("unseen", "seen", "unknown")  # by the body: never trained on, trained on, not known
 
 
-def body_split(target: ImageSet, trained_on: list[str] | None) -> list[str]:
+def body_split(target: ImageSet, trained_on: list[str] | None, *, dataset: ImageSet | None = None) -> list[str]:
     """Each target class as the model's body knows it: "seen" (trained on), "unseen" or "unknown".
     A class is matched by its WordNet id where it has one, else by its name looked up as a WordNet
     noun (its most frequent sense); a name that does not resolve, or a body whose training classes
-    are not known, is "unknown", never "unseen". A body trained on classes of the target dataset
-    itself (held-out classes of its own data) has not seen any other class of it: the classes of
-    one dataset are distinct by construction."""
+    are not known, is "unknown", never "unseen". A body trained only on classes of the `dataset`
+    the target is drawn from (default: the target itself; for held-out classes, the whole dataset)
+    has seen none of its other classes: the classes of one dataset are distinct by construction."""
     if trained_on is None:
         return ["unknown"] * target.num_classes
     known = set(trained_on)
-    if known <= set(target.class_names) | set(target.class_ids or []):
+    whole = dataset if dataset is not None else target
+    if known <= set(whole.class_names) | set(whole.class_ids or []):
         return ["seen" if name in known or class_id in known else "unseen"
                 for name, class_id in zip(target.class_names, target.class_ids)]
     known_wnids = {resolve_wnid(i, i) for i in known} - {None}
@@ -268,11 +270,11 @@ def regime(parts: list[str]) -> str:
 
 
 def body_figures(trained_on: dict | None, target: ImageSet, top: torch.Tensor, vocabulary: Vocabulary,
-                 true_vectors: torch.Tensor) -> dict:
+                 true_vectors: torch.Tensor, *, dataset: ImageSet | None = None) -> dict:
     """The target's classes split by what the model's body was trained on, with hit@k over the
     target ranking for each part, and what the figures may be called (`regime`)."""
     trained_on = trained_on or {"description": "", "ids": []}
-    parts = body_split(target, trained_on["ids"])
+    parts = body_split(target, trained_on["ids"], dataset=dataset)
     truth = vocabulary.positions(target.class_names, target.class_ids)
     figures = {"trained_on": trained_on["description"], "regime": regime(parts)}
     for part in PARTS:
