@@ -163,6 +163,7 @@ CASES = [
     ("image_size as text", "devise", (C, setter("image_size", value="abc")), "image_size"),
     ("image_size 1e400", "devise", (C, setter("image_size", value=1e400)), "image_size"),
     ("image_size 100000", "devise", (C, setter("image_size", value=100000)), "image_size"),
+    ("image_size 0", "devise", (C, setter("image_size", value=0)), "image_size"),
     ("image_size 4", "softmax", (C, setter("image_size", value=4)), "image_size"),
     ("image_size 16.0", "softmax", (C, setter("image_size", value=16.0)), "image_size"),
     ("a normaliser of 2 values", "devise", (C, setter("normalizer", "mean", value=[1.0, 2.0])), "normalizer.mean"),
