@@ -246,3 +246,22 @@ def test_a_report_killed_at_any_file_leaves_the_earlier_report_whole(toy_runs, t
         assert out.read_bytes() == (fresh if finished else earlier), n
         assert sorted(path.name for path in tmp_path.iterdir()) == ["fresh.html", "report.html"]
     assert finished
+
+
+def test_a_report_takes_an_exported_model_and_a_pretrained_name_and_says_what_each_is(demo, tmp_path, capsys):
+    from devise.cli import main
+    from devise.model.export import export
+
+    exported = export(demo / "devise", tmp_path / "model")
+    out = tmp_path / "models.html"
+    assert main(["report", str(demo / "softmax"), str(exported), "efficientnet-lite0",
+                 "--zeroshot", str(demo / "zeroshot-unseen"), "--out", str(out)]) == 0
+    page = out.read_text()
+    assert "<h2>Models</h2>" in page and "<td>model</td>" in page and "exported by devise" in page
+    assert "<td>efficientnet-lite0</td>" in page and "ImageNet-1K" in page
+    assert "<h2>Training</h2>" in page, "the run folder still brings its training"
+    capsys.readouterr()
+    assert main(["report", str(exported), str(tmp_path / "nothing"), "--out", str(tmp_path / "no.html")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nothing: no such run or model folder" in err
+    assert not (tmp_path / "no.html").exists()

@@ -280,8 +280,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from devise.experiment.report import write_report
 
-    for folder in args.runs:
-        check_report_folder(folder)
     print(write_report(args.runs, args.out, title=args.title, zero_shot=args.zeroshot or ()))
     return 0
 
@@ -299,21 +297,6 @@ def check_models(paths: list[str]) -> None:
             raise DeviseError(f"{path}: no such model folder, nor a pretrained model devise knows ({', '.join(KNOWN)})")
         raise DeviseError(f"{path} is neither an exported devise model (no config.json) nor a run folder "
                           "(no config.toml)")
-
-
-def check_report_folder(folder: str) -> None:
-    """A report is about training runs: an exported model or a pretrained classifier gets a line
-    saying where its results go instead."""
-    path = Path(folder).expanduser()
-    if (path / "config.toml").is_file():
-        return
-    if (path / "config.json").is_file():
-        raise DeviseError(f"{folder} is an exported model, which keeps no training history: report its run folder, "
-                          "and its zero-shot results with --zeroshot FOLDER")
-    if not path.exists():
-        raise DeviseError(f"{folder}: no such run folder (a report's pretrained classifier comes in through "
-                          "the zero-shot results of `devise zeroshot NAME`, with --zeroshot FOLDER)")
-    raise DeviseError(f"{folder} is not a run folder (no config.toml)")
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -511,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     report = commands.add_parser("report", help="one self-contained HTML page about runs and zero-shot results")
-    report.add_argument("runs", nargs="+", help="run folders")
+    report.add_argument("runs", nargs="+", help="run folders; exported folders and pretrained models' names too")
     report.add_argument("--zeroshot", nargs="+", help="zero-shot output folders (default: RUN/zeroshot-* found)")
     report.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
     report.add_argument("--title", default="devise report", help="the page's title")

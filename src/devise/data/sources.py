@@ -7,6 +7,7 @@ and never care whether the bytes come from the official zip or from its extracte
 from __future__ import annotations
 
 import io
+import logging
 import os
 import warnings
 import zipfile
@@ -19,6 +20,8 @@ from PIL import Image, UnidentifiedImageError
 
 from devise.errors import DeviseError
 from devise.log import progress_bar
+
+log = logging.getLogger(__name__)
 
 
 class FileSource:
@@ -181,6 +184,8 @@ def decode_many(names: list[str], read, size: int, where, *, on_bad_image: str =
     `on_bad_image="skip"` is left out: returns (images, indices of the ones kept, the skipped ones)."""
     images = np.empty((len(names), size, size, 3), dtype=np.uint8)
     bad = [False] * len(names)
+    if progress and len(names) >= 1000:  # long enough to say up front what it is doing
+        log.info(f"{desc}: decoding {len(names):,} images to {size} px, once: the decoded copy is cached")
 
     def decode(i: int) -> None:
         try:

@@ -22,6 +22,9 @@ from devise import files
 from devise.errors import DeviseError
 from devise.evaluation.metrics import share_interval
 from devise.hardware import host_line
+from devise.model.export import CONFIG_FILE
+from devise.model.pretrained import KNOWN, is_pretrained_name
+from devise.model.schema import read_config
 from devise.plots import plot_confusion, plot_hit_at_k, plot_label_map, plot_learning_curves, plot_seen_unseen
 from devise.training import runs
 from devise.version import __version__
@@ -153,6 +156,38 @@ def provenance_section(folders: list[Path]) -> str:
                      *[key.replace("_", " ") for key in PROVENANCE[4:]], "finished (UTC)"], rows)
             + '<p class="note">Host: ' + "; ".join(hosts) + ".</p>"
             + f"<details><summary>Every setting of every run</summary>{full}</details>")
+
+
+def describe_model(path: str) -> list:
+    """A row saying what a model that is not a run folder is: an exported folder (its config.json,
+    checked as `devise.load` checks it) or a pretrained classifier devise knows by name."""
+    folder = Path(path).expanduser()
+    if (folder / CONFIG_FILE).is_file():
+        config = read_config(folder / CONFIG_FILE)
+        architecture = config["architecture"]
+        body = architecture.get("body", architecture.get("model", "?"))
+        trained_on = (config.get("body_trained_on") or {}).get("description", "not recorded")
+        return [folder.name, f"exported by devise {config.get('devise_version', '?')}", config["kind"], body,
+                config["image_size"], config["label_space"].get("name", "?"), len(config["labels"]), trained_on]
+    if is_pretrained_name(path):
+        weights = KNOWN[path]
+        return [path, f"pretrained classifier ({weights.source}, {weights.licence})", "softmax", weights.architecture,
+                weights.input_size, "ConSE over its labels", 1000, weights.trained_on]
+    if not folder.exists():
+        raise DeviseError(f"{path}: no such run or model folder, nor a pretrained model devise knows ({', '.join(KNOWN)})")
+    raise DeviseError(f"{path} is neither a run folder (no {runs.CONFIG}) nor an exported model (no {CONFIG_FILE})")
+
+
+def models_section(rows: list[list]) -> str:
+    """What each model that came without a run folder is; its figures are in the zero-shot sections."""
+    if not rows:
+        return ""
+    return ("<h2>Models</h2>"
+            + table(["model", "what", "kind", "body", "px", "label space", "training labels", "its body was trained on"],
+                    rows)
+            + '<p class="note">Exported folders and pretrained classifiers keep no training history: their figures '
+              "are those of the zero-shot results below (<code>devise zeroshot MODEL</code>, then "
+              "<code>devise report MODEL --zeroshot FOLDER</code>).</p>")
 
 
 def comparison_section(summary: str | None) -> str:
@@ -468,17 +503,20 @@ def body_section(models: dict) -> str:
 
 def write_report(run_folders: list[str | Path], out: str | Path, *, title: str = "devise report",
                  zero_shot: list[str | Path] = (), summary: str | None = None) -> Path:
-    """Write the report of the runs (and of zero-shot output folders, found inside the runs
-    when not given) to `out`; returns its path. `summary`: the experiment's summary.md table
+    """Write the report of the models (and of zero-shot output folders, found inside the runs
+    when not given) to `out`; returns its path. A run folder brings its settings, training and
+    hit@k; an exported folder or a pretrained classifier's name, what the model is (it keeps no
+    training history). `summary`: the experiment's summary.md table
     (`devise.experiment.reproduce.summary_table`), shown first."""
-    folders = [Path(r) for r in run_folders]
-    for folder in folders:
-        if not (folder / runs.CONFIG).is_file():
-            raise DeviseError(f"{folder} is not a run folder (no {runs.CONFIG})")
+    folders = [Path(r) for r in run_folders if (Path(r).expanduser() / runs.CONFIG).is_file()]
+    others = [str(r) for r in run_folders if not (Path(r).expanduser() / runs.CONFIG).is_file()]
+    described = [describe_model(other) for other in others]  # every path checked before anything is written
     zero_shot_folders = [Path(z) for z in zero_shot] or sorted({z for f in folders for z in runs.zero_shot_folders(f)})
     with tempfile.TemporaryDirectory() as scratch:
-        sections = [provenance_section(folders), comparison_section(summary),
-                    training_section(folders, Path(scratch)), hit_at_k_section(folders, Path(scratch))]
+        sections = [provenance_section(folders) if folders else "", models_section(described),
+                    comparison_section(summary)]
+        if folders:
+            sections += [training_section(folders, Path(scratch)), hit_at_k_section(folders, Path(scratch))]
         sections += [zero_shot_section(z) for z in zero_shot_folders if runs.read_zero_shot(z) is not None]
         sections.append(SORT_SCRIPT)
     page = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
