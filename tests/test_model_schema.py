@@ -356,6 +356,21 @@ def test_a_vectors_file_copied_into_the_folder_is_read_from_there(models, tmp_pa
     assert vectors.shape == (1, 50) and torch.isfinite(vectors).all()
 
 
+def test_an_export_carries_its_vectors_file_inside_it(models, tmp_path):
+    from devise.model.export import save
+
+    vectors = tmp_path / "elsewhere" / "vecs.txt"
+    vectors.parent.mkdir()
+    vectors.write_text("".join(f"{word} " + " ".join([str(i + 1)] * 50) + "\n" for i, word in enumerate(["zebra", "apple"])))
+    model = devise.load(models["devise"], device="cpu")
+    model.config["label_space"].update(source="glove-text", path=str(vectors), name="glove-text:vecs.txt")
+    out = save(model, tmp_path / "carried")
+    assert (out / "vectors" / "vecs.txt").read_bytes() == vectors.read_bytes()
+    assert json.loads((out / "config.json").read_text())["label_space"]["path"] == "vectors/vecs.txt"
+    vectors.unlink()  # the model no longer needs the file where it was trained
+    assert devise.load(out, device="cpu").encode_text(["zebra"]).shape == (1, 50)
+
+
 def test_a_folder_devise_wrote_before_format_2_still_loads_and_ranks_the_same(models, tmp_path, image):
     folder = copied(models, "devise", tmp_path)
 

@@ -211,7 +211,7 @@ def marker_kind(folder: Path) -> str | None:
     """What devise's marker in `folder` says the folder is ("run", "model", ...), or None."""
     try:
         content = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return content.get("devise") if isinstance(content, dict) and isinstance(content.get("devise"), str) else None
 

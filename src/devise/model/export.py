@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -41,7 +42,8 @@ from devise.model.schema import read_config as read_checked_config
 from devise.version import __version__
 
 CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE = "config.json", "model.safetensors", "image_encoder.onnx"
-MODEL_KIND, MODEL_FILES = "model", (CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE)  # devise's marker; what it writes
+VECTORS_FOLDER = "vectors"  # a label space's vectors file travels with the model, here
+MODEL_KIND, MODEL_FILES = "model", (CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE, VECTORS_FOLDER)  # devise's marker; what it writes
 
 
 def from_run(run: Run, *, replacements: str | None = None, vectors: str | None = None, stock: bool = False,
@@ -144,8 +146,28 @@ def save(model: DeviseModel, folder: str | Path, *, onnx: bool = False) -> Path:
             model.config["onnx"] = onnx_description(model)
         weights = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.network.state_dict().items()}
         write_bytes(building / WEIGHTS_FILE, safetensors_bytes(weights, metadata={"format": "pt", "devise": FORMAT}))
-        write_bytes(building / CONFIG_FILE, config_text(model.config).encode("utf-8"))
+        config = with_vectors_file(model, building)
+        write_bytes(building / CONFIG_FILE, config_text(config).encode("utf-8"))
     return folder
+
+
+def with_vectors_file(model: DeviseModel, building: Path) -> dict:
+    """The model's config.json, its label space's vectors file (if it reads one) copied into the
+    folder and named there: a model folder names no file outside itself (`devise.model.schema`), and
+    new label text is read in the very vectors the model trained with."""
+    space = model.config["label_space"]
+    source = model.vectors_path or space.get("path")
+    if not source or space.get("random_vectors") or not Path(source).expanduser().is_file():
+        return model.config  # none to copy: config.json says which file, and loading says it is missing
+    source = Path(source).expanduser()
+    (building / VECTORS_FOLDER).mkdir(exist_ok=True)
+
+    def copy(out) -> None:
+        with open(source, "rb") as given:
+            shutil.copyfileobj(given, out, 1 << 20)
+
+    files.write_with(building / VECTORS_FOLDER / source.name, copy, what="the label space's vectors file")
+    return {**model.config, "label_space": {**space, "path": f"{VECTORS_FOLDER}/{source.name}"}}
 
 
 def is_earlier_export(folder: Path) -> bool:
@@ -153,7 +175,7 @@ def is_earlier_export(folder: Path) -> bool:
     says it is a devise model."""
     try:
         config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False
     return isinstance(config, dict) and config.get("format") == FORMAT
 
