@@ -123,13 +123,13 @@ def test_list_pretrained_names_the_weights_their_source_licence_and_training_cla
 @pytest.mark.realdata
 def test_the_packaged_classifier_names_real_tiny_imagenet_images_imagenet_class(tiny_imagenet_zip):
     val = load_dataset("tiny-imagenet", tiny_imagenet_zip, "val")
-    images = val.subset(torch.linspace(0, len(val) - 1, 500).round().long())
+    images = val.subset(torch.linspace(0, len(val) - 1, 250).round().long())
     model = devise.load("efficientnet-lite0", device="cpu")  # ConSE over ImageNet-1K, no training
-    probabilities = model.forward(next(model.image_batches(images.images, batch_size=500)))
+    probabilities = model.forward(next(model.image_batches(images.images, batch_size=250)))
     column = {wnid: i for i, wnid in enumerate(imagenet_classes()[0])}
     truth = torch.tensor([column[images.class_ids[label]] for label in images.labels])
     top5 = (probabilities.topk(5, dim=1).indices == truth[:, None]).any(dim=1).float().mean()
-    assert top5 >= 0.45  # 0.51 measured with timm's pipeline (bicubic, crop 0.875) at 224 px
+    assert top5 >= 0.45  # 0.536 measured on these 250 with timm's pipeline (bicubic, crop 0.875) at 224 px
     ranked = model.classify(images.images[:40], val.class_names, top=5)  # ConSE among Tiny ImageNet's 200 names
     named = [val.class_names[label] for label in images.labels[:40]]
     assert sum(truth_name in [label for label, _ in top] for truth_name, top in zip(named, ranked)) >= 10
