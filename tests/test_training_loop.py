@@ -42,7 +42,7 @@ def test_training_for_longer_learns_the_toy_set(tmp_path, toy_config):
     assert summary["val_top1"] > 0.5, summary  # chance is 1/40
 
 
-def test_resume_after_a_stop_matches_an_uninterrupted_run(tmp_path, monkeypatch, toy_config):
+def test_resume_after_a_stop_matches_an_uninterrupted_run(tmp_path, monkeypatch, toy_config, caplog):
     full = training.train(toy_config(out=str(tmp_path / "full" / "run"), epochs=3), progress=False)
 
     real_evaluate = training.evaluate
@@ -61,7 +61,9 @@ def test_resume_after_a_stop_matches_an_uninterrupted_run(tmp_path, monkeypatch,
     stopped_state = checkpoint.load_checkpoint(tmp_path / "stopped" / "run")
     assert stopped_state["epoch"] == 1
 
+    caplog.set_level("INFO", logger="devise")
     resumed = training.train(toy_config(out=str(tmp_path / "stopped" / "run"), epochs=3), resume=True, progress=False)
+    assert "resumed after epoch 1/3: 2 to go" in caplog.text
     full_state = checkpoint.load_checkpoint(full.folder)
     resumed_state = checkpoint.load_checkpoint(resumed.folder)
     assert resumed_state["epoch"] == 3

@@ -245,6 +245,7 @@ def fit(config: TrainConfig, folder: Path, resume: bool, talk: bool, device: tor
     if resume:
         start_epoch = restore(folder, model, optimizer)
         rows = [r for r in runs.read_metrics(folder) if r["epoch"] <= start_epoch]
+        log.info(f"resumed after epoch {start_epoch}/{config.epochs}: {config.epochs - start_epoch} to go")
     if dist.is_main:  # only now, when nothing can fail before training: a failed resume changes nothing
         runs.save_config(folder, config)
         if unseen_names is not None and unseen:
