@@ -321,15 +321,16 @@ class SlowDecodes:
 
     max_bytes, default_labels, top = 10_000_000, ["tiger"], 5
 
-    def __init__(self):
+    def __init__(self, seconds: float = 0.5):
         self.running = self.most = 0
+        self.seconds = seconds
         self.lock = threading.Lock()
 
     def decode(self, data: bytes, where: str) -> list:
         with self.lock:
             self.running += 1
             self.most = max(self.most, self.running)
-        time.sleep(0.5)
+        time.sleep(self.seconds)
         with self.lock:
             self.running -= 1
         return []
@@ -357,3 +358,28 @@ def test_at_most_two_uploads_are_decoded_at_once_and_the_others_wait_their_turn(
         thread.join(30)
     assert [status for status, _ in answers] == [200] * 6, "every upload answered, none refused"
     assert service.most == MAX_DECODES == 2
+
+
+def test_an_upload_past_the_servers_limit_is_a_503_and_the_others_are_answered(toy_image):
+    import uvicorn
+
+    from devise.serve.app import create_app, listening_socket, url_of
+
+    sock = listening_socket("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(create_app(SlowDecodes(seconds=2), max_uploads=3), log_level="warning",
+                                           lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        image = (toy_image[0].name, toy_image[0].read_bytes())
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda _: post(url_of(sock), {}, image), range(6)))
+        later = post(url_of(sock), {}, image)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [200] * 3 + [503] * 3, "three held (two decoding, one waiting), three turned away"
+    assert all("busy" in body["error"] for status, body in answers if status == 503)
+    assert later[0] == 200, "the server answers again once it has room"
+

@@ -3,8 +3,9 @@
 One FastAPI app (on Starlette, served by uvicorn) over `DeviseModel`s: DeViSE for an embedding
 model, ConSE for a softmax one, side by side. The page is `page.html`, self-contained (nothing
 loaded from the web; every text enters the DOM as text). Uploads are bounded in bytes and pixels
-and decoded off the event loop, at most `MAX_DECODES` at once (the others wait their turn), so the
-server's memory does not follow the requests; every refusal is one JSON line with its status.
+and decoded off the event loop, at most `MAX_DECODES` at once (the others wait their turn, at most
+`MAX_UPLOADS` held in all), so the server's memory does not follow the requests; every refusal is
+one JSON line with its status.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the handlers' annotations (`Request`,
@@ -32,6 +33,7 @@ LABEL_TEXT_BYTES = 1 << 20  # the labels field may hold this much text beside th
 MAX_LABELS = 20000
 MAX_TOP = 100
 MAX_DECODES = 2  # uploads decoded at once; the others wait their turn, so memory is that of two
+MAX_UPLOADS = 32  # uploads held at once (read, waiting or decoding), each at most --max-mb: one more is a 503
 COMMON_WORDS = 1000
 # The page: one self-contained file of HTML and script (no file, font or script from anywhere else;
 # every text from the server or the user enters the DOM through textContent).
@@ -183,8 +185,9 @@ def parse_top(text, default: int) -> int:
 # The web app
 
 
-def create_app(service: Service):
-    """The FastAPI app: the page at /, /api/info and /api/classify."""
+def create_app(service: Service, *, max_uploads: int = MAX_UPLOADS):
+    """The FastAPI app: the page at /, /api/info and /api/classify. At most `max_uploads` uploads
+    are held at once: the bytes waiting for a decode are bounded too, and one more gets a 503."""
     from fastapi import FastAPI, Request
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -209,8 +212,21 @@ def create_app(service: Service):
             return refuse(404, f"no example image {name!r}; there are {', '.join(EXAMPLES)}")
         return Response(EXAMPLES[name], media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
+    held = 0  # uploads in this server now; the event loop is one thread, so a plain count will do
+
     @app.post("/api/classify")
     async def classify(request: Request):
+        nonlocal held
+        if held >= max_uploads:
+            return JSONResponse({"error": f"the server is busy with {held} images; try again in a moment"},
+                                status_code=503, headers={"Retry-After": "1"})
+        held += 1
+        try:
+            return await answer(request)
+        finally:
+            held -= 1
+
+    async def answer(request: Request):
         body = await read_body(request, service.max_bytes + LABEL_TEXT_BYTES)
         if body is None:
             return refuse(413, f"the upload is over the {service.max_bytes / 1e6:g} MB limit; send a smaller image")
