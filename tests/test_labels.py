@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,28 +95,16 @@ def assert_vectors_as_written(kv: WordVectors) -> None:
         np.testing.assert_allclose(kv[w], v, rtol=1e-6)
 
 
-def test_word2vec_text_file(tmp_path):
-    path = tmp_path / "vectors.txt"
-    write_word2vec_text(path)
-    assert_vectors_as_written(load_word_vectors("word2vec-text", path))
-
-
-def test_word2vec_binary_file(tmp_path):
-    path = tmp_path / "vectors.bin"
-    write_word2vec_binary(path)
-    assert_vectors_as_written(load_word_vectors("word2vec-binary", path))
-
-
-def test_glove_text_file_without_header(tmp_path):
-    path = tmp_path / "glove.txt"
-    write_word2vec_text(path, header=False)
-    assert_vectors_as_written(load_word_vectors("glove-text", str(path)))
-
-
-def test_fasttext_vec_file(tmp_path):
-    path = tmp_path / "wiki.vec"
-    write_word2vec_text(path)
-    assert_vectors_as_written(load_word_vectors("fasttext-vec", path))
+@pytest.mark.parametrize(("source", "name", "write", "as_path"), [
+    ("word2vec-text", "vectors.txt", write_word2vec_text, Path),
+    ("word2vec-binary", "vectors.bin", write_word2vec_binary, Path),
+    ("glove-text", "glove.txt", lambda path: write_word2vec_text(path, header=False), str),  # no header; a str path
+    ("fasttext-vec", "wiki.vec", write_word2vec_text, Path),
+])
+def test_each_vectors_file_format_reads_as_written(tmp_path, source, name, write, as_path):
+    path = tmp_path / name
+    write(path)
+    assert_vectors_as_written(load_word_vectors(source, as_path(path)))
 
 
 def test_a_file_becomes_a_label_space(tmp_path):

@@ -339,47 +339,48 @@ class SlowDecodes:
         return {"image": filename}
 
 
-def test_at_most_two_uploads_are_decoded_at_once_and_the_others_wait_their_turn(toy_image):
+@contextlib.contextmanager
+def app_served(app):
+    """`app` served by uvicorn in a thread on a free loopback port, for the length of the block: its URL."""
     import uvicorn
 
-    from devise.serve.app import MAX_DECODES, create_app, listening_socket, url_of
+    from devise.serve.app import listening_socket, url_of
 
-    service = SlowDecodes()
     sock = listening_socket("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        image = (toy_image[0].name, toy_image[0].read_bytes())
-        with ThreadPoolExecutor(6) as pool:
-            answers = list(pool.map(lambda _: post(url_of(sock), {}, image), range(6)))
+        yield url_of(sock)
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def post_at_once(url: str, image: Path, count: int) -> list[tuple[int, dict]]:
+    """`count` uploads of `image` sent together, as many clients would."""
+    upload = (image.name, image.read_bytes())
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(lambda _: post(url, {}, upload), range(count)))
+
+
+def test_at_most_two_uploads_are_decoded_at_once_and_the_others_wait_their_turn(toy_image):
+    from devise.serve.app import MAX_DECODES, create_app
+
+    service = SlowDecodes()
+    with app_served(create_app(service)) as url:
+        answers = post_at_once(url, toy_image[0], 6)
     assert [status for status, _ in answers] == [200] * 6, "every upload answered, none refused"
     assert service.most == MAX_DECODES == 2
 
 
 def test_an_upload_past_the_servers_limit_is_a_503_and_the_others_are_answered(toy_image):
-    import uvicorn
+    from devise.serve.app import create_app
 
-    from devise.serve.app import create_app, listening_socket, url_of
-
-    sock = listening_socket("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(create_app(SlowDecodes(seconds=2), max_uploads=3), log_level="warning",
-                                           lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        image = (toy_image[0].name, toy_image[0].read_bytes())
-        with ThreadPoolExecutor(6) as pool:
-            answers = list(pool.map(lambda _: post(url_of(sock), {}, image), range(6)))
-        later = post(url_of(sock), {}, image)
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    with app_served(create_app(SlowDecodes(seconds=2), max_uploads=3)) as url:
+        answers = post_at_once(url, toy_image[0], 6)
+        later = post(url, {}, (toy_image[0].name, toy_image[0].read_bytes()))
     statuses = sorted(status for status, _ in answers)
     assert statuses == [200] * 3 + [503] * 3, "three held (two decoding, one waiting), three turned away"
     assert all("busy" in body["error"] for status, body in answers if status == 503)
     assert later[0] == 200, "the server answers again once it has room"
-

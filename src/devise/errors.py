@@ -6,6 +6,8 @@ into a single line and exit status 1 (the input was fine but the work could not 
 diverged, the run folder is in use). Anything else is a bug in devise and keeps its traceback.
 """
 
+from pathlib import Path
+
 
 class DeviseError(Exception):
     """A problem with the user's input: a missing file, an unknown name, a bad image."""
@@ -21,14 +23,23 @@ class RunFailed(DeviseError):
 
 def read_text_file(path, what: str = "file") -> str:
     """A UTF-8 text file's contents, or one line saying why it cannot be read."""
-    from pathlib import Path
-
     path = Path(path).expanduser()
+    data = read_file_bytes(path, what)
     try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DeviseError(f"{path}: no such {what}") from None
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise DeviseError(f"{path} is not UTF-8 text") from None
+
+
+def read_file_bytes(path, what: str = "file", *, limit: int | None = None) -> bytes:
+    """A file's bytes (one larger than `limit` refused from its size, unread), or one line saying
+    why it cannot be read."""
+    path = Path(path).expanduser()
+    try:
+        if limit is not None and (size := path.stat().st_size) > limit:
+            raise DeviseError(f"{path} is {size:,} bytes, more than a {what} may be ({limit:,})")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DeviseError(f"{path}: no such {what}") from None
     except OSError as error:
         raise DeviseError(f"cannot read {path}: {error.strerror or error}") from None

@@ -77,11 +77,9 @@ def write_with(path: str | Path, write: Callable[[BinaryIO], object], *, what: s
     """Write `path` all or nothing: `write` fills an open temporary file beside it, which is flushed
     to the disk and renamed over `path`. On any failure the temporary file is removed and `path`
     is as it was; the system's refusal (no space, read-only, gone) is one line."""
-    path = Path(path)
-    tmp = temporary_name(path)
-    try:
-        handle = os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
-        with handle:
+
+    def fill(tmp: Path) -> None:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as handle:
             recording = RecordingFile(handle)
             try:
                 write(recording)
@@ -91,24 +89,29 @@ def write_with(path: str | Path, write: Callable[[BinaryIO], object], *, what: s
                 raise
             handle.flush()
             os.fsync(handle.fileno())
-        place(tmp, path)
-    except OSError as error:
-        raise not_written(path, what, error) from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-    return path
+
+    return replace_with(path, fill, what=what)
 
 
 def write_through(path: str | Path, write: Callable[[Path], object], *, what: str) -> Path:
     """As `write_with`, for a writer that takes a path (a temporary one beside `path`) rather than an
     open file."""
-    path = Path(path)
-    tmp = temporary_name(path)
-    try:
+
+    def fill(tmp: Path) -> None:
         write(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+
+    return replace_with(path, fill, what=what)
+
+
+def replace_with(path: str | Path, fill: Callable[[Path], None], *, what: str) -> Path:
+    """`fill` writes and syncs a temporary file beside `path`, which then replaces `path`; the
+    temporary file never outlives the call, and the system's refusal is one line."""
+    path = Path(path)
+    tmp = temporary_name(path)
+    try:
+        fill(tmp)
         place(tmp, path)
     except OSError as error:
         raise not_written(path, what, error) from None

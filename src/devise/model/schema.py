@@ -30,7 +30,7 @@ from devise.config import (
     value_type,
 )
 from devise.data.sources import RESAMPLING
-from devise.errors import DeviseError
+from devise.errors import DeviseError, read_file_bytes
 from devise.labels.prompts import read_prompts
 from devise.labels.sources import FILE_FORMATS
 
@@ -139,15 +139,7 @@ def parse_json(path: Path, limit: int, what: str, data: bytes | None = None):
     """A JSON file (or `data` read from it) that is at most `limit` bytes and nests at most
     MAX_DEPTH deep; NaN and Infinity parse, and the schema refuses them where they matter."""
     if data is None:
-        try:
-            size = path.stat().st_size
-            if size > limit:
-                raise DeviseError(f"{path} is {size:,} bytes, more than a {what} may be ({limit:,})")
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise DeviseError(f"{path}: no such {what}") from None
-        except OSError as error:
-            raise DeviseError(f"cannot read {path}: {error.strerror or error}") from None
+        data = read_file_bytes(path, what, limit=limit)
     try:
         value = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
