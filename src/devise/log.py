@@ -82,13 +82,25 @@ class ProgressLines:
         return len(self.iterable)
 
     def __iter__(self) -> Iterator[T]:
-        started = last = time.perf_counter()
-        for done, item in enumerate(self.iterable, start=1):
+        lines = ProgressLog(self.total, self.desc, self.unit)
+        for item in self.iterable:
             yield item
-            now = time.perf_counter()
-            if now - last >= LINE_SECONDS:
-                last = now
-                log.info("%s: %s", self.desc, progress_text(done, self.total, now - started, self.unit))
+            lines.update(1)
+
+
+class ProgressLog:
+    """Work told by counts as log lines: one every `LINE_SECONDS` (how far, how fast, the time left)."""
+
+    def __init__(self, total: int | None, desc: str, unit: str = "it"):
+        self.total, self.desc, self.unit, self.done = total, desc, unit, 0
+        self.started = self.last = time.perf_counter()
+
+    def update(self, count: int) -> None:
+        self.done += count
+        now = time.perf_counter()
+        if now - self.last >= LINE_SECONDS:
+            self.last = now
+            log.info("%s: %s", self.desc, progress_text(self.done, self.total, now - self.started, self.unit))
 
 
 def progress_text(done: int, total: int | None, seconds: float, unit: str) -> str:
@@ -118,19 +130,13 @@ class ProgressCount:
     def __init__(self, total: int, desc: str, unit: str = "it", enabled: bool = True):
         shown = enabled and logging.getLogger("devise").isEnabledFor(logging.INFO)
         self.bar = tqdm(total=total, desc=desc, unit=unit) if shown and sys.stderr.isatty() else None
-        self.lines = shown and self.bar is None
-        self.total, self.desc, self.unit, self.done = total, desc, unit, 0
-        self.started = self.last = time.perf_counter()
+        self.lines = ProgressLog(total, desc, unit) if shown and self.bar is None else None
 
     def update(self, count: int) -> None:
-        self.done += count
         if self.bar is not None:
             self.bar.update(count)
-            return
-        now = time.perf_counter()
-        if self.lines and now - self.last >= LINE_SECONDS:
-            self.last = now
-            log.info("%s: %s", self.desc, progress_text(self.done, self.total, now - self.started, self.unit))
+        elif self.lines is not None:
+            self.lines.update(count)
 
     def close(self) -> None:
         if self.bar is not None:
