@@ -285,18 +285,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def check_models(paths: list[str]) -> None:
-    """Each path a model `devise.load` takes (a run folder, an exported folder, a pretrained
-    classifier's name), checked before any is loaded: a typo in the last costs nothing."""
-    from devise.model.pretrained import KNOWN, is_pretrained_name
+    """Each path a model `devise.load` takes, checked before any is loaded: a typo in the last costs nothing."""
+    from devise.model.export import model_kind
 
     for path in paths:
-        folder = Path(path).expanduser()
-        if is_pretrained_name(path) or (folder / "config.toml").is_file() or (folder / "config.json").is_file():
-            continue
-        if not folder.is_dir():
-            raise DeviseError(f"{path}: no such model folder, nor a pretrained model devise knows ({', '.join(KNOWN)})")
-        raise DeviseError(f"{path} is neither an exported devise model (no config.json) nor a run folder "
-                          "(no config.toml)")
+        model_kind(path)
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:

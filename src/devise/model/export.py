@@ -231,24 +231,38 @@ def load(path: str | Path, device: str | torch.device = "auto", *, vectors_path:
 
 def load_model(path: str | Path, device: str | torch.device, *, vectors_path: str | None, vectors: str | None,
                prompts: str | None, replacements: str | None, image_size: int | None) -> DeviseModel:
-    """`load`'s three kinds of model, told apart by what the path holds."""
+    """`load`'s three kinds of model, told apart by `model_kind`."""
     folder = Path(path).expanduser()
+    kind = model_kind(path)
     device = resolve_device(device)
-    if (folder / CONFIG_FILE).is_file():
+    if kind == "exported":
         model = load_exported(folder, device, vectors_path)
         if replacements:
             model.config["replacements"] = {**(model.config.get("replacements") or {}), **read_replacements(replacements)}
         return model
-    if (folder / RUN_CONFIG).is_file():
+    if kind == "run":
         run = load_run(folder, device)
         softmax = run.config.head == "softmax"  # an embedding model reads labels in its own space
         return from_run(run, replacements=replacements, vectors=vectors if softmax else None)
+    return pretrained_model(str(path), device=device, image_size=image_size, vectors=vectors, prompts=prompts,
+                            replacements=replacements)
+
+
+def model_kind(path: str | Path) -> str:
+    """What `load` reads at `path`: "exported" (config.json), "run" (config.toml) or "pretrained" (a
+    name devise knows); one line otherwise. Quick (no file is read), so commands check every model
+    they are given before loading the first."""
+    folder = Path(path).expanduser()
+    if (folder / CONFIG_FILE).is_file():
+        return "exported"
+    if (folder / RUN_CONFIG).is_file():
+        return "run"
     if is_pretrained_name(str(path)):
-        return pretrained_model(str(path), device=device, image_size=image_size, vectors=vectors, prompts=prompts,
-                                replacements=replacements)
+        return "pretrained"
     if not folder.is_dir():
         raise DeviseError(f"{folder}: no such model folder, nor a pretrained model devise knows ({', '.join(KNOWN)})")
-    raise DeviseError(f"{folder} is neither an exported devise model (no {CONFIG_FILE}) nor a run folder")
+    raise DeviseError(f"{folder} is neither an exported devise model (no {CONFIG_FILE}) nor a run folder "
+                      f"(no {RUN_CONFIG})")
 
 
 from_pretrained = load  # the name Hugging Face users reach for
