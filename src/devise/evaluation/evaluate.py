@@ -19,8 +19,7 @@ from devise.data.splits import keep_classes
 from devise.errors import DeviseError
 from devise.evaluation.metrics import HIERARCHY_KS, HIT_KS, chance_hit_at_k, hit_at_k
 from devise.labels.wordnet import ranking_hierarchy
-from devise.model.checkpoint import CONFIG as RUN_CONFIG
-from devise.model.export import load
+from devise.model.export import load, model_kind
 from devise.model.inference import DeviseModel
 from devise.model.network import stored_interpolation, stored_size
 from devise.training.runs import held, run_split, write_evaluation
@@ -37,7 +36,7 @@ def evaluate_run(folder: str | Path, *, split: str | None = None, data_root: str
     pretrained classifier's name, evaluated on the dataset `data` (`evaluate_other`).
     """
     check_evaluable(folder, data)
-    if not is_run_folder(folder):
+    if model_kind(folder) != "run":
         model = load(folder, device, precision=precision)
         return evaluate_other(model, data=data, split=split, data_root=data_root, progress=progress)
     with held(folder, "evaluate"):
@@ -45,16 +44,12 @@ def evaluate_run(folder: str | Path, *, split: str | None = None, data_root: str
         return evaluate_model(model, split=split, data_root=data_root, progress=progress)
 
 
-def is_run_folder(folder: str | Path) -> bool:
-    return (Path(folder).expanduser() / RUN_CONFIG).is_file()
-
-
 def check_evaluable(folder: str | Path, data: str | None) -> None:
     """One clear line, before anything is loaded, when `folder` cannot be evaluated as asked: a
     run folder evaluates on its own split; any other model needs the dataset named."""
     if data is not None and data not in DATASETS:
         raise DeviseError(f"--data must be one of {', '.join(DATASETS)}, not {data!r}")
-    if is_run_folder(folder) or data is not None:
+    if model_kind(folder) == "run" or data is not None:
         return
     raise DeviseError(f"{folder} is not a run folder, so it does not record the dataset it was trained on: "
                       f"name the one to evaluate it on with --data ({', '.join(DATASETS)}), with --data-root "
