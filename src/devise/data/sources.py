@@ -6,12 +6,14 @@ and never care whether the bytes come from the official zip or from its extracte
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import warnings
 import zipfile
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -114,17 +116,26 @@ def decode_squares(data: bytes, squares: list[tuple[int | None, str]], where: st
     """One decode, cut to several (size, interpolation) squares as `decode_image` would cut each:
     models of different input sizes served side by side read the image once, and nothing larger
     than their squares outlives the decode."""
+    with opened_image(data, where) as image:
+        image = eight_bit(image)
+        return [np.asarray(rgb(square_resize(image, size, interpolation) if size is not None
+                               and image.size != (size, size) else image), dtype=np.uint8)
+                for size, interpolation in squares]
+
+
+@contextlib.contextmanager
+def opened_image(source: bytes | Path, where: str) -> Iterator[Image.Image]:
+    """An image opened from bytes or a file, its header read and checked against `MAX_PIXELS`
+    before any pixel is decoded; what fails in the block (a truncated file, say) or before it is
+    one line naming `where`."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
                 if image.width * image.height > MAX_PIXELS:
                     raise ImageTooLarge(f"{where} is {image.width} x {image.height} pixels, above devise's limit of "
                                         f"{MAX_PIXELS // 1_000_000} megapixels")
-                image = eight_bit(image)
-                return [np.asarray(rgb(square_resize(image, size, interpolation) if size is not None
-                                       and image.size != (size, size) else image), dtype=np.uint8)
-                        for size, interpolation in squares]
+                yield image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # PIL's own check, as it opens
         raise ImageTooLarge(f"{where} declares over {Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels, above "
                             f"devise's limit of {MAX_PIXELS // 1_000_000} megapixels") from None

@@ -20,7 +20,7 @@ from devise.config import TrainConfig
 from devise.data.base import ImageSet
 from devise.data.features import cached_features
 from devise.data.preprocess import Preprocess
-from devise.data.sources import MAX_PIXELS, decode_image, square_resize
+from devise.data.sources import decode_image, opened_image, square_resize
 from devise.errors import DeviseError
 from devise.hardware import check_precision, exact_float32, freed_memory_kept, inference_autocast, inference_bf16
 from devise.labels.run_labels import RunLabels, run_labels
@@ -411,11 +411,5 @@ def check_image_files(images) -> None:
         path = Path(image)
         if not path.is_file():
             raise DeviseError(f"{path}: no such image file")
-        try:
-            with Image.open(path) as opened:
-                pixels = opened.width * opened.height
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-            raise DeviseError(f"{path} is not a readable image ({error.__class__.__name__})") from None
-        if pixels > MAX_PIXELS:
-            raise DeviseError(f"{path} is {pixels:,} pixels, above devise's limit of "
-                              f"{MAX_PIXELS // 1_000_000} megapixels")
+        with opened_image(path, str(path)):
+            pass
